@@ -1,0 +1,314 @@
+//! Configuration: a TOML file (`factwal.example.toml` documents every key) or
+//! a builder in code. Unknown keys are refused; every value is checked against
+//! its limits, and a refusal names the file, the key and the value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::wal::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+
+const MIB: u64 = 1024 * 1024;
+/// Smallest segment accepted, so that tests can exercise many segment rolls.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest segment accepted: recovery maps a whole segment in memory.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * MIB;
+/// Largest record accepted (the record length field is 32 bits; the practical
+/// bound is memory, since a record is decoded whole).
+pub const RECORD_BYTES_MAX: u64 = 256 * MIB;
+
+/// What recovery does when the WAL does not end cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    /// Truncate a torn tail (a partial last record, never acknowledged) with a
+    /// WARN; refuse to open on corruption anywhere else.
+    #[default]
+    TolerateCorruptedTail,
+    /// Refuse to open even on a torn tail.
+    AbsoluteConsistency,
+    /// Keep the valid prefix of the log and drop everything after the first
+    /// invalid record, with an ERROR. The operator's explicit choice.
+    PointInTime,
+}
+
+/// `[persistence]`: where and how data is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistenceConfig {
+    /// Directory holding `state.redb`, the lock file and (by default) the WAL.
+    pub data_dir: PathBuf,
+    /// WAL mode (true) or direct mode, one redb commit per write (false).
+    pub wal_enabled: bool,
+    /// WAL directory; `<data_dir>/wal` when unset.
+    pub wal_path: Option<PathBuf>,
+    /// Size of each preallocated segment file.
+    pub segment_bytes: u64,
+    /// Largest encoded batch accepted; larger ones get `LimitExceeded`.
+    pub max_record_bytes: u64,
+    /// What recovery does with a WAL that does not end cleanly.
+    pub recovery_mode: RecoveryMode,
+    /// When the unfolded WAL reaches this many bytes, writers wait for a fold.
+    pub wal_bytes_max: u64,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            data_dir: PathBuf::from("factwal-data"),
+            wal_enabled: true,
+            wal_path: None,
+            segment_bytes: 64 * MIB,
+            max_record_bytes: 16 * MIB,
+            recovery_mode: RecoveryMode::default(),
+            wal_bytes_max: 1024 * MIB,
+        }
+    }
+}
+
+/// `[checkpoint]`: the fold loop's cadence and reporting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Seconds between passes; 0 disables the loop. Negative values are
+    /// coerced to 0 with a WARN by the file loader.
+    pub interval_s: f64,
+    /// A pass slower than this is reported with a WARN.
+    pub warn_ms: u64,
+    /// Wake the loop early once this many unfolded WAL bytes have built up.
+    pub wal_bytes_trigger: u64,
+    /// How many pass durations are kept for the statistics.
+    pub samples: usize,
+    /// How long close waits for the loop thread to stop.
+    pub join_timeout_s: f64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            interval_s: 1.0,
+            warn_ms: 200,
+            wal_bytes_trigger: 64 * MIB,
+            samples: 512,
+            join_timeout_s: 5.0,
+        }
+    }
+}
+
+/// The whole configuration.
+///
+/// ```
+/// let config = factwal::Config::new("/tmp/factwal-doc").segment_bytes(8 << 20).max_record_bytes(1 << 20);
+/// config.validate().unwrap();
+/// assert_eq!(config.wal_dir(), std::path::Path::new("/tmp/factwal-doc/wal"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[persistence]`.
+    pub persistence: PersistenceConfig,
+    /// `[checkpoint]`.
+    pub checkpoint: CheckpointConfig,
+}
+
+impl Config {
+    /// Defaults with the given data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Config::default();
+        config.persistence.data_dir = data_dir.into();
+        config
+    }
+
+    /// Sets WAL mode (true, the default) or direct mode (false).
+    pub fn wal_enabled(mut self, enabled: bool) -> Self {
+        self.persistence.wal_enabled = enabled;
+        self
+    }
+
+    /// Sets the WAL directory.
+    pub fn wal_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.persistence.wal_path = Some(path.into());
+        self
+    }
+
+    /// Sets the segment size.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.persistence.segment_bytes = bytes;
+        self
+    }
+
+    /// Sets the largest record accepted.
+    pub fn max_record_bytes(mut self, bytes: u64) -> Self {
+        self.persistence.max_record_bytes = bytes;
+        self
+    }
+
+    /// Sets the recovery mode.
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Self {
+        self.persistence.recovery_mode = mode;
+        self
+    }
+
+    /// Sets the unfolded-WAL bound beyond which writers wait.
+    pub fn wal_bytes_max(mut self, bytes: u64) -> Self {
+        self.persistence.wal_bytes_max = bytes;
+        self
+    }
+
+    /// The WAL directory in force.
+    pub fn wal_dir(&self) -> PathBuf {
+        match &self.persistence.wal_path {
+            Some(path) => path.clone(),
+            None => self.persistence.data_dir.join("wal"),
+        }
+    }
+
+    /// The redb file.
+    pub fn state_path(&self) -> PathBuf {
+        self.persistence.data_dir.join("state.redb")
+    }
+
+    /// The checkpoint interval, `None` when the loop is disabled.
+    pub fn checkpoint_interval(&self) -> Option<Duration> {
+        let seconds = self.checkpoint.interval_s;
+        (seconds > 0.0 && seconds.is_finite()).then(|| Duration::from_secs_f64(seconds))
+    }
+
+    /// Loads and validates a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, "read config", source))?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Parses and validates TOML text; `origin` names the file in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|error| toml_error(text, origin, &error))?;
+        if config.checkpoint.interval_s < 0.0 {
+            tracing::warn!(
+                target: "factwal::config",
+                key = "checkpoint.interval_s",
+                value = config.checkpoint.interval_s,
+                file = %origin.display(),
+                "negative checkpoint interval coerced to 0 (loop disabled)"
+            );
+            config.checkpoint.interval_s = 0.0;
+        }
+        config.validate_at(origin)?;
+        Ok(config)
+    }
+
+    /// Checks every value against its limits.
+    pub fn validate(&self) -> Result<()> {
+        self.validate_at(Path::new("<builder>"))
+    }
+
+    fn validate_at(&self, origin: &Path) -> Result<()> {
+        let refuse = |key: &str, value: String, reason: String| Error::Config {
+            path: origin.to_path_buf(),
+            key: key.to_string(),
+            value,
+            reason,
+        };
+        let p = &self.persistence;
+        if p.data_dir.as_os_str().is_empty() {
+            return Err(refuse("persistence.data_dir", "\"\"".into(), "must not be empty".into()));
+        }
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&p.segment_bytes) {
+            let reason = format!("must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}");
+            return Err(refuse("persistence.segment_bytes", p.segment_bytes.to_string(), reason));
+        }
+        if !(1..=RECORD_BYTES_MAX).contains(&p.max_record_bytes) {
+            let reason = format!("must be between 1 and {RECORD_BYTES_MAX}");
+            return Err(refuse("persistence.max_record_bytes", p.max_record_bytes.to_string(), reason));
+        }
+        let overhead = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES;
+        if p.max_record_bytes + overhead > p.segment_bytes {
+            let reason = format!("a segment must hold one largest record: at least max_record_bytes + {overhead}");
+            return Err(refuse("persistence.segment_bytes", p.segment_bytes.to_string(), reason));
+        }
+        if p.wal_bytes_max < p.segment_bytes {
+            let reason = "must be at least segment_bytes".to_string();
+            return Err(refuse("persistence.wal_bytes_max", p.wal_bytes_max.to_string(), reason));
+        }
+        let c = &self.checkpoint;
+        if !c.interval_s.is_finite() || c.interval_s < 0.0 || c.interval_s > 86_400.0 {
+            let reason = "must be between 0 (disabled) and 86400".to_string();
+            return Err(refuse("checkpoint.interval_s", c.interval_s.to_string(), reason));
+        }
+        if c.samples == 0 || c.samples > 1_000_000 {
+            return Err(refuse("checkpoint.samples", c.samples.to_string(), "must be between 1 and 1000000".into()));
+        }
+        if !c.join_timeout_s.is_finite() || c.join_timeout_s <= 0.0 || c.join_timeout_s > 3_600.0 {
+            let reason = "must be above 0 and at most 3600".to_string();
+            return Err(refuse("checkpoint.join_timeout_s", c.join_timeout_s.to_string(), reason));
+        }
+        if c.wal_bytes_trigger == 0 {
+            return Err(refuse("checkpoint.wal_bytes_trigger", "0".into(), "must be above 0".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Turns a TOML parse or type error into a `Config` error naming the key and
+/// the value found at the place the parser points to.
+fn toml_error(text: &str, origin: &Path, error: &toml::de::Error) -> Error {
+    let reason = error.message().trim().to_string();
+    let (key, value) = match error.span() {
+        Some(span) => {
+            let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+            let line = text[line_start..line_end].trim();
+            match line.split_once('=') {
+                Some((key, value)) => (key.trim().to_string(), value.trim().to_string()),
+                None => (line.to_string(), String::new()),
+            }
+        }
+        None => ("<document>".to_string(), String::new()),
+    };
+    Error::Config { path: origin.to_path_buf(), key, value, reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_and_bad_value_are_named() {
+        // A typo'd key and a wrongly typed value each give an error naming the
+        // file, the key and the value.
+        let origin = Path::new("conf.toml");
+        let error = Config::from_toml("[persistence]\nsegment_byte = 5\n", origin).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("conf.toml") && text.contains("segment_byte"), "{text}");
+        let error = Config::from_toml("[persistence]\nsegment_bytes = \"big\"\n", origin).unwrap_err();
+        match error {
+            Error::Config { key, value, .. } => {
+                assert_eq!(key, "segment_bytes");
+                assert_eq!(value, "\"big\"");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = Config::from_toml("[persistence]\nsegment_bytes = 100\n", origin).unwrap_err();
+        assert!(matches!(error, Error::Config { ref key, .. } if key == "persistence.segment_bytes"), "{error}");
+    }
+
+    #[test]
+    fn negative_interval_is_coerced_to_zero() {
+        let config = Config::from_toml("[checkpoint]\ninterval_s = -3\n", Path::new("c.toml")).unwrap();
+        assert_eq!(config.checkpoint.interval_s, 0.0);
+        assert_eq!(config.checkpoint_interval(), None);
+    }
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        // The shipped example documents every key with its default value.
+        let text = include_str!("../factwal.example.toml");
+        let config = Config::from_toml(text, Path::new("factwal.example.toml")).unwrap();
+        let mut expected = Config::new("factwal-data");
+        expected.persistence.wal_path = None;
+        assert_eq!(config, expected);
+    }
+}

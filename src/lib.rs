@@ -1,0 +1,51 @@
+//! # factwal
+//!
+//! An embedded, zero-loss store for session state, built for rule-engine
+//! brokers that keep per-session facts in an engine (CLIPS and the like) and
+//! must never lose what a session has been exposed to.
+//!
+//! ## The model
+//!
+//! A *session* (a string id) holds *facts* (fact id → value bytes). A write
+//! is a [`Batch`] of operations (assert, retract, drop session), atomic
+//! across crashes and identified by its [`Lsn`]. [`Store::write`] appends the
+//! batch to a segmented, CRC-framed write-ahead log and returns only once it
+//! is synced; concurrent writers share syncs (group commit). A broker calls
+//! `write` *before* applying the operation to its engine, so after a crash
+//! nothing the engine saw is missing.
+//!
+//! Acknowledged records live in an in-memory overlay that reads consult
+//! first, until a checkpoint pass folds them into [redb](redb), where session
+//! state is kept, in one durable transaction. Reopening after any crash gives
+//! back every acknowledged write and nothing half-applied.
+//!
+//! ```
+//! use factwal::{Batch, Config, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(Config::new(dir.path()))?;
+//! store.write(Batch::new().assert("s1", "temperature", b"high".to_vec()))?;
+//! assert_eq!(store.fact("s1", "temperature")?, Some(b"high".to_vec()));
+//! store.close();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! `docs/DESIGN.md` explains the durability contract and why it is built
+//! this way; `docs/FORMAT.md` gives the on-disk format byte by byte.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod batch;
+pub mod checkpoint;
+pub mod config;
+mod error;
+pub mod state;
+mod store;
+pub mod wal;
+
+pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
+pub use checkpoint::{CheckpointMode, PassReport};
+pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
+pub use error::{CorruptionKind, Error, Lsn, Result};
+pub use store::{segment_numbers, CloseReport, Store, StoreStats, LOCK_FILE_NAME};

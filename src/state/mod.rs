@@ -1,0 +1,8 @@
+//! Session state: redb tables and the in-memory overlay of unfolded records.
+//! Nothing here knows about WAL files.
+
+pub mod overlay;
+pub mod tables;
+
+pub use overlay::{FactLookup, Generation, Overlay, OverlayStats, SessionView};
+pub use tables::{FoldStats, Snapshot, Tables};

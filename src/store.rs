@@ -1,0 +1,522 @@
+//! The façade: [`Store`] ties the WAL, the overlay and redb together.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+
+use crate::batch::Batch;
+use crate::checkpoint::{CheckpointMode, PassReport};
+use crate::config::Config;
+use crate::error::{Error, Lsn, Result};
+use crate::state::{FactLookup, Generation, Overlay, OverlayStats, Tables};
+use crate::wal::io::{StdIo, WalIo, FILE_MODE};
+use crate::wal::recovery::{self, Recovered, Repair};
+use crate::wal::segment::parse_segment_file_name;
+use crate::wal::{Wal, WalOptions};
+
+/// Name of the lock file in the data directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+type Record = (Batch, u64);
+
+/// What [`Store::close`] did. Close never stops half-way: each step runs even
+/// when an earlier one failed, and every failure is reported here (and in an
+/// ERROR event).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct CloseReport {
+    /// The final TRUNCATE pass: folds everything and removes every segment.
+    pub truncate: Result<PassReport>,
+    /// Closing redb.
+    pub redb_close: Result<()>,
+}
+
+impl CloseReport {
+    /// True when every step succeeded.
+    pub fn is_clean(&self) -> bool {
+        self.truncate.is_ok() && self.redb_close.is_ok()
+    }
+}
+
+/// Counters for operators and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// The LSN of the last acknowledged write (0 when none).
+    pub lsn_last: Lsn,
+    /// The LSN redb holds.
+    pub applied_lsn: Lsn,
+    /// Records and bytes acknowledged but not yet folded into redb.
+    pub unfolded: OverlayStats,
+}
+
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    pub(crate) tables: RwLock<Option<Tables>>,
+    pub(crate) overlay: Arc<Overlay>,
+    pub(crate) wal: Option<Wal<Record>>,
+    /// Direct mode: the next LSN, and the lock that serialises writes.
+    direct_lsn_next: Mutex<Lsn>,
+    pub(crate) checkpoint_lock: Mutex<()>,
+    closed: AtomicBool,
+    lock_file: Mutex<Option<File>>,
+}
+
+fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An open store. `Send + Sync`: share it between threads with an `Arc`.
+///
+/// ```
+/// use factwal::{Batch, Config, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(Config::new(dir.path()))?;
+/// // The write returns once the batch is synced to the WAL.
+/// let lsn = store.write(Batch::new().assert("session-7", "risk", b"high".to_vec()).retract("session-7", "draft"))?;
+/// assert_eq!(lsn, 1);
+/// store.assert("session-7", "score", b"42")?;
+/// assert_eq!(store.fact("session-7", "risk")?, Some(b"high".to_vec()));
+/// assert_eq!(store.facts("session-7")?.len(), 2);
+/// assert_eq!(store.sessions()?, vec!["session-7".to_string()]);
+/// assert!(store.close().is_clean());
+///
+/// // Reopening gives back every acknowledged write.
+/// let store = Store::open(Config::new(dir.path()))?;
+/// assert_eq!(store.fact("session-7", "score")?, Some(b"42".to_vec()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Store {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("data_dir", &self.core.config.persistence.data_dir).finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store described by `config`, recovering
+    /// whatever the WAL holds. Starts no thread.
+    pub fn open(config: Config) -> Result<Store> {
+        Store::open_with_io(config, Arc::new(StdIo))
+    }
+
+    /// Opens with a given WAL I/O layer (fault injection in tests).
+    #[doc(hidden)]
+    pub fn open_with_io(config: Config, io: Arc<dyn WalIo>) -> Result<Store> {
+        config.validate()?;
+        let data_dir = config.persistence.data_dir.clone();
+        io.create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, "create data directory", e))?;
+        let lock_file = lock_directory(&data_dir)?;
+        let tables = Tables::open(&config.state_path())?;
+        let applied_lsn = tables.applied_lsn()?;
+        let wal_dir = config.wal_dir();
+        let recovered = recovery::scan(
+            &*io,
+            &wal_dir,
+            applied_lsn,
+            config.persistence.recovery_mode,
+            config.persistence.max_record_bytes,
+        )?;
+        apply_repairs(&*io, &wal_dir, &recovered)?;
+        let (lsn_last, number_next) = replay(&*io, &wal_dir, &tables, recovered)?;
+
+        let overlay = Arc::new(Overlay::default());
+        let wal = if config.persistence.wal_enabled {
+            let options = WalOptions {
+                dir: wal_dir,
+                segment_bytes: config.persistence.segment_bytes,
+                payload_bytes_max: config.persistence.max_record_bytes,
+            };
+            let sink_overlay = overlay.clone();
+            let sink = Box::new(move |lsn_first, records| sink_overlay.apply(lsn_first, records));
+            Some(Wal::start(io.clone(), options, number_next, lsn_last + 1, sink)?)
+        } else {
+            None
+        };
+        let core = Core {
+            config,
+            tables: RwLock::new(Some(tables)),
+            overlay,
+            wal,
+            direct_lsn_next: Mutex::new(lsn_last + 1),
+            checkpoint_lock: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            lock_file: Mutex::new(Some(lock_file)),
+        };
+        Ok(Store { core: Arc::new(core) })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// Writes a batch atomically. Returns its LSN once it is durable: synced
+    /// to the WAL (WAL mode) or committed to redb (direct mode). Readers see
+    /// it from then on, never before.
+    pub fn write(&self, batch: Batch) -> Result<Lsn> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        batch.validate()?;
+        let payload = batch.encode();
+        let limit = self.core.config.persistence.max_record_bytes;
+        if payload.len() as u64 > limit {
+            return Err(Error::LimitExceeded { what: "record bytes", actual: payload.len() as u64, limit });
+        }
+        match &self.core.wal {
+            Some(wal) => {
+                self.relieve_pressure()?;
+                let payload_bytes = payload.len() as u64;
+                wal.append(payload, (batch, payload_bytes))
+            }
+            None => self.write_direct(batch, payload.len() as u64),
+        }
+    }
+
+    /// Asserts (inserts or replaces) one fact.
+    pub fn assert(&self, session: &str, fact: &str, value: &[u8]) -> Result<Lsn> {
+        self.write(Batch::new().assert(session, fact, value))
+    }
+
+    /// Retracts (deletes) one fact.
+    pub fn retract(&self, session: &str, fact: &str) -> Result<Lsn> {
+        self.write(Batch::new().retract(session, fact))
+    }
+
+    /// Drops a whole session.
+    pub fn drop_session(&self, session: &str) -> Result<Lsn> {
+        self.write(Batch::new().drop_session(session))
+    }
+
+    fn write_direct(&self, batch: Batch, payload_bytes: u64) -> Result<Lsn> {
+        let mut lsn_next = lock(&self.core.direct_lsn_next);
+        let lsn = *lsn_next;
+        let mut generation = Generation::default();
+        generation.apply(lsn, batch, payload_bytes);
+        self.tables()?.as_ref().ok_or(Error::Closed)?.fold(&[Arc::new(generation)], lsn)?;
+        *lsn_next += 1;
+        Ok(lsn)
+    }
+
+    /// Back-pressure: when the unfolded records reach `wal_bytes_max`, the
+    /// writer runs a checkpoint pass before appending, so the WAL and the
+    /// memory held for unfolded records stay bounded.
+    fn relieve_pressure(&self) -> Result<()> {
+        let limit = self.core.config.persistence.wal_bytes_max;
+        if self.core.overlay.stats().bytes < limit {
+            return Ok(());
+        }
+        let _pass = lock(&self.core.checkpoint_lock);
+        if self.core.overlay.stats().bytes >= limit {
+            run_pass(&self.core, CheckpointMode::Passive)?;
+        }
+        Ok(())
+    }
+
+    fn tables(&self) -> Result<RwLockReadGuard<'_, Option<Tables>>> {
+        let guard = self.core.tables.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(Error::Closed);
+        }
+        Ok(guard)
+    }
+
+    /// One fact's value, as of every write acknowledged before this call.
+    pub fn fact(&self, session: &str, fact: &str) -> Result<Option<Vec<u8>>> {
+        // The overlay is read before the redb snapshot is opened; see the
+        // overlay module for why this order gives a consistent view.
+        match self.core.overlay.fact(session, fact) {
+            FactLookup::Value(value) => Ok(Some(value)),
+            FactLookup::Absent => Ok(None),
+            FactLookup::Base => {
+                let tables = self.tables()?;
+                tables.as_ref().ok_or(Error::Closed)?.snapshot()?.fact(session, fact)
+            }
+        }
+    }
+
+    /// Every fact of a session, by fact id.
+    pub fn facts(&self, session: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+        let view = self.core.overlay.session(session);
+        let mut facts = if view.base_hidden {
+            BTreeMap::new()
+        } else {
+            let tables = self.tables()?;
+            tables.as_ref().ok_or(Error::Closed)?.snapshot()?.session(session)?
+        };
+        for (fact, value) in view.facts {
+            match value {
+                Some(value) => facts.insert(fact, value),
+                None => facts.remove(&fact),
+            };
+        }
+        Ok(facts)
+    }
+
+    /// Every session holding at least one fact, sorted.
+    pub fn sessions(&self) -> Result<Vec<String>> {
+        let touched = self.core.overlay.touched_sessions();
+        let views: Vec<_> = touched.iter().map(|session| (session, self.core.overlay.session(session))).collect();
+        let tables = self.tables()?;
+        let snapshot = tables.as_ref().ok_or(Error::Closed)?.snapshot()?;
+        let mut sessions = snapshot.sessions()?;
+        for (session, view) in views {
+            let asserted = view.facts.values().any(Option::is_some);
+            let base_count = if view.base_hidden { 0 } else { sessions.get(session.as_str()).copied().unwrap_or(0) };
+            let mut retracted_from_base = 0;
+            if !asserted && base_count > 0 {
+                for (fact, _) in view.facts.iter().filter(|(_, value)| value.is_none()) {
+                    retracted_from_base += u64::from(snapshot.fact(session, fact)?.is_some());
+                }
+            }
+            if asserted || base_count > retracted_from_base {
+                sessions.insert(session.clone(), 1);
+            } else {
+                sessions.remove(session.as_str());
+            }
+        }
+        Ok(sessions.into_keys().collect())
+    }
+
+    /// Runs one checkpoint pass now. Passes never overlap: this waits for a
+    /// pass in progress to finish first.
+    pub fn checkpoint(&self, mode: CheckpointMode) -> Result<PassReport> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let _pass = lock(&self.core.checkpoint_lock);
+        run_pass(&self.core, mode)
+    }
+
+    /// LSNs, and how much is waiting to be folded.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let lsn_next = match &self.core.wal {
+            Some(wal) => wal.lsn_next(),
+            None => *lock(&self.core.direct_lsn_next),
+        };
+        let applied_lsn = self.tables()?.as_ref().ok_or(Error::Closed)?.applied_lsn()?;
+        Ok(StoreStats { lsn_last: lsn_next - 1, applied_lsn, unfolded: self.core.overlay.stats() })
+    }
+
+    /// Closes the store, in this order, each step running even if an earlier
+    /// one failed: stop accepting writes (later ones get `Error::Closed`) and
+    /// let queued ones finish; TRUNCATE pass (fold everything, then remove
+    /// every WAL segment and sync the directory; on failure the WAL stays for
+    /// the next open to replay); close redb; release the directory lock.
+    pub fn close(self) -> CloseReport {
+        shutdown(&self.core)
+            .unwrap_or_else(|| CloseReport { truncate: Err(Error::Closed), redb_close: Err(Error::Closed) })
+    }
+
+    /// Drops the store the way a crashed process would leave it: no final
+    /// pass, no truncation; only file handles and the lock are released. For
+    /// tests of recovery.
+    #[doc(hidden)]
+    pub fn simulate_crash(self) {
+        self.core.closed.store(true, Ordering::Release);
+        if let Some(wal) = &self.core.wal {
+            wal.stop();
+        }
+        drop(self.core.tables.write().unwrap_or_else(PoisonError::into_inner).take());
+        drop(lock(&self.core.lock_file).take());
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.core.config.persistence.data_dir
+    }
+}
+
+impl Drop for Store {
+    /// Dropping without [`Store::close`] does the same, best effort.
+    fn drop(&mut self) {
+        let _ = shutdown(&self.core);
+    }
+}
+
+/// Runs the close sequence once; `None` when it already ran.
+fn shutdown(core: &Core) -> Option<CloseReport> {
+    if core.closed.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    if let Some(wal) = &core.wal {
+        wal.stop();
+    }
+    let truncate = {
+        let _pass = lock(&core.checkpoint_lock);
+        run_pass(core, CheckpointMode::Truncate)
+    };
+    if let Err(error) = &truncate {
+        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error), wal_dir = %core.config.wal_dir().display(),
+            "close: truncate pass failed; the WAL stays for the next open to replay");
+    }
+    let tables = core.tables.write().unwrap_or_else(PoisonError::into_inner).take();
+    let redb_close = tables.map_or(Ok(()), Tables::close);
+    if let Err(error) = &redb_close {
+        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error), "close: closing redb failed");
+    }
+    drop(lock(&core.lock_file).take());
+    Some(CloseReport { truncate, redb_close })
+}
+
+/// One checkpoint pass. The caller holds the checkpoint lock.
+pub(crate) fn run_pass(core: &Core, mode: CheckpointMode) -> Result<PassReport> {
+    let (mut report, started) = PassReport::begin(mode);
+    let tables_guard = core.tables.read().unwrap_or_else(PoisonError::into_inner);
+    let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
+    let fold = |report: &mut PassReport| -> Result<()> {
+        let generations = core.overlay.freeze();
+        report.log_frames = generations.iter().map(|g| g.records).sum();
+        match generations.last().map(|g| g.lsn_last) {
+            Some(lsn) => {
+                tables.fold(&generations, lsn)?;
+                core.overlay.release_through(lsn);
+                report.checkpointed_frames = report.log_frames;
+                report.applied_lsn = lsn;
+            }
+            None => report.applied_lsn = tables.applied_lsn()?,
+        }
+        Ok(())
+    };
+    let outcome = match (&core.wal, mode) {
+        (None, _) => fold(&mut report),
+        (Some(wal), CheckpointMode::Passive) => fold(&mut report).and_then(|()| {
+            report.segments_removed = wal.release_through(report.applied_lsn)?;
+            Ok(())
+        }),
+        (Some(wal), CheckpointMode::Truncate) => wal.truncate_with(|| fold(&mut report)).map(|removed| {
+            report.segments_removed = removed;
+        }),
+    };
+    report.busy = report.checkpointed_frames < report.log_frames;
+    report.elapsed = started.elapsed();
+    outcome.map(|()| report)
+}
+
+/// The error and every source under it, joined by ": ".
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Takes the directory lock: a second open, from this process or another,
+/// gets `Error::Locked`.
+fn lock_directory(data_dir: &Path) -> Result<File> {
+    let path = data_dir.join(LOCK_FILE_NAME);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "open lock file", e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
+    }
+}
+
+/// Makes the repairs recovery asked for durable, before anything else
+/// changes: zero a torn tail; for point-in-time, zero the rest of the
+/// segment holding the corruption and remove every later segment. Temporary
+/// files of interrupted segment creations go too.
+fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered) -> Result<()> {
+    for repair in &recovered.repairs {
+        match repair {
+            Repair::TornTail { path, offset, bytes } => {
+                tracing::warn!(target: "factwal::recovery", file = %path.display(), offset, bytes_dropped = bytes,
+                    "torn tail truncated: the last record was never acknowledged");
+                zero_range(io, path, *offset, *bytes)?;
+            }
+            Repair::DropAfter { corruption, removed_segments } => {
+                tracing::error!(target: "factwal::recovery", corruption = %corruption,
+                    removed_segments = removed_segments.len(),
+                    "point-in-time recovery: keeping the valid prefix, dropping everything after it");
+                if let Error::Corrupted { path, offset, .. } = &**corruption {
+                    if recovered.segments.iter().any(|segment| &segment.path == path) {
+                        let file_bytes = io.open(path).and_then(|f| f.len()).map_err(|e| Error::io(path, "stat", e))?;
+                        zero_range(io, path, *offset, file_bytes.saturating_sub(*offset))?;
+                    }
+                }
+                for path in removed_segments {
+                    io.remove(path).map_err(|e| Error::io(path, "remove segment after corruption", e))?;
+                }
+            }
+        }
+    }
+    for path in &recovered.temporary_files {
+        io.remove(path).map_err(|e| Error::io(path, "remove temporary segment", e))?;
+    }
+    if !recovered.repairs.is_empty() || !recovered.temporary_files.is_empty() {
+        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
+    }
+    Ok(())
+}
+
+fn zero_range(io: &dyn WalIo, path: &Path, offset: u64, bytes: u64) -> Result<()> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    let file = io.open(path).map_err(|e| Error::io(path, "open segment for repair", e))?;
+    let zeros = vec![0u8; bytes.min(CHUNK_BYTES) as usize];
+    let mut done = 0;
+    while done < bytes {
+        let chunk = (bytes - done).min(CHUNK_BYTES);
+        file.write_at(offset + done, &zeros[..chunk as usize]).map_err(|e| Error::io(path, "zero torn tail", e))?;
+        done += chunk;
+    }
+    file.sync_data().map_err(|e| Error::io(path, "sync repaired segment", e))
+}
+
+/// Folds the recovered records into redb in one transaction, then removes
+/// the segments that held them (all of which the commit now covers).
+/// Returns the last LSN and the number for the next segment.
+fn replay(io: &dyn WalIo, wal_dir: &Path, tables: &Tables, recovered: Recovered) -> Result<(Lsn, u64)> {
+    let number_next = recovered.segments.last().map_or(1, |segment| segment.header.number + 1);
+    let replayed = recovered.records.len();
+    if replayed > 0 {
+        let mut generation = Generation::default();
+        for record in recovered.records {
+            generation.apply(record.lsn, record.batch, record.payload_bytes);
+        }
+        let lsn = generation.lsn_last;
+        tables.fold(&[Arc::new(generation)], lsn)?;
+        tracing::info!(target: "factwal::recovery", records = replayed, lsn_last = lsn, "replayed WAL into redb");
+    }
+    for segment in &recovered.segments {
+        io.remove(&segment.path).map_err(|e| Error::io(&segment.path, "remove replayed segment", e))?;
+    }
+    if !recovered.segments.is_empty() {
+        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
+    }
+    Ok((recovered.lsn_last, number_next))
+}
+
+/// Numbers of the segment files in a WAL directory, sorted.
+#[doc(hidden)]
+pub fn segment_numbers(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().and_then(|e| parse_segment_file_name(&e.file_name().to_string_lossy())))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+// The store is meant to be shared by many threads.
+const _: () = {
+    const fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Store>();
+};

@@ -1,0 +1,10 @@
+//! The write-ahead log: files, frames, LSNs and syncs. It knows nothing of
+//! sessions or redb.
+
+pub mod format;
+pub mod io;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+pub use writer::{Sink, Wal, WalOptions};

@@ -1,0 +1,293 @@
+//! Reading the WAL back: scan every segment in order, check headers, salts,
+//! checksums and the LSN chain, and decide what the bytes mean.
+//!
+//! The scan itself never changes anything. It returns the records to replay
+//! and, when the log does not end cleanly, the [`Repair`] that opening the
+//! store read-write applies before anything else. Corruption that the recovery
+//! mode does not allow is an [`Error::Corrupted`] naming file, offset and LSN.
+//!
+//! The rules (docs/FORMAT.md has the long form):
+//! - Segment numbers must be consecutive, and each segment's `lsn_first` must
+//!   follow on from the LSNs before it. A later segment whose `lsn_first` is
+//!   lower than the next LSN of the one before it marks the tail of that one
+//!   as abandoned (written by a write that failed and was never acknowledged).
+//! - In the last segment, an invalid record with no valid record of the same
+//!   segment after it is a torn tail: never acknowledged, dropped with a WARN.
+//! - Anything else invalid is mid-log corruption.
+
+use std::path::{Path, PathBuf};
+
+use crate::batch::Batch;
+use crate::config::RecoveryMode;
+use crate::error::{CorruptionKind, Error, Lsn, Result};
+use crate::wal::format::{self, Frame, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::wal::io::WalIo;
+use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name};
+
+/// One record read back from the WAL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecoveredRecord {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// The decoded batch.
+    pub batch: Batch,
+    /// Bytes of its payload.
+    pub payload_bytes: u64,
+}
+
+/// What the scan found in one segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentSummary {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: SegmentHeader,
+    /// File size in bytes.
+    pub file_bytes: u64,
+    /// Offset just past its last valid record.
+    pub end_offset: u64,
+    /// Valid records it holds (those kept by recovery).
+    pub records: u64,
+    /// LSN of its last kept record, if any.
+    pub lsn_last: Option<Lsn>,
+}
+
+/// A change recovery must make before the store is used.
+#[derive(Debug)]
+pub enum Repair {
+    /// A torn tail: bytes at `offset` in the last segment that were never
+    /// acknowledged. Zeroed when the store opens read-write.
+    TornTail {
+        /// The segment.
+        path: PathBuf,
+        /// Where the invalid bytes begin.
+        offset: u64,
+        /// How many non-zero bytes are dropped.
+        bytes: u64,
+    },
+    /// Point-in-time recovery: everything from `corruption` on is dropped.
+    DropAfter {
+        /// What was found; its path and offset are where the kept prefix ends.
+        corruption: Box<Error>,
+        /// Segments wholly after the cut, removed when the store opens read-write.
+        removed_segments: Vec<PathBuf>,
+    },
+}
+
+/// The outcome of a scan.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Every segment kept, in order.
+    pub segments: Vec<SegmentSummary>,
+    /// Records with LSN above `applied_lsn`, in order.
+    pub records: Vec<RecoveredRecord>,
+    /// The last LSN of the log, or `applied_lsn` when the log holds nothing later.
+    pub lsn_last: Lsn,
+    /// Repairs to make, if the log did not end cleanly.
+    pub repairs: Vec<Repair>,
+    /// Leftover temporary files from an interrupted segment creation.
+    pub temporary_files: Vec<PathBuf>,
+}
+
+/// Scans the WAL directory. `applied_lsn` is the LSN redb already holds.
+pub fn scan(
+    io: &dyn WalIo,
+    dir: &Path,
+    applied_lsn: Lsn,
+    mode: RecoveryMode,
+    payload_bytes_max: u64,
+) -> Result<Recovered> {
+    let mut recovered = Recovered { lsn_last: applied_lsn, ..Recovered::default() };
+    let names = match io.list(dir) {
+        Ok(names) => names,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
+        Err(error) => return Err(Error::io(dir, "list WAL directory", error)),
+    };
+    let mut numbers: Vec<u64> = names.iter().filter_map(|name| parse_segment_file_name(name)).collect();
+    numbers.sort_unstable();
+    recovered.temporary_files =
+        names.iter().filter(|name| is_temporary_file_name(name)).map(|name| dir.join(name)).collect();
+
+    let mut scanner = Scanner { dir, applied_lsn, payload_bytes_max, recovered };
+    for (index, &number) in numbers.iter().enumerate() {
+        let is_last = index + 1 == numbers.len();
+        if let Err(corruption) = scanner.scan_segment(io, number, is_last) {
+            if mode != RecoveryMode::PointInTime || !matches!(corruption, Error::Corrupted { .. }) {
+                return Err(corruption);
+            }
+            let removed_segments = numbers[index..]
+                .iter()
+                .map(|&n| dir.join(crate::wal::segment::segment_file_name(n)))
+                .filter(|path| !corruption_is_inside(&corruption, path))
+                .collect();
+            scanner.recovered.repairs.push(Repair::DropAfter { corruption: Box::new(corruption), removed_segments });
+            break;
+        }
+    }
+    if mode == RecoveryMode::AbsoluteConsistency {
+        if let Some(Repair::TornTail { path, offset, .. }) = scanner.recovered.repairs.first() {
+            let lsn = scanner.recovered.lsn_last + 1;
+            return Err(Error::Corrupted { path: path.clone(), offset: *offset, lsn, kind: CorruptionKind::TornTail });
+        }
+    }
+    Ok(scanner.recovered)
+}
+
+/// True when the corruption lies inside `path` (that segment keeps its valid
+/// prefix rather than being removed).
+fn corruption_is_inside(corruption: &Error, path: &Path) -> bool {
+    match corruption {
+        Error::Corrupted { path: at, offset, .. } => at == path && *offset >= SEGMENT_HEADER_BYTES,
+        _ => false,
+    }
+}
+
+struct Scanner<'a> {
+    dir: &'a Path,
+    applied_lsn: Lsn,
+    payload_bytes_max: u64,
+    recovered: Recovered,
+}
+
+impl Scanner<'_> {
+    /// The LSN the next record of the log must carry.
+    fn lsn_expected(&self) -> Lsn {
+        match self.recovered.segments.last() {
+            Some(segment) => segment.lsn_last.map_or(segment.header.lsn_first, |lsn| lsn + 1),
+            None => self.applied_lsn + 1,
+        }
+    }
+
+    fn scan_segment(&mut self, io: &dyn WalIo, number: u64, is_last: bool) -> Result<()> {
+        let path = self.dir.join(crate::wal::segment::segment_file_name(number));
+        let corrupted =
+            |path: &Path, offset, lsn, kind| Error::Corrupted { path: path.to_path_buf(), offset, lsn, kind };
+        if let Some(previous) = self.recovered.segments.last() {
+            if number != previous.header.number + 1 {
+                let missing = self.dir.join(crate::wal::segment::segment_file_name(previous.header.number + 1));
+                return Err(corrupted(&missing, 0, self.lsn_expected(), CorruptionKind::MissingSegment));
+            }
+        }
+        let bytes = io.read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
+        let bytes: &[u8] = (*bytes).as_ref();
+        let lsn_expected = self.lsn_expected();
+        let header = SegmentHeader::decode(bytes)
+            .ok_or_else(|| corrupted(&path, 0, lsn_expected, CorruptionKind::BadSegmentHeader))?;
+        if header.number != number {
+            return Err(corrupted(&path, 0, lsn_expected, CorruptionKind::SegmentNumberMismatch));
+        }
+        self.check_chain(&path, &header, lsn_expected)?;
+
+        let mut summary = SegmentSummary {
+            path: path.clone(),
+            header,
+            file_bytes: bytes.len() as u64,
+            end_offset: SEGMENT_HEADER_BYTES,
+            records: 0,
+            lsn_last: None,
+        };
+        // The summary is kept even when the segment turns out corrupted, so
+        // that point-in-time recovery keeps its valid prefix.
+        let outcome = self.read_records(&path, &header, bytes, &mut summary).and_then(|lsn_next| {
+            if is_last {
+                self.check_tail(&path, &header, bytes, summary.end_offset, lsn_next)
+            } else {
+                Ok(())
+            }
+        });
+        if let Some(lsn_last) = summary.lsn_last {
+            self.recovered.lsn_last = self.recovered.lsn_last.max(lsn_last);
+        }
+        self.recovered.segments.push(summary);
+        outcome
+    }
+
+    /// Reads the valid records at the start of a segment, in LSN order, and
+    /// returns the LSN the next one would carry.
+    fn read_records(
+        &mut self,
+        path: &Path,
+        header: &SegmentHeader,
+        bytes: &[u8],
+        summary: &mut SegmentSummary,
+    ) -> Result<Lsn> {
+        let mut lsn_next = header.lsn_first;
+        loop {
+            let frame = bytes
+                .get(summary.end_offset as usize..)
+                .map_or(Frame::Zeroes, |rest| format::decode_record(rest, header, self.payload_bytes_max));
+            let Frame::Valid { lsn, payload, record_bytes } = frame else { return Ok(lsn_next) };
+            if lsn != lsn_next {
+                return Ok(lsn_next);
+            }
+            if lsn > self.applied_lsn {
+                let batch = Batch::decode(payload).ok_or_else(|| Error::Corrupted {
+                    path: path.to_path_buf(),
+                    offset: summary.end_offset,
+                    lsn,
+                    kind: CorruptionKind::BadPayload,
+                })?;
+                self.recovered.records.push(RecoveredRecord { lsn, batch, payload_bytes: payload.len() as u64 });
+            }
+            summary.end_offset += record_bytes;
+            summary.records += 1;
+            summary.lsn_last = Some(lsn);
+            lsn_next = lsn + 1;
+        }
+    }
+
+    /// A segment's first LSN must follow on from what came before. A lower
+    /// one marks the previous segment's last records as abandoned.
+    fn check_chain(&mut self, path: &Path, header: &SegmentHeader, lsn_expected: Lsn) -> Result<()> {
+        if header.lsn_first > lsn_expected {
+            // Records between are missing. Point at the end of the previous
+            // segment (where its valid data stops) when there is one.
+            let (path, offset) = match self.recovered.segments.last() {
+                Some(previous) => (previous.path.clone(), previous.end_offset),
+                None => (path.to_path_buf(), SEGMENT_HEADER_BYTES),
+            };
+            return Err(Error::Corrupted { path, offset, lsn: lsn_expected, kind: CorruptionKind::LsnGap });
+        }
+        if header.lsn_first < lsn_expected && !self.recovered.segments.is_empty() {
+            self.drop_abandoned_records(header.lsn_first);
+        }
+        Ok(())
+    }
+
+    /// Forgets records at or above `lsn_first` of the next segment: a write
+    /// that failed (disk full) left them in the previous segment, unacknowledged,
+    /// and the writer moved on to a new segment starting at `lsn_first`.
+    fn drop_abandoned_records(&mut self, lsn_first: Lsn) {
+        self.recovered.records.retain(|record| record.lsn < lsn_first);
+        if let Some(previous) = self.recovered.segments.last_mut() {
+            let kept = lsn_first.saturating_sub(previous.header.lsn_first);
+            previous.records = previous.records.min(kept);
+            previous.lsn_last = kept.checked_sub(1).map(|k| previous.header.lsn_first + k);
+        }
+        self.recovered.lsn_last = self.applied_lsn.max(lsn_first - 1);
+    }
+
+    /// In the last segment: nothing after the valid records (clean end), a
+    /// torn tail, or valid records after an invalid one (corruption).
+    fn check_tail(&mut self, path: &Path, header: &SegmentHeader, bytes: &[u8], end: u64, lsn_next: Lsn) -> Result<()> {
+        let rest = bytes.get(end as usize..).unwrap_or_default();
+        if let Some((position, _)) = format::find_valid_record_after(rest, header, self.payload_bytes_max) {
+            tracing::debug!(target: "factwal::recovery", valid_at = end + position, "valid record after an invalid one");
+            return Err(Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: end,
+                lsn: lsn_next,
+                kind: CorruptionKind::ChecksumMismatch,
+            });
+        }
+        let garbage_bytes = rest.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1);
+        if garbage_bytes > 0 {
+            self.recovered.repairs.push(Repair::TornTail {
+                path: path.to_path_buf(),
+                offset: end,
+                bytes: garbage_bytes,
+            });
+        }
+        Ok(())
+    }
+}
