@@ -1,0 +1,234 @@
+//! Shared test helpers: small-segment configs, file snapshots, a tracing
+//! capture, and a fault-injecting WAL I/O layer.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use factwal::wal::io::{FileBytes, StdIo, WalFile, WalIo};
+use factwal::Config;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::Layer;
+
+/// A config with small segments so tests cross many segment boundaries.
+pub fn small_config(dir: &Path) -> Config {
+    Config::new(dir).segment_bytes(16 * 1024).max_record_bytes(4 * 1024).wal_bytes_max(1 << 20)
+}
+
+/// Paths of the segment files of a WAL directory, in order.
+pub fn segment_paths(wal_dir: &Path) -> Vec<PathBuf> {
+    factwal::segment_numbers(wal_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|n| wal_dir.join(format!("{n:020}.wal")))
+        .collect()
+}
+
+/// Every file under a directory with its bytes: to prove nothing changed.
+pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+/// One captured tracing event.
+#[derive(Debug, Clone)]
+pub struct CapturedEvent {
+    pub target: String,
+    pub level: tracing::Level,
+    pub message: String,
+    pub fields: BTreeMap<String, String>,
+}
+
+#[derive(Default)]
+struct FieldVisitor {
+    message: String,
+    fields: BTreeMap<String, String>,
+}
+
+impl Visit for FieldVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = text;
+        } else {
+            self.fields.insert(field.name().to_string(), text);
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields.insert(field.name().to_string(), value.to_string());
+        }
+    }
+}
+
+struct CaptureLayer {
+    events: Arc<Mutex<Vec<CapturedEvent>>>,
+}
+
+impl<S: tracing::Subscriber> Layer<S> for CaptureLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        let mut visitor = FieldVisitor::default();
+        event.record(&mut visitor);
+        let metadata = event.metadata();
+        self.events.lock().unwrap().push(CapturedEvent {
+            target: metadata.target().to_string(),
+            level: *metadata.level(),
+            message: visitor.message,
+            fields: visitor.fields,
+        });
+    }
+}
+
+/// Runs `body` with a subscriber capturing every event of this thread (and
+/// of threads the store starts, which inherit the caller's dispatcher).
+pub fn capture<R>(body: impl FnOnce() -> R) -> (R, Vec<CapturedEvent>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(CaptureLayer { events: events.clone() });
+    let result = tracing::subscriber::with_default(subscriber, body);
+    let events = events.lock().unwrap().clone();
+    (result, events)
+}
+
+/// Which operation a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    Write,
+    Sync,
+    Allocate,
+    SyncDir,
+}
+
+/// A WAL I/O layer over the real file system that fails chosen operations:
+/// the Nth call of a kind (counting from 1) fails with the given errno, once
+/// or from then on.
+#[derive(Debug)]
+pub struct FaultyIo {
+    inner: StdIo,
+    faults: Arc<Faults>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    rules: Mutex<Vec<FaultRule>>,
+    counts: [AtomicU64; 4],
+}
+
+#[derive(Debug, Clone)]
+struct FaultRule {
+    op: FaultOp,
+    nth: u64,
+    errno: i32,
+    sticky: bool,
+}
+
+impl Faults {
+    fn check(&self, op: FaultOp) -> io::Result<()> {
+        let call = self.counts[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
+        let rules = self.rules.lock().unwrap();
+        for rule in rules.iter().filter(|rule| rule.op == op) {
+            if call == rule.nth || (rule.sticky && call > rule.nth) {
+                return Err(io::Error::from_raw_os_error(rule.errno));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FaultyIo {
+    pub fn new() -> Arc<FaultyIo> {
+        Arc::new(FaultyIo { inner: StdIo, faults: Arc::default() })
+    }
+
+    /// Fails the `nth` next call of `op` (1 = the very next one), counting
+    /// from now; `sticky` fails every later call too.
+    pub fn fail_nth(&self, op: FaultOp, nth: u64, errno: i32, sticky: bool) {
+        let nth = self.count(op) + nth;
+        self.faults.rules.lock().unwrap().push(FaultRule { op, nth, errno, sticky });
+    }
+
+    /// Removes every rule (space came back, say).
+    pub fn heal(&self) {
+        self.faults.rules.lock().unwrap().clear();
+    }
+
+    /// Calls of `op` so far.
+    pub fn count(&self, op: FaultOp) -> u64 {
+        self.faults.counts[op as usize].load(Ordering::SeqCst)
+    }
+
+    fn wrap(&self, file: Arc<dyn WalFile>) -> Arc<dyn WalFile> {
+        Arc::new(FaultyFile { inner: file, faults: self.faults.clone() })
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn WalFile>,
+    faults: Arc<Faults>,
+}
+
+impl WalFile for FaultyFile {
+    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.faults.check(FaultOp::Write)?;
+        self.inner.write_at(offset, bytes)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.faults.check(FaultOp::Sync)?;
+        self.inner.sync_data()
+    }
+    fn allocate(&self, bytes: u64) -> io::Result<()> {
+        self.faults.check(FaultOp::Allocate)?;
+        self.inner.allocate(bytes)
+    }
+    fn set_len(&self, bytes: u64) -> io::Result<()> {
+        self.inner.set_len(bytes)
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+}
+
+impl WalIo for FaultyIo {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        Ok(self.wrap(self.inner.create(path)?))
+    }
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
+        Ok(self.wrap(self.inner.open(path)?))
+    }
+    fn read(&self, path: &Path) -> io::Result<FileBytes> {
+        self.inner.read(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.faults.check(FaultOp::SyncDir)?;
+        self.inner.sync_dir(dir)
+    }
+}
