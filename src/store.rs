@@ -15,7 +15,7 @@ use crate::state::{FactLookup, Generation, Overlay, OverlayStats, Tables};
 use crate::wal::io::{StdIo, WalIo, FILE_MODE};
 use crate::wal::recovery::{self, Recovered, Repair};
 use crate::wal::segment::parse_segment_file_name;
-use crate::wal::{Wal, WalOptions};
+use crate::wal::{Wal, WalCounters, WalOptions};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE_NAME: &str = "LOCK";
@@ -50,6 +50,9 @@ pub struct StoreStats {
     pub applied_lsn: Lsn,
     /// Records and bytes acknowledged but not yet folded into redb.
     pub unfolded: OverlayStats,
+    /// Group commit counters (all zero in direct mode): records per group
+    /// is `wal.records / wal.groups`.
+    pub wal: WalCounters,
 }
 
 pub(crate) struct Core {
@@ -302,7 +305,8 @@ impl Store {
             None => *lock(&self.core.direct_lsn_next),
         };
         let applied_lsn = self.tables()?.as_ref().ok_or(Error::Closed)?.applied_lsn()?;
-        Ok(StoreStats { lsn_last: lsn_next - 1, applied_lsn, unfolded: self.core.overlay.stats() })
+        let wal = self.core.wal.as_ref().map(Wal::counters).unwrap_or_default();
+        Ok(StoreStats { lsn_last: lsn_next - 1, applied_lsn, unfolded: self.core.overlay.stats(), wal })
     }
 
     /// Closes the store, in this order, each step running even if an earlier

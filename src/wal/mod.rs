@@ -7,4 +7,4 @@ pub mod recovery;
 pub mod segment;
 pub mod writer;
 
-pub use writer::{Sink, Wal, WalOptions};
+pub use writer::{Sink, Wal, WalCounters, WalOptions};

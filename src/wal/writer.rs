@@ -2,14 +2,23 @@
 //! them, sharing each sync among all writers that arrive while the previous
 //! one is in flight (group commit).
 //!
-//! Protocol: a writer queues its payload under the state lock. If no leader
-//! is active it becomes the leader: it takes the whole queue, writes it with
+//! Protocol: a writer queues its payload under the state lock and joins the
+//! open group's slot. If no leader is active it becomes the leader: it takes
+//! the whole queue (and opens a fresh slot for later arrivals), writes it with
 //! one `write_at` and one `sync_data` (two of each when the group crosses
 //! into a new segment), hands the durable records to the sink (the store's
-//! overlay, which makes them visible), then publishes each member's outcome
-//! and wakes everyone. Writers that queued meanwhile form the next group. LSNs
-//! are assigned by the leader, in queue order, only to records that become
-//! durable, so they stay dense even when a group fails.
+//! overlay, which makes them visible), then publishes each member's outcome.
+//! It wakes exactly the members of its group, and one writer of the next
+//! group to lead it: each write costs about one thread wake-up, however many
+//! writers wait.
+//!
+//! Gathering: the members of a finished group come back with their next
+//! writes a few microseconds apart, and the first of them would otherwise
+//! lead a group of one while the rest queue behind its sync. So a new leader
+//! waits until as many writers have queued as were in the previous group, but
+//! never longer than half the previous sync (and at most `GATHER_MAX`). A
+//! lone writer never waits: its previous group had one member. LSNs are assigned by the leader, in queue order, only to
+//! records that become durable, so they stay dense even when a group fails.
 //!
 //! A failed sync, or a failed write other than "disk full", poisons the WAL:
 //! no later write is acknowledged until the store is reopened (invariant 9).
@@ -21,6 +30,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Lsn, Result};
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
@@ -36,6 +46,10 @@ pub type Sink<T> = Box<dyn Fn(Lsn, Vec<T>) + Send + Sync>;
 /// number of threads, and the limit is an assertion, not a policy.
 const OUTCOMES_MAX: usize = 1 << 20;
 
+/// The longest a new leader waits for the writers of the previous group to
+/// queue again.
+const GATHER_MAX: Duration = Duration::from_micros(100);
+
 /// Where and how segments are written.
 #[derive(Debug, Clone)]
 pub struct WalOptions {
@@ -45,6 +59,18 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Largest payload accepted.
     pub payload_bytes_max: u64,
+}
+
+/// Counts of what the writer has done since the store opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalCounters {
+    /// Groups written (each one write and one sync, or two of each when the
+    /// group crossed into a new segment).
+    pub groups: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Segments created.
+    pub segments_created: u64,
 }
 
 /// A segment that is no longer written to but may still hold unfolded records.
@@ -67,6 +93,7 @@ struct Log {
     active: Option<ActiveSegment>,
     sealed: VecDeque<SealedSegment>,
     number_next: u64,
+    segments_created: u64,
     buffer: Vec<u8>,
 }
 
@@ -94,11 +121,24 @@ struct Outcome {
     uncollected: u64,
 }
 
+/// Where the members of one group sleep until their group is done.
+#[derive(Debug, Default)]
+struct Slot {
+    wake: Condvar,
+}
+
 struct GroupState<T> {
     queue: Vec<Queued<T>>,
+    /// The slot of the group now filling (the queue).
+    slot_open: Arc<Slot>,
     ticket_next: u64,
     outcomes: VecDeque<Outcome>,
     leader_active: bool,
+    /// Members of the last group written, and how long its sync took: what
+    /// the next leader gathers for.
+    group_last_count: usize,
+    sync_last: Duration,
+    counters: WalCounters,
     lsn_next: Lsn,
     poisoned: Option<Arc<Error>>,
     closed: bool,
@@ -109,7 +149,10 @@ pub struct Wal<T> {
     io: Arc<dyn WalIo>,
     options: WalOptions,
     state: Mutex<GroupState<T>>,
-    wake: Condvar,
+    /// Wakes `stop` and `truncate_with`, which wait for no leader to be active.
+    idle: Condvar,
+    /// Wakes a gathering leader once enough writers have queued.
+    gathered: Condvar,
     log: Mutex<Log>,
     sink: Sink<T>,
 }
@@ -142,18 +185,24 @@ impl<T> Wal<T> {
             active: Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None }),
             sealed: VecDeque::new(),
             number_next: number_next + 1,
+            segments_created: 1,
             buffer: Vec::new(),
         };
         let state = GroupState {
             queue: Vec::new(),
+            slot_open: Arc::default(),
             ticket_next: 0,
             outcomes: VecDeque::new(),
             leader_active: false,
+            group_last_count: 0,
+            sync_last: Duration::ZERO,
+            counters: WalCounters::default(),
             lsn_next,
             poisoned: None,
             closed: false,
         };
-        Ok(Wal { io, options, state: Mutex::new(state), wake: Condvar::new(), log: Mutex::new(log), sink })
+        let (idle, gathered) = (Condvar::new(), Condvar::new());
+        Ok(Wal { io, options, state: Mutex::new(state), idle, gathered, log: Mutex::new(log), sink })
     }
 
     /// Appends one record and returns its LSN once it is durable and the
@@ -176,6 +225,10 @@ impl<T> Wal<T> {
         let ticket = state.ticket_next;
         state.ticket_next += 1;
         state.queue.push(Queued { ticket, payload, item });
+        if state.leader_active && state.queue.len() == state.group_last_count {
+            self.gathered.notify_one();
+        }
+        let slot = state.slot_open.clone();
         loop {
             if let Some(outcome) = collect_outcome(&mut state, ticket) {
                 return outcome;
@@ -184,7 +237,7 @@ impl<T> Wal<T> {
                 state = self.lead(state);
                 continue;
             }
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = slot.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -192,15 +245,19 @@ impl<T> Wal<T> {
     /// again and the group's outcome published.
     fn lead<'a>(&'a self, mut state: MutexGuard<'a, GroupState<T>>) -> MutexGuard<'a, GroupState<T>> {
         state.leader_active = true;
+        state = self.gather(state);
         let mut group = std::mem::take(&mut state.queue);
+        let slot = std::mem::take(&mut state.slot_open);
         let lsn_first = state.lsn_next;
         let poisoned = state.poisoned.clone();
         drop(state);
 
+        let started = Instant::now();
         let (durable, error) = match poisoned {
             Some(cause) => (0, Some(GroupError::Poisoned(cause))),
             None => self.write_group(&group, lsn_first),
         };
+        let sync_elapsed = started.elapsed();
         let ticket_first = group.first().map_or(0, |queued| queued.ticket);
         let count = group.len() as u64;
         if durable > 0 {
@@ -214,6 +271,10 @@ impl<T> Wal<T> {
             state.poisoned.get_or_insert_with(|| cause.clone());
         }
         state.lsn_next += durable as u64;
+        state.group_last_count = group_count(count);
+        state.counters.groups += 1;
+        state.counters.records += durable as u64;
+        state.sync_last = sync_elapsed;
         assert!(state.outcomes.len() < OUTCOMES_MAX, "group outcomes are collected by their writers");
         state.outcomes.push_back(Outcome {
             ticket_first,
@@ -224,7 +285,26 @@ impl<T> Wal<T> {
             uncollected: count,
         });
         state.leader_active = false;
-        self.wake.notify_all();
+        slot.wake.notify_all();
+        if !state.queue.is_empty() {
+            // Any one member of the next group can lead it.
+            state.slot_open.wake.notify_one();
+        }
+        self.idle.notify_all();
+        state
+    }
+
+    /// Waits (bounded) for the writers of the previous group to queue again.
+    fn gather<'a>(&'a self, mut state: MutexGuard<'a, GroupState<T>>) -> MutexGuard<'a, GroupState<T>> {
+        let wait_max = (state.sync_last / 2).min(GATHER_MAX);
+        let deadline = Instant::now() + wait_max;
+        while state.queue.len() < state.group_last_count && !state.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            state = self.gathered.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
         state
     }
 
@@ -292,6 +372,7 @@ impl<T> Wal<T> {
             create_segment(&*self.io, &self.options.dir, log.number_next, lsn_first, self.options.segment_bytes)?;
         tracing::debug!(target: "factwal::wal", path = %segment.path.display(), lsn_first, "segment created");
         log.number_next += 1;
+        log.segments_created += 1;
         log.active = Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None });
         Ok(())
     }
@@ -348,10 +429,10 @@ impl<T> Wal<T> {
         state.closed = true;
         while state.leader_active || !state.queue.is_empty() {
             if !state.leader_active {
-                // Queued writers will lead themselves once woken.
-                self.wake.notify_all();
+                // Queued writers lead themselves once woken.
+                state.slot_open.wake.notify_one();
             }
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self.idle.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -373,7 +454,7 @@ impl<T> Wal<T> {
     pub fn truncate_with(&self, fold: impl FnOnce() -> Result<()>) -> Result<usize> {
         let mut state = lock(&self.state);
         while state.leader_active {
-            state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self.idle.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
         state.leader_active = true;
         let lsn_next = state.lsn_next;
@@ -390,9 +471,19 @@ impl<T> Wal<T> {
 
         let mut state = lock(&self.state);
         state.leader_active = false;
-        self.wake.notify_all();
+        if !state.queue.is_empty() {
+            state.slot_open.wake.notify_one();
+        }
+        self.idle.notify_all();
         drop(state);
         outcome
+    }
+
+    /// What the writer has done since the store opened.
+    pub fn counters(&self) -> WalCounters {
+        let mut counters = lock(&self.state).counters;
+        counters.segments_created = lock(&self.log).segments_created;
+        counters
     }
 
     /// The next LSN to be assigned.
@@ -409,6 +500,10 @@ impl<T> Wal<T> {
     pub fn dir(&self) -> &Path {
         &self.options.dir
     }
+}
+
+fn group_count(count: u64) -> usize {
+    usize::try_from(count).unwrap_or(usize::MAX)
 }
 
 fn seal(log: &mut Log) {
