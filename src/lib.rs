@@ -49,3 +49,8 @@ pub use checkpoint::{CheckpointMode, PassReport};
 pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
 pub use error::{CorruptionKind, Error, Lsn, Result};
 pub use store::{segment_numbers, CloseReport, Store, StoreStats, LOCK_FILE_NAME};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
