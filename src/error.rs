@@ -136,6 +136,17 @@ pub enum Error {
         source: redb::Error,
     },
 
+    /// A step of closing the store could not get what it needed in time (a
+    /// checkpoint pass still running, for instance); it was skipped and the
+    /// WAL left for the next open to replay.
+    #[error("timed out after {waited_ms} ms waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: &'static str,
+        /// How long.
+        waited_ms: u64,
+    },
+
     /// A caller-supplied value is invalid (an empty session id, say).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -180,6 +191,7 @@ impl Error {
             Error::Redb { path, source } => {
                 Error::Redb { path: path.clone(), source: redb::Error::Io(io::Error::other(source.to_string())) }
             }
+            Error::Timeout { what, waited_ms } => Error::Timeout { what, waited_ms: *waited_ms },
             Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
         }
     }

@@ -45,7 +45,7 @@ mod store;
 pub mod wal;
 
 pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
-pub use checkpoint::{CheckpointMode, PassReport};
+pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
 pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
 pub use error::{CorruptionKind, Error, Lsn, Result};
 pub use store::{segment_numbers, CloseReport, Store, StoreStats, LOCK_FILE_NAME};

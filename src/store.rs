@@ -4,11 +4,14 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
-use crate::checkpoint::{CheckpointMode, PassReport};
+use crate::checkpoint::{
+    self, checkpoint_pass, CheckpointMode, CheckpointState, CheckpointStats, LoopStart, PassReport,
+};
 use crate::config::Config;
 use crate::error::{Error, Lsn, Result};
 use crate::state::{FactLookup, Generation, Overlay, OverlayStats, Tables};
@@ -28,16 +31,24 @@ type Record = (Batch, u64);
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct CloseReport {
+    /// False when the checkpoint thread did not stop within
+    /// `checkpoint.join_timeout_s` (it was left to finish on its own).
+    pub loop_joined: bool,
+    /// The pass-duration statistics emitted in the summary.
+    pub summary: CheckpointStats,
     /// The final TRUNCATE pass: folds everything and removes every segment.
     pub truncate: Result<PassReport>,
     /// Closing redb.
     pub redb_close: Result<()>,
+    /// False when the directory lock is kept because a checkpoint thread that
+    /// did not stop still uses the store; it is released when that thread ends.
+    pub lock_released: bool,
 }
 
 impl CloseReport {
     /// True when every step succeeded.
     pub fn is_clean(&self) -> bool {
-        self.truncate.is_ok() && self.redb_close.is_ok()
+        self.loop_joined && self.truncate.is_ok() && self.redb_close.is_ok() && self.lock_released
     }
 }
 
@@ -62,7 +73,9 @@ pub(crate) struct Core {
     pub(crate) wal: Option<Wal<Record>>,
     /// Direct mode: the next LSN, and the lock that serialises writes.
     direct_lsn_next: Mutex<Lsn>,
-    pub(crate) checkpoint_lock: Mutex<()>,
+    /// The `applied_lsn` redb holds, as of the last fold.
+    applied_lsn: AtomicU64,
+    pub(crate) checkpoint: CheckpointState,
     closed: AtomicBool,
     lock_file: Mutex<Option<File>>,
 }
@@ -128,6 +141,7 @@ impl Store {
         )?;
         apply_repairs(&*io, &wal_dir, &recovered)?;
         let (lsn_last, number_next) = replay(&*io, &wal_dir, &tables, recovered)?;
+        let applied_lsn = tables.applied_lsn()?;
 
         let overlay = Arc::new(Overlay::default());
         let wal = if config.persistence.wal_enabled {
@@ -142,13 +156,15 @@ impl Store {
         } else {
             None
         };
+        let checkpoint = CheckpointState::new(config.checkpoint.samples, config.checkpoint.warn_ms);
         let core = Core {
             config,
             tables: RwLock::new(Some(tables)),
             overlay,
             wal,
             direct_lsn_next: Mutex::new(lsn_last + 1),
-            checkpoint_lock: Mutex::new(()),
+            applied_lsn: AtomicU64::new(applied_lsn),
+            checkpoint,
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
         };
@@ -204,21 +220,31 @@ impl Store {
         let mut generation = Generation::default();
         generation.apply(lsn, batch, payload_bytes);
         self.tables()?.as_ref().ok_or(Error::Closed)?.fold(&[Arc::new(generation)], lsn)?;
+        self.core.applied_lsn.store(lsn, Ordering::Release);
         *lsn_next += 1;
         Ok(lsn)
     }
 
-    /// Back-pressure: when the unfolded records reach `wal_bytes_max`, the
-    /// writer runs a checkpoint pass before appending, so the WAL and the
-    /// memory held for unfolded records stay bounded.
+    /// Wakes the loop early past `checkpoint.wal_bytes_trigger`, and applies
+    /// back-pressure at `persistence.wal_bytes_max`: the writer waits for the
+    /// pass in progress (the checkpoint lock) and, if the WAL is still full
+    /// after it, runs one itself. The WAL, and the memory held for unfolded
+    /// records, stay bounded by about `wal_bytes_max` plus one segment.
     fn relieve_pressure(&self) -> Result<()> {
+        let bytes = self.core.overlay.bytes();
+        if bytes >= self.core.config.checkpoint.wal_bytes_trigger {
+            checkpoint::request_early_pass(&self.core);
+        }
         let limit = self.core.config.persistence.wal_bytes_max;
-        if self.core.overlay.stats().bytes < limit {
+        if bytes < limit {
             return Ok(());
         }
-        let _pass = lock(&self.core.checkpoint_lock);
-        if self.core.overlay.stats().bytes >= limit {
-            run_pass(&self.core, CheckpointMode::Passive)?;
+        let held = lock(&self.core.checkpoint.lock);
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if self.core.overlay.bytes() >= limit {
+            checkpoint_pass(&self.core, CheckpointMode::Passive, &held)?;
         }
         Ok(())
     }
@@ -289,13 +315,55 @@ impl Store {
     }
 
     /// Runs one checkpoint pass now. Passes never overlap: this waits for a
-    /// pass in progress to finish first.
+    /// pass in progress (the loop's, say) to finish first. The pass is
+    /// reported and sampled like the loop's.
     pub fn checkpoint(&self, mode: CheckpointMode) -> Result<PassReport> {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let _pass = lock(&self.core.checkpoint_lock);
-        run_pass(&self.core, mode)
+        let held = lock(&self.core.checkpoint.lock);
+        checkpoint_pass(&self.core, mode, &held)
+    }
+
+    /// Starts the checkpoint loop: a thread running a PASSIVE pass every
+    /// `interval`, and earlier once `checkpoint.wal_bytes_trigger` unfolded
+    /// bytes have built up. Call it once at start-up (`Store::open` never
+    /// starts a thread). A zero interval disables the loop: no thread, one
+    /// INFO event. A second call while the loop runs changes nothing and
+    /// returns [`LoopStart::AlreadyRunning`]. The thread reports through the
+    /// tracing dispatcher current at this call.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// let interval = store.config().checkpoint_interval().unwrap_or_default();
+    /// assert_eq!(store.start_checkpoint_loop(interval)?, factwal::LoopStart::Started);
+    /// assert_eq!(store.start_checkpoint_loop(interval)?, factwal::LoopStart::AlreadyRunning);
+    /// store.close();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start_checkpoint_loop(&self, interval: Duration) -> Result<LoopStart> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        checkpoint::start_loop(&self.core, interval)
+    }
+
+    /// n, p50, p95 and max of the last `checkpoint.samples` pass durations.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        self.core.checkpoint.stats()
+    }
+
+    /// Test hook: every later pass sleeps this long inside its measured time.
+    #[doc(hidden)]
+    pub fn set_checkpoint_delay_for_test(&self, delay: Duration) {
+        self.core.checkpoint.set_delay_for_test(delay);
+    }
+
+    /// Test hook: the most checkpoint passes ever seen running at once.
+    #[doc(hidden)]
+    pub fn max_concurrent_passes_for_test(&self) -> usize {
+        self.core.checkpoint.passes_active_max()
     }
 
     /// LSNs, and how much is waiting to be folded.
@@ -309,14 +377,31 @@ impl Store {
         Ok(StoreStats { lsn_last: lsn_next - 1, applied_lsn, unfolded: self.core.overlay.stats(), wal })
     }
 
-    /// Closes the store, in this order, each step running even if an earlier
-    /// one failed: stop accepting writes (later ones get `Error::Closed`) and
-    /// let queued ones finish; TRUNCATE pass (fold everything, then remove
-    /// every WAL segment and sync the directory; on failure the WAL stays for
-    /// the next open to replay); close redb; release the directory lock.
+    /// Closes the store. It never panics and never skips a step because an
+    /// earlier one failed; the steps, in order:
+    ///
+    /// 1. stop accepting writes (later ones get `Error::Closed`) and let the
+    ///    writes already queued finish;
+    /// 2. signal the checkpoint loop to stop;
+    /// 3. join its thread, waiting at most `checkpoint.join_timeout_s` (ERROR
+    ///    and carry on if it does not stop);
+    /// 4. emit the INFO "checkpoint summary" once (n, p50_ms, p95_ms, max_ms);
+    /// 5. TRUNCATE pass: fold everything, then remove every WAL segment and
+    ///    sync the directory; if it fails, ERROR with context and carry on:
+    ///    the WAL stays for the next open to replay;
+    /// 6. close redb;
+    /// 7. release the directory lock.
+    ///
+    /// The returned report carries each step's outcome. Dropping a store
+    /// without calling `close` does the same, best effort.
     pub fn close(self) -> CloseReport {
-        shutdown(&self.core)
-            .unwrap_or_else(|| CloseReport { truncate: Err(Error::Closed), redb_close: Err(Error::Closed) })
+        shutdown(&self.core).unwrap_or_else(|| CloseReport {
+            loop_joined: true,
+            summary: CheckpointStats::default(),
+            truncate: Err(Error::Closed),
+            redb_close: Err(Error::Closed),
+            lock_released: true,
+        })
     }
 
     /// Drops the store the way a crashed process would leave it: no final
@@ -328,6 +413,7 @@ impl Store {
         if let Some(wal) = &self.core.wal {
             wal.stop();
         }
+        checkpoint::stop_loop(&self.core, self.core.join_timeout());
         drop(self.core.tables.write().unwrap_or_else(PoisonError::into_inner).take());
         drop(lock(&self.core.lock_file).take());
     }
@@ -353,55 +439,104 @@ fn shutdown(core: &Core) -> Option<CloseReport> {
     if let Some(wal) = &core.wal {
         wal.stop();
     }
-    let truncate = {
-        let _pass = lock(&core.checkpoint_lock);
-        run_pass(core, CheckpointMode::Truncate)
+    let join_timeout = core.join_timeout();
+    let loop_joined = checkpoint::stop_loop(core, join_timeout);
+    core.checkpoint.emit_summary();
+    let summary = core.checkpoint.stats();
+    let truncate = match core.checkpoint.lock_within(join_timeout) {
+        Some(held) => checkpoint_pass(core, CheckpointMode::Truncate, &held),
+        None => Err(checkpoint::timeout("the running checkpoint pass to finish", join_timeout)),
     };
     if let Err(error) = &truncate {
-        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error), wal_dir = %core.config.wal_dir().display(),
+        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error),
+            wal_dir = %core.config.wal_dir().display(),
             "close: truncate pass failed; the WAL stays for the next open to replay");
     }
-    let tables = core.tables.write().unwrap_or_else(PoisonError::into_inner).take();
-    let redb_close = tables.map_or(Ok(()), Tables::close);
+    let redb_close = close_tables(core, join_timeout);
     if let Err(error) = &redb_close {
-        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error), "close: closing redb failed");
+        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error),
+            path = %core.config.state_path().display(), "close: closing redb failed");
     }
-    drop(lock(&core.lock_file).take());
-    Some(CloseReport { truncate, redb_close })
+    // A checkpoint thread that did not stop may still write to redb: the lock
+    // stays with it, and is released when that thread drops the store's core.
+    let lock_released = loop_joined;
+    if lock_released {
+        drop(lock(&core.lock_file).take());
+    } else {
+        tracing::error!(target: "factwal::checkpoint", path = %core.config.persistence.data_dir.display(),
+            "close: directory lock kept until the checkpoint thread ends");
+    }
+    Some(CloseReport { loop_joined, summary, truncate, redb_close, lock_released })
 }
 
-/// One checkpoint pass. The caller holds the checkpoint lock.
-pub(crate) fn run_pass(core: &Core, mode: CheckpointMode) -> Result<PassReport> {
-    let (mut report, started) = PassReport::begin(mode);
-    let tables_guard = core.tables.read().unwrap_or_else(PoisonError::into_inner);
-    let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
-    let fold = |report: &mut PassReport| -> Result<()> {
-        let generations = core.overlay.freeze();
-        report.log_frames = generations.iter().map(|g| g.records).sum();
-        match generations.last().map(|g| g.lsn_last) {
-            Some(lsn) => {
+/// Takes redb out of the core and closes it, waiting at most `timeout` for
+/// readers or a stuck pass to let go.
+fn close_tables(core: &Core, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match core.tables.try_write() {
+            Ok(mut guard) => return guard.take().map_or(Ok(()), Tables::close),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                return poisoned.into_inner().take().map_or(Ok(()), Tables::close);
+            }
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => {
+                return Err(checkpoint::timeout("redb to be released by its last user", timeout));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+impl Core {
+    pub(crate) fn join_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.config.checkpoint.join_timeout_s)
+    }
+
+    /// The `applied_lsn` as of the last fold, without touching redb.
+    pub(crate) fn applied_lsn_cached(&self) -> Lsn {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
+    /// The LSN of the last acknowledged write.
+    pub(crate) fn lsn_last_acknowledged(&self) -> Lsn {
+        match &self.wal {
+            Some(wal) => wal.lsn_next() - 1,
+            None => *lock(&self.direct_lsn_next) - 1,
+        }
+    }
+
+    /// One checkpoint pass, uninstrumented. The caller holds the checkpoint
+    /// lock (see `checkpoint::checkpoint_pass`, which reports it).
+    pub(crate) fn run_pass(&self, mode: CheckpointMode) -> Result<PassReport> {
+        let mut report = PassReport::begin(mode);
+        let tables_guard = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
+        let fold = |report: &mut PassReport| -> Result<()> {
+            let generations = self.overlay.freeze();
+            report.log_frames = generations.iter().map(|g| g.records).sum();
+            report.applied_lsn = self.applied_lsn_cached();
+            if let Some(lsn) = generations.last().map(|g| g.lsn_last) {
                 tables.fold(&generations, lsn)?;
-                core.overlay.release_through(lsn);
+                self.applied_lsn.store(lsn, Ordering::Release);
+                self.overlay.release_through(lsn);
                 report.checkpointed_frames = report.log_frames;
                 report.applied_lsn = lsn;
             }
-            None => report.applied_lsn = tables.applied_lsn()?,
-        }
-        Ok(())
-    };
-    let outcome = match (&core.wal, mode) {
-        (None, _) => fold(&mut report),
-        (Some(wal), CheckpointMode::Passive) => fold(&mut report).and_then(|()| {
-            report.segments_removed = wal.release_through(report.applied_lsn)?;
             Ok(())
-        }),
-        (Some(wal), CheckpointMode::Truncate) => wal.truncate_with(|| fold(&mut report)).map(|removed| {
-            report.segments_removed = removed;
-        }),
-    };
-    report.busy = report.checkpointed_frames < report.log_frames;
-    report.elapsed = started.elapsed();
-    outcome.map(|()| report)
+        };
+        let outcome = match (&self.wal, mode) {
+            (None, _) => fold(&mut report),
+            (Some(wal), CheckpointMode::Passive) => fold(&mut report).and_then(|()| {
+                report.segments_removed = wal.release_through(report.applied_lsn)?;
+                Ok(())
+            }),
+            (Some(wal), CheckpointMode::Truncate) => wal.truncate_with(|| fold(&mut report)).map(|removed| {
+                report.segments_removed = removed;
+            }),
+        };
+        report.busy = report.checkpointed_frames < report.log_frames;
+        outcome.map(|()| report)
+    }
 }
 
 /// The error and every source under it, joined by ": ".

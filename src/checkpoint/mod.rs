@@ -1,15 +1,36 @@
-//! Folding the WAL into redb: one checkpoint pass.
+//! Folding the WAL into redb: checkpoint passes and the loop that runs them.
 //!
 //! A pass freezes the overlay's active generation (a short hand-off: writers
 //! keep appending to a fresh one), folds every frozen generation into redb in
 //! ONE durable transaction that also records the new `applied_lsn`, drops
 //! those generations from the overlay, and only then removes the segments the
-//! commit covers (invariant 6). Passes never overlap: every caller takes the
-//! store's checkpoint lock for the whole pass.
+//! commit covers (invariant 6).
+//!
+//! Passes never overlap. The single loop thread is the mechanism that keeps
+//! the periodic passes apart; a manual [`Store::checkpoint`](crate::Store::checkpoint),
+//! a writer relieving back-pressure, and the close path all take the same
+//! checkpoint lock for the whole pass, so at most one pass runs at a time.
+//!
+//! Every pass, whoever runs it, emits one INFO event on target
+//! `factwal::checkpoint` (mode, busy, log_frames, checkpointed_frames,
+//! elapsed_ms), a WARN "checkpoint slow" with the same counters when it took
+//! longer than `checkpoint.warn_ms`, and records its duration for
+//! [`CheckpointStats`]. A failed pass is an ERROR with the whole error chain
+//! and its context (mode, LSN range, WAL directory); the loop carries on at
+//! the next tick.
 
-use std::time::{Duration, Instant};
+mod pass;
+mod stats;
+mod thread;
+
+use std::time::Duration;
 
 use crate::error::Lsn;
+
+pub(crate) use pass::{checkpoint_pass, millis, timeout, CheckpointState};
+pub use stats::CheckpointStats;
+pub use thread::LoopStart;
+pub(crate) use thread::{request_early_pass, start_loop, stop_loop};
 
 /// How much a pass does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,8 +75,8 @@ pub struct PassReport {
 }
 
 impl PassReport {
-    pub(crate) fn begin(mode: CheckpointMode) -> (Self, Instant) {
-        let report = PassReport {
+    pub(crate) fn begin(mode: CheckpointMode) -> Self {
+        PassReport {
             mode,
             busy: false,
             log_frames: 0,
@@ -63,12 +84,11 @@ impl PassReport {
             applied_lsn: 0,
             segments_removed: 0,
             elapsed: Duration::ZERO,
-        };
-        (report, Instant::now())
+        }
     }
 
-    /// Elapsed milliseconds, as in the checkpoint events.
-    pub fn elapsed_ms(&self) -> u64 {
-        self.elapsed.as_millis() as u64
+    /// Elapsed milliseconds (microsecond resolution), as in the events.
+    pub fn elapsed_ms(&self) -> f64 {
+        millis(self.elapsed)
     }
 }

@@ -10,6 +10,7 @@
 //! commit, and if it did not see one, that commit happened before.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::batch::{Batch, Op};
@@ -106,15 +107,20 @@ pub struct OverlayStats {
 #[derive(Debug, Default)]
 pub struct Overlay {
     inner: RwLock<Inner>,
+    /// Payload bytes of unfolded records, readable without the lock (the
+    /// write path checks it on every write).
+    bytes: AtomicU64,
 }
 
 impl Overlay {
     /// Applies durable records, the first having LSN `lsn_first`.
     pub fn apply(&self, lsn_first: Lsn, records: Vec<(Batch, u64)>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let bytes_before = inner.active.bytes;
         for (index, (batch, payload_bytes)) in records.into_iter().enumerate() {
             inner.active.apply(lsn_first + index as u64, batch, payload_bytes);
         }
+        self.bytes.fetch_add(inner.active.bytes - bytes_before, Ordering::AcqRel);
     }
 
     /// Adds an already built generation (recovery) on top.
@@ -123,6 +129,7 @@ impl Overlay {
             return;
         }
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        self.bytes.fetch_add(generation.bytes, Ordering::AcqRel);
         let previous = std::mem::replace(&mut inner.active, generation);
         if !previous.is_empty() {
             inner.frozen.push(Arc::new(previous));
@@ -144,7 +151,14 @@ impl Overlay {
     /// a durable redb commit holds them.
     pub fn release_through(&self, lsn: Lsn) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let released: u64 = inner.frozen.iter().filter(|g| g.lsn_last <= lsn).map(|g| g.bytes).sum();
         inner.frozen.retain(|generation| generation.lsn_last > lsn);
+        self.bytes.fetch_sub(released, Ordering::AcqRel);
+    }
+
+    /// Payload bytes of unfolded records, without taking the lock.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
     }
 
     /// Records and bytes not yet folded.
@@ -225,8 +239,10 @@ mod tests {
         assert_eq!(view.facts.get("a"), Some(&None));
         assert!(overlay.session("t").base_hidden);
         assert_eq!(overlay.stats(), OverlayStats { records: 3, bytes: 20 });
+        assert_eq!(overlay.bytes(), 20);
         overlay.release_through(1);
         assert_eq!(overlay.stats(), OverlayStats { records: 2, bytes: 10 });
+        assert_eq!(overlay.bytes(), 10);
         assert_eq!(overlay.fact("s", "b"), FactLookup::Base);
     }
 }

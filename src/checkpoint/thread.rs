@@ -1,0 +1,144 @@
+//! The checkpoint loop: one thread, started explicitly by the application,
+//! running a PASSIVE pass on every tick, or earlier when writers report that
+//! `checkpoint.wal_bytes_trigger` unfolded bytes have built up.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::pass::{checkpoint_pass, lock};
+use super::CheckpointMode;
+use crate::error::{Error, Result};
+use crate::store::Core;
+
+const TARGET: &str = "factwal::checkpoint";
+
+/// What the loop is told.
+#[derive(Debug, Default)]
+pub(crate) struct LoopControl {
+    pub(crate) running: bool,
+    pub(crate) stop: bool,
+}
+
+/// The running loop thread.
+#[derive(Debug)]
+pub(crate) struct LoopThread {
+    handle: JoinHandle<()>,
+    /// Disconnects when the thread ends (its sender is dropped), so close can
+    /// wait for it with a timeout.
+    ended: mpsc::Receiver<()>,
+}
+
+/// What `start_checkpoint_loop` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopStart {
+    /// A loop thread was started.
+    Started,
+    /// A loop was already running; nothing changed (its interval stays).
+    AlreadyRunning,
+    /// The interval was zero: no thread, no pass.
+    Disabled,
+}
+
+/// Starts the loop thread unless one runs or `interval` is zero. The thread
+/// inherits the caller's tracing dispatcher.
+pub(crate) fn start_loop(core: &Arc<Core>, interval: Duration) -> Result<LoopStart> {
+    if interval.is_zero() {
+        tracing::info!(target: TARGET, interval_s = 0.0, "checkpoint loop disabled: interval is 0, no thread started");
+        return Ok(LoopStart::Disabled);
+    }
+    let mut thread = lock(&core.checkpoint.thread);
+    if thread.is_some() {
+        tracing::info!(target: TARGET, "checkpoint loop already running; this call changes nothing");
+        return Ok(LoopStart::AlreadyRunning);
+    }
+    *lock(&core.checkpoint.control) = LoopControl { running: true, stop: false };
+    let dispatch = tracing::dispatcher::get_default(|dispatch| dispatch.clone());
+    let (ended_sender, ended) = mpsc::channel::<()>();
+    let loop_core = core.clone();
+    let spawned = std::thread::Builder::new().name("factwal-checkpoint".into()).spawn(move || {
+        let _ended = ended_sender;
+        tracing::dispatcher::with_default(&dispatch, || run_loop(&loop_core, interval));
+    });
+    match spawned {
+        Ok(handle) => {
+            *thread = Some(LoopThread { handle, ended });
+            tracing::info!(target: TARGET, interval_s = interval.as_secs_f64(), "checkpoint loop started");
+            Ok(LoopStart::Started)
+        }
+        Err(source) => {
+            lock(&core.checkpoint.control).running = false;
+            Err(Error::io(&core.config.persistence.data_dir, "spawn checkpoint thread", source))
+        }
+    }
+}
+
+fn run_loop(core: &Core, interval: Duration) {
+    let state = &core.checkpoint;
+    loop {
+        let mut control = lock(&state.control);
+        let deadline = Instant::now() + interval;
+        loop {
+            if control.stop || state.wake_pending.load(Ordering::Acquire) {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            control = state.wake.wait_timeout(control, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        if control.stop {
+            break;
+        }
+        drop(control);
+        state.wake_pending.store(false, Ordering::Release);
+        let held = lock(&state.lock);
+        if lock(&state.control).stop {
+            break;
+        }
+        // Errors are reported (ERROR, with the chain) inside the pass; the
+        // loop carries on at the next tick.
+        let _ = checkpoint_pass(core, CheckpointMode::Passive, &held);
+    }
+    lock(&state.control).running = false;
+}
+
+/// Asks the loop to run a pass now (unfolded bytes passed the trigger).
+pub(crate) fn request_early_pass(core: &Core) {
+    let state = &core.checkpoint;
+    if !state.wake_pending.swap(true, Ordering::AcqRel) {
+        let _control = lock(&state.control);
+        state.wake.notify_one();
+    }
+}
+
+/// Signals the loop to stop and waits for its thread at most `timeout`.
+/// Returns false (after an ERROR) when the thread did not end in time; it is
+/// then left to finish on its own.
+pub(crate) fn stop_loop(core: &Core, timeout: Duration) -> bool {
+    let state = &core.checkpoint;
+    lock(&state.control).stop = true;
+    state.wake.notify_all();
+    let Some(thread) = lock(&state.thread).take() else {
+        return true;
+    };
+    match thread.ended.recv_timeout(timeout) {
+        Err(RecvTimeoutError::Disconnected) => {
+            if thread.handle.join().is_err() {
+                tracing::error!(target: TARGET, "checkpoint thread panicked");
+            }
+            true
+        }
+        Ok(()) | Err(RecvTimeoutError::Timeout) => {
+            tracing::error!(
+                target: TARGET,
+                join_timeout_s = timeout.as_secs_f64(),
+                "checkpoint thread did not stop in time; closing without it"
+            );
+            false
+        }
+    }
+}
