@@ -113,6 +113,7 @@ pub enum FaultOp {
     Sync,
     Allocate,
     SyncDir,
+    Remove,
 }
 
 /// A WAL I/O layer over the real file system that fails chosen operations:
@@ -127,7 +128,7 @@ pub struct FaultyIo {
 #[derive(Debug, Default)]
 struct Faults {
     rules: Mutex<Vec<FaultRule>>,
-    counts: [AtomicU64; 4],
+    counts: [AtomicU64; 5],
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +226,7 @@ impl WalIo for FaultyIo {
         self.inner.rename(from, to)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
+        self.faults.check(FaultOp::Remove)?;
         self.inner.remove(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
