@@ -129,16 +129,15 @@ impl Store {
         let data_dir = config.persistence.data_dir.clone();
         io.create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, "create data directory", e))?;
         let lock_file = lock_directory(&data_dir)?;
+        let wal_dir = config.wal_dir();
+        let (mode, payload_bytes_max) = (config.persistence.recovery_mode, config.persistence.max_record_bytes);
+        // Check the WAL before redb is opened: opening redb read-write may
+        // rewrite its file (repair after a crash), and a refused open must
+        // change nothing on disk.
+        recovery::scan(&*io, &wal_dir, None, mode, payload_bytes_max)?;
         let tables = Tables::open(&config.state_path())?;
         let applied_lsn = tables.applied_lsn()?;
-        let wal_dir = config.wal_dir();
-        let recovered = recovery::scan(
-            &*io,
-            &wal_dir,
-            applied_lsn,
-            config.persistence.recovery_mode,
-            config.persistence.max_record_bytes,
-        )?;
+        let recovered = recovery::scan(&*io, &wal_dir, Some(applied_lsn), mode, payload_bytes_max)?;
         apply_repairs(&*io, &wal_dir, &recovered)?;
         let (lsn_last, number_next) = replay(&*io, &wal_dir, &tables, recovered)?;
         let applied_lsn = tables.applied_lsn()?;
@@ -588,7 +587,8 @@ fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered) -> Resul
                     "point-in-time recovery: keeping the valid prefix, dropping everything after it");
                 if let Error::Corrupted { path, offset, .. } = &**corruption {
                     if recovered.segments.iter().any(|segment| &segment.path == path) {
-                        let file_bytes = io.open(path).and_then(|f| f.len()).map_err(|e| Error::io(path, "stat", e))?;
+                        let file_bytes =
+                            io.open(path).and_then(|f| f.len_bytes()).map_err(|e| Error::io(path, "stat", e))?;
                         zero_range(io, path, *offset, file_bytes.saturating_sub(*offset))?;
                     }
                 }

@@ -50,7 +50,7 @@ pub trait WalFile: Send + Sync + Debug {
     /// Changes the file's length.
     fn set_len(&self, bytes: u64) -> io::Result<()>;
     /// The file's length.
-    fn len(&self) -> io::Result<u64>;
+    fn len_bytes(&self) -> io::Result<u64>;
 }
 
 /// The real file system.
@@ -126,7 +126,7 @@ impl WalFile for StdFile {
         // cost ~35 ms per 64 MiB once, at segment creation. See docs/DESIGN.md.
         const CHUNK_BYTES: u64 = 1 << 20;
         let zeros = vec![0u8; CHUNK_BYTES as usize];
-        let mut offset = self.len()?;
+        let mut offset = self.len_bytes()?;
         while offset < bytes {
             let chunk = (bytes - offset).min(CHUNK_BYTES);
             self.file.write_all_at(&zeros[..chunk as usize], offset)?;
@@ -139,7 +139,7 @@ impl WalFile for StdFile {
         self.file.set_len(bytes)
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 }

@@ -90,14 +90,19 @@ pub struct Recovered {
 }
 
 /// Scans the WAL directory. `applied_lsn` is the LSN redb already holds.
+///
+/// With `applied_lsn` unknown (`None`), the scan checks everything that does
+/// not depend on it (every header, checksum, payload and the LSN chain) and
+/// keeps no record: the store runs this before it touches redb, so that a
+/// refused open changes nothing on disk, not even redb's file.
 pub fn scan(
     io: &dyn WalIo,
     dir: &Path,
-    applied_lsn: Lsn,
+    applied_lsn: Option<Lsn>,
     mode: RecoveryMode,
     payload_bytes_max: u64,
 ) -> Result<Recovered> {
-    let mut recovered = Recovered { lsn_last: applied_lsn, ..Recovered::default() };
+    let mut recovered = Recovered { lsn_last: applied_lsn.unwrap_or(0), ..Recovered::default() };
     let names = match io.list(dir) {
         Ok(names) => names,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
@@ -144,7 +149,7 @@ fn corruption_is_inside(corruption: &Error, path: &Path) -> bool {
 
 struct Scanner<'a> {
     dir: &'a Path,
-    applied_lsn: Lsn,
+    applied_lsn: Option<Lsn>,
     payload_bytes_max: u64,
     recovered: Recovered,
 }
@@ -154,7 +159,7 @@ impl Scanner<'_> {
     fn lsn_expected(&self) -> Lsn {
         match self.recovered.segments.last() {
             Some(segment) => segment.lsn_last.map_or(segment.header.lsn_first, |lsn| lsn + 1),
-            None => self.applied_lsn + 1,
+            None => self.applied_lsn.unwrap_or(0) + 1,
         }
     }
 
@@ -220,14 +225,16 @@ impl Scanner<'_> {
             if lsn != lsn_next {
                 return Ok(lsn_next);
             }
-            if lsn > self.applied_lsn {
+            if self.applied_lsn.is_none_or(|applied| lsn > applied) {
                 let batch = Batch::decode(payload).ok_or_else(|| Error::Corrupted {
                     path: path.to_path_buf(),
                     offset: summary.end_offset,
                     lsn,
                     kind: CorruptionKind::BadPayload,
                 })?;
-                self.recovered.records.push(RecoveredRecord { lsn, batch, payload_bytes: payload.len() as u64 });
+                if self.applied_lsn.is_some() {
+                    self.recovered.records.push(RecoveredRecord { lsn, batch, payload_bytes: payload.len() as u64 });
+                }
             }
             summary.end_offset += record_bytes;
             summary.records += 1;
@@ -239,7 +246,9 @@ impl Scanner<'_> {
     /// A segment's first LSN must follow on from what came before. A lower
     /// one marks the previous segment's last records as abandoned.
     fn check_chain(&mut self, path: &Path, header: &SegmentHeader, lsn_expected: Lsn) -> Result<()> {
-        if header.lsn_first > lsn_expected {
+        // Where the first segment must start depends on redb's applied_lsn.
+        let unknowable = self.recovered.segments.is_empty() && self.applied_lsn.is_none();
+        if header.lsn_first > lsn_expected && !unknowable {
             // Records between are missing. Point at the end of the previous
             // segment (where its valid data stops) when there is one.
             let (path, offset) = match self.recovered.segments.last() {
@@ -264,7 +273,7 @@ impl Scanner<'_> {
             previous.records = previous.records.min(kept);
             previous.lsn_last = kept.checked_sub(1).map(|k| previous.header.lsn_first + k);
         }
-        self.recovered.lsn_last = self.applied_lsn.max(lsn_first - 1);
+        self.recovered.lsn_last = self.applied_lsn.unwrap_or(0).max(lsn_first - 1);
     }
 
     /// In the last segment: nothing after the valid records (clean end), a

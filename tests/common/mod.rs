@@ -99,6 +99,14 @@ impl<S: tracing::Subscriber> Layer<S> for CaptureLayer {
 /// Runs `body` with a subscriber capturing every event of this thread (and
 /// of threads the store starts, which inherit the caller's dispatcher).
 pub fn capture<R>(body: impl FnOnce() -> R) -> (R, Vec<CapturedEvent>) {
+    // tracing caches a callsite's interest globally: one first hit on a
+    // thread with no subscriber would mark it "never" for every thread. A
+    // global subscriber that takes everything (and keeps nothing) prevents
+    // that; the scoped one below still receives this thread's events.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+    });
     let events = Arc::new(Mutex::new(Vec::new()));
     let subscriber = tracing_subscriber::registry().with(CaptureLayer { events: events.clone() });
     let result = tracing::subscriber::with_default(subscriber, body);
@@ -201,8 +209,8 @@ impl WalFile for FaultyFile {
     fn set_len(&self, bytes: u64) -> io::Result<()> {
         self.inner.set_len(bytes)
     }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
+    fn len_bytes(&self) -> io::Result<u64> {
+        self.inner.len_bytes()
     }
 }
 

@@ -1,0 +1,322 @@
+//! Torn tails: the last record of the last segment cut short, at every byte,
+//! by truncating the file or by zeroing the rest of the preallocated space.
+//! Recovery must drop exactly that record (never acknowledged) with a WARN,
+//! keep every earlier batch, refuse under absolute consistency, and let the
+//! log continue with dense LSNs afterwards.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use factwal::{Batch, CorruptionKind, Error, RecoveryMode, Store};
+use tempfile::TempDir;
+
+mod common;
+
+/// Bytes of a segment header and of a record header, as docs/FORMAT.md lays
+/// them out; written out here so the tests do not lean on the engine's own
+/// decoder to find records.
+const SEGMENT_HEADER_BYTES: u64 = 64;
+const RECORD_HEADER_BYTES: u64 = 32;
+
+/// Batches written before the crash: LSN `n` is batch `n`.
+const BATCHES: u64 = 7;
+/// Large enough that batches 1..=6 do not fit one 16 KiB segment, so the torn
+/// record sits in the second segment behind a valid record of its own.
+const FILLER_BYTES: usize = 2600;
+
+type Fact = (String, String, Vec<u8>);
+
+/// The facts of batch `n`; every fact id is used by one batch only, so a
+/// batch's presence can be read off its own facts.
+fn batch_facts(n: u64) -> Vec<Fact> {
+    let mut facts: Vec<Fact> = (0..3)
+        .map(|k| (format!("session-{}", n % 2), format!("b{n}-f{k}"), format!("v{n}-{k}").into_bytes()))
+        .collect();
+    if n < BATCHES {
+        facts.push((format!("session-{}", n % 2), format!("b{n}-filler"), vec![b'a' + n as u8; FILLER_BYTES]));
+    }
+    facts
+}
+
+fn batch_of(facts: &[Fact]) -> Batch {
+    facts.iter().fold(Batch::new(), |batch, (s, f, v)| batch.assert(s.as_str(), f.as_str(), v.clone()))
+}
+
+/// Checks that a batch is wholly present (`present`) or wholly absent.
+fn assert_batch(store: &Store, facts: &[Fact], present: bool, context: &str) {
+    let actual: Vec<Option<Vec<u8>>> = facts.iter().map(|(s, f, _)| store.fact(s, f).unwrap()).collect();
+    let expected: Vec<Option<Vec<u8>>> = facts.iter().map(|(_, _, v)| present.then(|| v.clone())).collect();
+    assert_eq!(actual, expected, "{context}: batch with {} expected present={present}", facts[0].1);
+}
+
+/// Where a record sits in its segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecordAt {
+    offset: u64,
+    bytes: u64,
+    lsn: u64,
+}
+
+/// Walks the record headers of a segment: [crc u32][len u32][lsn u64]...
+fn records_in(path: &Path) -> Vec<RecordAt> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut records = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
+        if head.iter().all(|&b| b == 0) {
+            break;
+        }
+        let payload_bytes = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
+        let lsn = u64::from_le_bytes(head[8..16].try_into().unwrap());
+        let record = RecordAt { offset: offset as u64, bytes: RECORD_HEADER_BYTES + payload_bytes, lsn };
+        records.push(record);
+        offset += record.bytes as usize;
+    }
+    records
+}
+
+/// A crashed store holding batches 1..=BATCHES, and where its last record is.
+struct Pristine {
+    dir: TempDir,
+    last_segment: PathBuf,
+    last_record: RecordAt,
+}
+
+fn pristine() -> Pristine {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(common::small_config(dir.path())).unwrap();
+    for n in 1..=BATCHES {
+        assert_eq!(store.write(batch_of(&batch_facts(n))).unwrap(), n);
+    }
+    store.simulate_crash();
+    let segments = common::segment_paths(&dir.path().join("wal"));
+    assert_eq!(segments.len(), 2, "the batches span two segments: {segments:?}");
+    let last_segment = segments[1].clone();
+    let records = records_in(&last_segment);
+    assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![BATCHES - 1, BATCHES], "last segment layout");
+    let last_record = records[1];
+    Pristine { dir, last_segment, last_record }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A fresh copy of the pristine store, and the path of its last segment.
+fn fresh_copy(pristine: &Pristine) -> (TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(pristine.dir.path(), work.path());
+    let relative = pristine.last_segment.strip_prefix(pristine.dir.path()).unwrap();
+    let last_segment = work.path().join(relative);
+    (work, last_segment)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The file ends at the cut (`set_len`).
+    Truncate,
+    /// The file keeps its size; everything from the cut on is zero.
+    ZeroRest,
+}
+
+fn cut_at(path: &Path, at: u64, cut: Cut) {
+    match cut {
+        Cut::Truncate => std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(at).unwrap(),
+        Cut::ZeroRest => {
+            let mut bytes = std::fs::read(path).unwrap();
+            bytes[at as usize..].fill(0);
+            std::fs::write(path, bytes).unwrap();
+        }
+    }
+}
+
+/// Bytes recovery must report as dropped: up to the last non-zero byte the
+/// cut leaves of the torn record.
+fn garbage_bytes(segment: &[u8], record: RecordAt, at: u64) -> u64 {
+    let kept = &segment[record.offset as usize..at as usize];
+    kept.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1)
+}
+
+fn warnings_and_errors(events: &[common::CapturedEvent]) -> Vec<&common::CapturedEvent> {
+    events.iter().filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR).collect()
+}
+
+/// Files added, removed or changed between two snapshots.
+fn changed_files(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<PathBuf> {
+    let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
+}
+
+fn corruption_of(result: Result<Store, Error>) -> (PathBuf, u64, u64, CorruptionKind) {
+    match result {
+        Err(Error::Corrupted { path, offset, lsn, kind }) => (path, offset, lsn, kind),
+        Err(other) => panic!("expected Error::Corrupted, got {other:?}"),
+        Ok(_) => panic!("expected Error::Corrupted, the store opened"),
+    }
+}
+
+#[test]
+fn every_cut_inside_the_last_record_drops_exactly_that_batch() {
+    // For every cut point from the last record's first byte to just past its
+    // last, by truncation and by zeroing the rest of the file, on a fresh copy
+    // of a crashed store: open must succeed, batches 1..=6 stay, batch 7 is
+    // there only when the cut left it whole, and a WARN names the file, the
+    // record's offset and the non-zero bytes dropped whenever there were any.
+    let pristine = pristine();
+    let record = pristine.last_record;
+    let segment_bytes = std::fs::read(&pristine.last_segment).unwrap();
+    let record_end = record.offset + record.bytes;
+    let mut warned = 0;
+    for cut in [Cut::Truncate, Cut::ZeroRest] {
+        for at in record.offset..=record_end {
+            let context = format!("{cut:?} at {at} (record {}..{record_end})", record.offset);
+            let (work, last_segment) = fresh_copy(&pristine);
+            cut_at(&last_segment, at, cut);
+            let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
+            let store = opened.unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
+            for n in 1..BATCHES {
+                assert_batch(&store, &batch_facts(n), true, &context);
+            }
+            let whole = at == record_end;
+            assert_batch(&store, &batch_facts(BATCHES), whole, &context);
+            assert_eq!(store.stats().unwrap().lsn_last, if whole { BATCHES } else { BATCHES - 1 }, "{context}");
+
+            let dropped = if whole { 0 } else { garbage_bytes(&segment_bytes, record, at) };
+            let reported: Vec<_> = warnings_and_errors(&events)
+                .into_iter()
+                .map(|e| (e.target.as_str(), e.level, e.fields.clone()))
+                .collect();
+            if dropped == 0 {
+                assert_eq!(reported, vec![], "{context}: nothing was dropped, so nothing to report");
+            } else {
+                let fields = [
+                    ("bytes_dropped".to_string(), dropped.to_string()),
+                    ("file".to_string(), last_segment.display().to_string()),
+                    ("offset".to_string(), record.offset.to_string()),
+                ];
+                assert_eq!(
+                    reported,
+                    vec![("factwal::recovery", tracing::Level::WARN, fields.into_iter().collect())],
+                    "{context}"
+                );
+                warned += 1;
+            }
+            store.simulate_crash();
+        }
+    }
+    // Guards against a vacuous run: every cut past the record's length field
+    // (bytes 4..8, non-zero for any payload under 16 MiB) leaves garbage.
+    assert!(warned >= 2 * (record.bytes - 8), "only {warned} cuts warned");
+}
+
+#[test]
+fn absolute_consistency_refuses_a_torn_tail_and_changes_nothing() {
+    // The torn tail that the default mode drops is refused under absolute
+    // consistency, twice, with the file, the torn record's offset and its LSN,
+    // and without a byte of the data directory changing. The intact log opens
+    // in that mode, and the torn one still opens in the default mode after.
+    let pristine = pristine();
+    let record = pristine.last_record;
+    let absolute = |dir: &Path| common::small_config(dir).recovery_mode(RecoveryMode::AbsoluteConsistency);
+
+    let (intact, _) = fresh_copy(&pristine);
+    let store = Store::open(absolute(intact.path())).expect("a log that ends cleanly opens");
+    assert_batch(&store, &batch_facts(BATCHES), true, "intact");
+    store.simulate_crash();
+
+    // Changes outside the WAL directory are asserted last, so that every
+    // other check has run when they fail the test.
+    let mut changed_outside_wal = Vec::new();
+    for cut in [Cut::Truncate, Cut::ZeroRest] {
+        let (work, last_segment) = fresh_copy(&pristine);
+        cut_at(&last_segment, record.offset + record.bytes / 2, cut);
+        let before = common::snapshot_files(work.path());
+        for attempt in 1..=2 {
+            let expected = (last_segment.clone(), record.offset, BATCHES, CorruptionKind::TornTail);
+            assert_eq!(corruption_of(Store::open(absolute(work.path()))), expected, "{cut:?}, attempt {attempt}");
+            let (in_wal, outside): (Vec<_>, Vec<_>) = changed_files(&before, &common::snapshot_files(work.path()))
+                .into_iter()
+                .partition(|path| path.starts_with(work.path().join("wal")));
+            assert_eq!(in_wal, Vec::<PathBuf>::new(), "{cut:?}, attempt {attempt}: WAL changed by a refused open");
+            changed_outside_wal.extend(outside.into_iter().map(|path| format!("{cut:?}, attempt {attempt}: {path:?}")));
+        }
+        let store = Store::open(common::small_config(work.path())).unwrap();
+        assert_batch(&store, &batch_facts(BATCHES - 1), true, "default mode after refusal");
+        assert_batch(&store, &batch_facts(BATCHES), false, "default mode after refusal");
+        store.simulate_crash();
+    }
+    assert_eq!(changed_outside_wal, Vec::<String>::new(), "files outside the WAL changed by a refused open");
+}
+
+#[test]
+fn a_clean_end_opens_without_a_warning() {
+    // The crashed log ends with whole records followed by preallocated zeros:
+    // recovery replays all seven batches and reports no WARN or ERROR at all.
+    let pristine = pristine();
+    let (work, _) = fresh_copy(&pristine);
+    let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
+    let store = opened.unwrap();
+    assert_eq!(warnings_and_errors(&events).len(), 0, "{events:?}");
+    let replayed: Vec<_> = events
+        .iter()
+        .filter(|e| e.target == "factwal::recovery" && e.level == tracing::Level::INFO)
+        .map(|e| (e.fields["records"].clone(), e.fields["lsn_last"].clone()))
+        .collect();
+    assert_eq!(replayed, vec![(BATCHES.to_string(), BATCHES.to_string())]);
+    for n in 1..=BATCHES {
+        assert_batch(&store, &batch_facts(n), true, "clean end");
+    }
+    assert_eq!(store.stats().unwrap().lsn_last, BATCHES);
+    store.simulate_crash();
+}
+
+#[test]
+fn lsns_continue_densely_after_a_torn_tail() {
+    // Tears the last record, opens (dropping LSN 7), writes three batches,
+    // crashes, reopens, then closes and reopens: the new batches take LSNs
+    // 7, 8, 9 in turn, the torn batch never reappears, and every kept batch
+    // is there after each reopen.
+    let pristine = pristine();
+    let record = pristine.last_record;
+    let (work, last_segment) = fresh_copy(&pristine);
+    cut_at(&last_segment, record.offset + record.bytes / 2, Cut::ZeroRest);
+    let config = common::small_config(work.path());
+
+    let store = Store::open(config.clone()).unwrap();
+    assert_eq!(store.stats().unwrap().lsn_last, BATCHES - 1);
+    let after: Vec<Vec<Fact>> =
+        (0..3).map(|k| vec![(format!("after-{k}"), "f".to_string(), format!("after {k}").into_bytes())]).collect();
+    let lsns: Vec<u64> = after.iter().map(|facts| store.write(batch_of(facts)).unwrap()).collect();
+    assert_eq!(lsns, vec![BATCHES, BATCHES + 1, BATCHES + 2], "the first write after the torn tail reuses LSN 7");
+    store.simulate_crash();
+
+    let check = |store: &Store, context: &str| {
+        for n in 1..BATCHES {
+            assert_batch(store, &batch_facts(n), true, context);
+        }
+        assert_batch(store, &batch_facts(BATCHES), false, context);
+        for facts in &after {
+            assert_batch(store, facts, true, context);
+        }
+        assert_eq!(store.stats().unwrap().lsn_last, BATCHES + 2, "{context}");
+    };
+    let (opened, events) = common::capture(|| Store::open(config.clone()));
+    let store = opened.unwrap();
+    assert_eq!(warnings_and_errors(&events).len(), 0, "the repaired log ends cleanly: {events:?}");
+    check(&store, "after crash");
+    assert!(store.close().is_clean());
+
+    let store = Store::open(config).unwrap();
+    check(&store, "after close");
+    assert_eq!(store.write(batch_of(&[("next".into(), "f".into(), b"x".to_vec())])).unwrap(), BATCHES + 3);
+    assert!(store.close().is_clean());
+}
