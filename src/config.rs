@@ -252,23 +252,46 @@ impl Config {
     }
 }
 
-/// Turns a TOML parse or type error into a `Config` error naming the key and
-/// the value found at the place the parser points to.
+/// Turns a TOML parse or type error into a `Config` error naming the key
+/// (with its table: `persistence.segment_bytes`) and the value found at the
+/// place the parser points to.
 fn toml_error(text: &str, origin: &Path, error: &toml::de::Error) -> Error {
     let reason = error.message().trim().to_string();
-    let (key, value) = match error.span() {
-        Some(span) => {
-            let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
-            let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
-            let line = text[line_start..line_end].trim();
-            match line.split_once('=') {
-                Some((key, value)) => (key.trim().to_string(), value.trim().to_string()),
-                None => (line.to_string(), String::new()),
-            }
-        }
-        None => ("<document>".to_string(), String::new()),
+    let Some(span) = error.span() else {
+        return Error::Config { path: origin.to_path_buf(), key: "<document>".into(), value: String::new(), reason };
     };
-    Error::Config { path: origin.to_path_buf(), key, value, reason }
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+    let line = text[line_start..line_end].trim();
+    if let Some(table) = table_header(line) {
+        return Error::Config { path: origin.to_path_buf(), key: table.to_string(), value: String::new(), reason };
+    }
+    let (key, value) = line.split_once('=').unwrap_or((line, ""));
+    let table = text[..line_start].lines().rev().find_map(|line| table_header(line.trim()));
+    let key = match table {
+        Some(table) => format!("{table}.{}", key.trim()),
+        None => key.trim().to_string(),
+    };
+    Error::Config { path: origin.to_path_buf(), key, value: strip_comment(value.trim()).to_string(), reason }
+}
+
+/// `persistence` for the line `[persistence]`.
+fn table_header(line: &str) -> Option<&str> {
+    line.strip_prefix('[')?.split(']').next().map(str::trim)
+}
+
+/// The value without a trailing `# comment` (outside a quoted string).
+fn strip_comment(value: &str) -> &str {
+    let mut quoted = false;
+    for (index, character) in value.char_indices() {
+        match character {
+            '"' | '\'' => quoted = !quoted,
+            '#' if !quoted => return value[..index].trim_end(),
+            _ => {}
+        }
+    }
+    value
 }
 
 #[cfg(test)]
@@ -286,13 +309,26 @@ mod tests {
         let error = Config::from_toml("[persistence]\nsegment_bytes = \"big\"\n", origin).unwrap_err();
         match error {
             Error::Config { key, value, .. } => {
-                assert_eq!(key, "segment_bytes");
+                assert_eq!(key, "persistence.segment_bytes");
                 assert_eq!(value, "\"big\"");
             }
             other => panic!("unexpected {other:?}"),
         }
         let error = Config::from_toml("[persistence]\nsegment_bytes = 100\n", origin).unwrap_err();
         assert!(matches!(error, Error::Config { ref key, .. } if key == "persistence.segment_bytes"), "{error}");
+    }
+
+    #[test]
+    fn comments_are_not_part_of_the_value() {
+        let error = Config::from_toml("[persistence]\nwal_enabled = 1 # yes\n", Path::new("c.toml")).unwrap_err();
+        match error {
+            Error::Config { key, value, .. } => {
+                assert_eq!((key.as_str(), value.as_str()), ("persistence.wal_enabled", "1"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let error = Config::from_toml("[persistance]\n", Path::new("c.toml")).unwrap_err();
+        assert!(matches!(error, Error::Config { ref key, .. } if key == "persistance"), "{error:?}");
     }
 
     #[test]

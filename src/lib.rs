@@ -40,6 +40,7 @@ mod batch;
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod inspect;
 pub mod state;
 mod store;
 pub mod wal;
@@ -48,6 +49,7 @@ pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
 pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
 pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
 pub use error::{CorruptionKind, Error, Lsn, Result};
+pub use inspect::{ReadOnlyStore, WalProblem};
 pub use store::{segment_numbers, CloseReport, Store, StoreStats, LOCK_FILE_NAME};
 
 /// The README's examples, compiled and run as doctests.

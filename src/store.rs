@@ -14,9 +14,9 @@ use crate::checkpoint::{
 };
 use crate::config::Config;
 use crate::error::{Error, Lsn, Result};
-use crate::state::{FactLookup, Generation, Overlay, OverlayStats, Tables};
+use crate::state::{Generation, Overlay, OverlayStats, Tables, View};
 use crate::wal::io::{StdIo, WalIo, FILE_MODE};
-use crate::wal::recovery::{self, Recovered, Repair};
+use crate::wal::recovery::{self, Recovered, Repair, ScanOptions};
 use crate::wal::segment::parse_segment_file_name;
 use crate::wal::{Wal, WalCounters, WalOptions};
 
@@ -130,14 +130,19 @@ impl Store {
         io.create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, "create data directory", e))?;
         let lock_file = lock_directory(&data_dir)?;
         let wal_dir = config.wal_dir();
-        let (mode, payload_bytes_max) = (config.persistence.recovery_mode, config.persistence.max_record_bytes);
+        let mut scan = ScanOptions {
+            applied_lsn: None,
+            mode: config.persistence.recovery_mode,
+            payload_bytes_max: config.persistence.max_record_bytes,
+            keep_folded: false,
+        };
         // Check the WAL before redb is opened: opening redb read-write may
         // rewrite its file (repair after a crash), and a refused open must
         // change nothing on disk.
-        recovery::scan(&*io, &wal_dir, None, mode, payload_bytes_max)?;
+        recovery::scan(&*io, &wal_dir, &scan)?;
         let tables = Tables::open(&config.state_path())?;
-        let applied_lsn = tables.applied_lsn()?;
-        let recovered = recovery::scan(&*io, &wal_dir, Some(applied_lsn), mode, payload_bytes_max)?;
+        scan.applied_lsn = Some(tables.applied_lsn()?);
+        let recovered = recovery::scan(&*io, &wal_dir, &scan)?;
         apply_repairs(&*io, &wal_dir, &recovered)?;
         let (lsn_last, number_next) = replay(&*io, &wal_dir, &tables, recovered)?;
         let applied_lsn = tables.applied_lsn()?;
@@ -256,61 +261,25 @@ impl Store {
         Ok(guard)
     }
 
+    fn view<R>(&self, read: impl FnOnce(&View<'_>) -> Result<R>) -> Result<R> {
+        let tables = self.tables()?;
+        let tables = tables.as_ref().ok_or(Error::Closed)?;
+        read(&View { overlay: &self.core.overlay, tables })
+    }
+
     /// One fact's value, as of every write acknowledged before this call.
     pub fn fact(&self, session: &str, fact: &str) -> Result<Option<Vec<u8>>> {
-        // The overlay is read before the redb snapshot is opened; see the
-        // overlay module for why this order gives a consistent view.
-        match self.core.overlay.fact(session, fact) {
-            FactLookup::Value(value) => Ok(Some(value)),
-            FactLookup::Absent => Ok(None),
-            FactLookup::Base => {
-                let tables = self.tables()?;
-                tables.as_ref().ok_or(Error::Closed)?.snapshot()?.fact(session, fact)
-            }
-        }
+        self.view(|view| view.fact(session, fact))
     }
 
     /// Every fact of a session, by fact id.
     pub fn facts(&self, session: &str) -> Result<BTreeMap<String, Vec<u8>>> {
-        let view = self.core.overlay.session(session);
-        let mut facts = if view.base_hidden {
-            BTreeMap::new()
-        } else {
-            let tables = self.tables()?;
-            tables.as_ref().ok_or(Error::Closed)?.snapshot()?.session(session)?
-        };
-        for (fact, value) in view.facts {
-            match value {
-                Some(value) => facts.insert(fact, value),
-                None => facts.remove(&fact),
-            };
-        }
-        Ok(facts)
+        self.view(|view| view.facts(session))
     }
 
     /// Every session holding at least one fact, sorted.
     pub fn sessions(&self) -> Result<Vec<String>> {
-        let touched = self.core.overlay.touched_sessions();
-        let views: Vec<_> = touched.iter().map(|session| (session, self.core.overlay.session(session))).collect();
-        let tables = self.tables()?;
-        let snapshot = tables.as_ref().ok_or(Error::Closed)?.snapshot()?;
-        let mut sessions = snapshot.sessions()?;
-        for (session, view) in views {
-            let asserted = view.facts.values().any(Option::is_some);
-            let base_count = if view.base_hidden { 0 } else { sessions.get(session.as_str()).copied().unwrap_or(0) };
-            let mut retracted_from_base = 0;
-            if !asserted && base_count > 0 {
-                for (fact, _) in view.facts.iter().filter(|(_, value)| value.is_none()) {
-                    retracted_from_base += u64::from(snapshot.fact(session, fact)?.is_some());
-                }
-            }
-            if asserted || base_count > retracted_from_base {
-                sessions.insert(session.clone(), 1);
-            } else {
-                sessions.remove(session.as_str());
-            }
-        }
-        Ok(sessions.into_keys().collect())
+        self.view(|view| view.sessions())
     }
 
     /// Runs one checkpoint pass now. Passes never overlap: this waits for a

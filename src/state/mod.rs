@@ -3,6 +3,8 @@
 
 pub mod overlay;
 pub mod tables;
+pub mod view;
 
 pub use overlay::{FactLookup, Generation, Overlay, OverlayStats, SessionView};
 pub use tables::{FoldStats, Snapshot, Tables};
+pub use view::View;

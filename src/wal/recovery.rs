@@ -29,6 +29,10 @@ use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name};
 pub struct RecoveredRecord {
     /// Its LSN.
     pub lsn: Lsn,
+    /// The segment holding it.
+    pub segment_number: u64,
+    /// Its offset in that segment.
+    pub offset: u64,
     /// The decoded batch.
     pub batch: Batch,
     /// Bytes of its payload.
@@ -79,7 +83,8 @@ pub enum Repair {
 pub struct Recovered {
     /// Every segment kept, in order.
     pub segments: Vec<SegmentSummary>,
-    /// Records with LSN above `applied_lsn`, in order.
+    /// Records with LSN above `applied_lsn` (all records with `keep_folded`),
+    /// in order.
     pub records: Vec<RecoveredRecord>,
     /// The last LSN of the log, or `applied_lsn` when the log holds nothing later.
     pub lsn_last: Lsn,
@@ -89,19 +94,25 @@ pub struct Recovered {
     pub temporary_files: Vec<PathBuf>,
 }
 
-/// Scans the WAL directory. `applied_lsn` is the LSN redb already holds.
-///
-/// With `applied_lsn` unknown (`None`), the scan checks everything that does
-/// not depend on it (every header, checksum, payload and the LSN chain) and
-/// keeps no record: the store runs this before it touches redb, so that a
-/// refused open changes nothing on disk, not even redb's file.
-pub fn scan(
-    io: &dyn WalIo,
-    dir: &Path,
-    applied_lsn: Option<Lsn>,
-    mode: RecoveryMode,
-    payload_bytes_max: u64,
-) -> Result<Recovered> {
+/// How to scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanOptions {
+    /// The LSN redb already holds. When unknown (`None`), the scan checks
+    /// everything that does not depend on it (every header, checksum, payload
+    /// and the LSN chain) and keeps no record: the store runs this before it
+    /// touches redb, so that a refused open changes nothing on disk.
+    pub applied_lsn: Option<Lsn>,
+    /// What to do when the log does not end cleanly.
+    pub mode: RecoveryMode,
+    /// Largest payload accepted.
+    pub payload_bytes_max: u64,
+    /// Keep records at or below `applied_lsn` too (for inspection tools).
+    pub keep_folded: bool,
+}
+
+/// Scans the WAL directory.
+pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recovered> {
+    let ScanOptions { applied_lsn, mode, payload_bytes_max, keep_folded } = *options;
     let mut recovered = Recovered { lsn_last: applied_lsn.unwrap_or(0), ..Recovered::default() };
     let names = match io.list(dir) {
         Ok(names) => names,
@@ -113,7 +124,7 @@ pub fn scan(
     recovered.temporary_files =
         names.iter().filter(|name| is_temporary_file_name(name)).map(|name| dir.join(name)).collect();
 
-    let mut scanner = Scanner { dir, applied_lsn, payload_bytes_max, recovered };
+    let mut scanner = Scanner { dir, applied_lsn, payload_bytes_max, keep_folded, recovered };
     for (index, &number) in numbers.iter().enumerate() {
         let is_last = index + 1 == numbers.len();
         if let Err(corruption) = scanner.scan_segment(io, number, is_last) {
@@ -151,6 +162,7 @@ struct Scanner<'a> {
     dir: &'a Path,
     applied_lsn: Option<Lsn>,
     payload_bytes_max: u64,
+    keep_folded: bool,
     recovered: Recovered,
 }
 
@@ -225,7 +237,7 @@ impl Scanner<'_> {
             if lsn != lsn_next {
                 return Ok(lsn_next);
             }
-            if self.applied_lsn.is_none_or(|applied| lsn > applied) {
+            if self.keep_folded || self.applied_lsn.is_none_or(|applied| lsn > applied) {
                 let batch = Batch::decode(payload).ok_or_else(|| Error::Corrupted {
                     path: path.to_path_buf(),
                     offset: summary.end_offset,
@@ -233,7 +245,13 @@ impl Scanner<'_> {
                     kind: CorruptionKind::BadPayload,
                 })?;
                 if self.applied_lsn.is_some() {
-                    self.recovered.records.push(RecoveredRecord { lsn, batch, payload_bytes: payload.len() as u64 });
+                    self.recovered.records.push(RecoveredRecord {
+                        lsn,
+                        segment_number: header.number,
+                        offset: summary.end_offset,
+                        batch,
+                        payload_bytes: payload.len() as u64,
+                    });
                 }
             }
             summary.end_offset += record_bytes;
