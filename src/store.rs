@@ -14,7 +14,7 @@ use crate::checkpoint::{
 };
 use crate::config::Config;
 use crate::error::{Error, Lsn, Result};
-use crate::state::{Generation, Overlay, OverlayStats, Tables, View};
+use crate::state::{Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View};
 use crate::wal::io::{StdIo, WalIo, FILE_MODE};
 use crate::wal::recovery::{self, Recovered, Repair, ScanOptions};
 use crate::wal::segment::parse_segment_file_name;
@@ -125,9 +125,16 @@ impl Store {
     /// Opens with a given WAL I/O layer (fault injection in tests).
     #[doc(hidden)]
     pub fn open_with_io(config: Config, io: Arc<dyn WalIo>) -> Result<Store> {
+        Store::open_with(config, io, Arc::new(StdStateIo))
+    }
+
+    /// Opens with given I/O layers under the WAL and under redb (the
+    /// fault-injecting simulator).
+    #[doc(hidden)]
+    pub fn open_with(config: Config, io: Arc<dyn WalIo>, state_io: Arc<dyn StateIo>) -> Result<Store> {
         config.validate()?;
         let data_dir = config.persistence.data_dir.clone();
-        io.create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, "create data directory", e))?;
+        ensure_durable_dir(&*io, &data_dir)?;
         let lock_file = lock_directory(&data_dir)?;
         let wal_dir = config.wal_dir();
         let mut scan = ScanOptions {
@@ -140,7 +147,15 @@ impl Store {
         // rewrite its file (repair after a crash), and a refused open must
         // change nothing on disk.
         recovery::scan(&*io, &wal_dir, &scan)?;
-        let tables = Tables::open(&config.state_path())?;
+        let state_path = config.state_path();
+        let (backend, created) =
+            state_io.open_backend(&state_path).map_err(|e| Error::io(&state_path, "open state file", e))?;
+        let tables = Tables::open_backend(&state_path, backend)?;
+        if created {
+            // The new file's directory entry must be durable before any WAL
+            // segment is removed on the strength of what it holds.
+            io.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, "sync data directory", e))?;
+        }
         scan.applied_lsn = Some(tables.applied_lsn()?);
         let recovered = recovery::scan(&*io, &wal_dir, &scan)?;
         apply_repairs(&*io, &wal_dir, &recovered)?;
@@ -517,6 +532,29 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Creates `dir` and any missing parent, syncing the parent of each one
+/// created so the new entries survive a power loss (invariant 10).
+pub(crate) fn ensure_durable_dir(io: &dyn WalIo, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(path) = cursor {
+        if path.as_os_str().is_empty() || io.list(path).is_ok() {
+            break;
+        }
+        missing.push(path);
+        cursor = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    io.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+    for created in missing.iter().rev() {
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        io.sync_dir(parent).map_err(|e| Error::io(parent, "sync directory", e))?;
+    }
+    Ok(())
 }
 
 /// Takes the directory lock: a second open, from this process or another,

@@ -5,16 +5,17 @@
 //! (invariant 4).
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend,
+    TableDefinition,
+};
 
 use crate::error::{Error, Lsn, Result};
+use crate::state::io::{BoxedBackend, StateIo, StdStateIo};
 use crate::state::overlay::Generation;
-use crate::wal::io::FILE_MODE;
 
 const FACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("facts");
 const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("sessions");
@@ -50,17 +51,13 @@ pub struct FoldStats {
 impl Tables {
     /// Opens (creating when missing, mode 0600) the redb file for writing.
     pub fn open(path: &Path) -> Result<Tables> {
-        // Creating the file first gives it mode 0600; redb initialises an
-        // empty file as a new database.
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(path)
-            .map_err(|e| Error::io(path, "create state file", e))?;
-        let db = Database::create(path).map_err(|e| Error::redb(path, e))?;
+        let (backend, _created) = StdStateIo.open_backend(path).map_err(|e| Error::io(path, "open state file", e))?;
+        Tables::open_backend(path, backend)
+    }
+
+    /// Opens redb over a given storage backend (`path` names it in errors).
+    pub fn open_backend(path: &Path, backend: Box<dyn StorageBackend>) -> Result<Tables> {
+        let db = redb::Builder::new().create_with_backend(BoxedBackend(backend)).map_err(|e| Error::redb(path, e))?;
         let tables = Tables { handle: Handle::ReadWrite(db), path: path.to_path_buf() };
         tables.create_tables()?;
         Ok(tables)

@@ -179,7 +179,7 @@ impl<T> Wal<T> {
         lsn_next: Lsn,
         sink: Sink<T>,
     ) -> Result<Self> {
-        io.create_dir_all(&options.dir).map_err(|e| Error::io(&options.dir, "create WAL directory", e))?;
+        crate::store::ensure_durable_dir(&*io, &options.dir)?;
         let segment = create_segment(&*io, &options.dir, number_next, lsn_next, options.segment_bytes)?;
         let log = Log {
             active: Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None }),
