@@ -40,6 +40,7 @@ mod batch;
 pub mod checkpoint;
 pub mod config;
 mod error;
+pub mod fault;
 pub mod inspect;
 pub mod state;
 mod store;

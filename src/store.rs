@@ -148,14 +148,7 @@ impl Store {
         // change nothing on disk.
         recovery::scan(&*io, &wal_dir, &scan)?;
         let state_path = config.state_path();
-        let (backend, created) =
-            state_io.open_backend(&state_path).map_err(|e| Error::io(&state_path, "open state file", e))?;
-        let tables = Tables::open_backend(&state_path, backend)?;
-        if created {
-            // The new file's directory entry must be durable before any WAL
-            // segment is removed on the strength of what it holds.
-            io.sync_dir(&data_dir).map_err(|e| Error::io(&data_dir, "sync data directory", e))?;
-        }
+        let tables = open_state(&*io, &*state_io, &data_dir, &state_path)?;
         scan.applied_lsn = Some(tables.applied_lsn()?);
         let recovered = recovery::scan(&*io, &wal_dir, &scan)?;
         apply_repairs(&*io, &wal_dir, &recovered)?;
@@ -532,6 +525,30 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// Opens `state.redb`, creating it first if missing. A new database is
+/// initialised under a temporary name, closed, renamed into place and its
+/// directory synced: a crash while redb writes its first pages must never
+/// leave a half-made `state.redb` that no later open can read.
+fn open_state(io: &dyn WalIo, state_io: &dyn StateIo, data_dir: &Path, state_path: &Path) -> Result<Tables> {
+    let name = state_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let names = io.list(data_dir).map_err(|e| Error::io(data_dir, "list data directory", e))?;
+    if !names.contains(&name) {
+        let temporary = data_dir.join(format!("{name}.tmp"));
+        if names.contains(&format!("{name}.tmp")) {
+            io.remove(&temporary).map_err(|e| Error::io(&temporary, "remove half-made state file", e))?;
+        }
+        let (backend, _) =
+            state_io.open_backend(&temporary).map_err(|e| Error::io(&temporary, "create state file", e))?;
+        Tables::open_backend(&temporary, backend)?.close()?;
+        io.rename(&temporary, state_path).map_err(|e| Error::io(state_path, "rename new state file into place", e))?;
+        // The new entry must be durable before any WAL segment is removed
+        // on the strength of what the file holds.
+        io.sync_dir(data_dir).map_err(|e| Error::io(data_dir, "sync data directory", e))?;
+    }
+    let (backend, _) = state_io.open_backend(state_path).map_err(|e| Error::io(state_path, "open state file", e))?;
+    Tables::open_backend(state_path, backend)
 }
 
 /// Creates `dir` and any missing parent, syncing the parent of each one
