@@ -104,7 +104,9 @@ fn open(disk: &Arc<SimDisk>, dir: &Path) -> factwal::Result<Store> {
 fn read_all(store: &Store) -> Facts {
     let mut facts = Facts::new();
     for session in store.sessions().unwrap() {
-        for (fact, value) in store.facts(&session).unwrap() {
+        let session_facts = store.facts(&session).unwrap();
+        assert!(!session_facts.is_empty(), "sessions() lists {session}, which holds no fact");
+        for (fact, value) in session_facts {
             facts.insert((session.clone(), fact), value);
         }
     }
