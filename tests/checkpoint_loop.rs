@@ -302,3 +302,33 @@ fn writers_held_at_wal_bytes_max_resume_after_a_pass() {
         assert!(facts.values().all(|v| v == &vec![thread; 400]));
     }
 }
+
+#[test]
+fn close_does_not_hang_on_a_loop_that_will_not_stop() {
+    // A pass that sleeps 1.5 s inside the loop and a join timeout of 0.2 s:
+    // close returns without waiting, reports the loop and the skipped
+    // TRUNCATE, keeps the directory lock while the thread may still touch
+    // the store, and once the thread ends everything acknowledged reopens.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config(dir.path());
+    config.checkpoint.join_timeout_s = 0.2;
+    let store = Store::open(config.clone()).unwrap();
+    for i in 0..20 {
+        store.assert("s", &format!("f{i}"), b"v").unwrap();
+    }
+    store.set_checkpoint_delay_for_test(Duration::from_millis(1500));
+    store.start_checkpoint_loop(Duration::from_millis(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let (report, events) = capture(|| store.close());
+    assert!(started.elapsed() < Duration::from_millis(1200), "close waited for the stuck pass");
+    assert!(!report.loop_joined && !report.lock_released);
+    assert!(matches!(report.truncate, Err(factwal::Error::Timeout { .. })), "{:?}", report.truncate);
+    assert!(events.iter().any(|e| e.level == tracing::Level::ERROR && e.message.contains("did not stop")));
+    assert!(matches!(Store::open(config.clone()), Err(factwal::Error::Locked { .. })));
+    assert!(wait_until(Duration::from_secs(10), || Store::open(config.clone()).is_ok_and(|s| {
+        let all = s.facts("s").unwrap().len() == 20;
+        s.close();
+        all
+    })));
+}
