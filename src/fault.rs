@@ -175,6 +175,11 @@ impl SimDisk {
         state.fail_mutation_at = Some((state.mutations + nth, errno));
     }
 
+    /// Operations of `kind` so far (both sides), failed ones included.
+    pub fn count(&self, kind: OpKind) -> u64 {
+        self.lock().counts.get(&kind).copied().unwrap_or(0)
+    }
+
     /// Mutating operations so far.
     pub fn mutations(&self) -> u64 {
         self.lock().mutations

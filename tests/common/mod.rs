@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use factwal::wal::io::{FileBytes, StdIo, WalFile, WalIo};
+use factwal::fault::{OpKind, Side, SimDisk};
+use factwal::wal::io::{FileBytes, WalFile, WalIo};
 use factwal::Config;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -124,121 +124,74 @@ pub enum FaultOp {
     Remove,
 }
 
-/// A WAL I/O layer over the real file system that fails chosen operations:
-/// the Nth call of a kind (counting from 1) fails with the given errno, once
-/// or from then on.
+impl FaultOp {
+    fn kind(self) -> OpKind {
+        match self {
+            FaultOp::Write => OpKind::Write,
+            FaultOp::Sync => OpKind::Sync,
+            FaultOp::Allocate => OpKind::Resize,
+            FaultOp::SyncDir => OpKind::SyncDir,
+            FaultOp::Remove => OpKind::Remove,
+        }
+    }
+}
+
+/// WAL I/O over the library's simulated disk, with fault rules on WAL
+/// operations only: the Nth call of a kind (counting from 1) fails with the
+/// given errno, once or from then on. redb stays on the real file system.
 #[derive(Debug)]
 pub struct FaultyIo {
-    inner: StdIo,
-    faults: Arc<Faults>,
-}
-
-#[derive(Debug, Default)]
-struct Faults {
-    rules: Mutex<Vec<FaultRule>>,
-    counts: [AtomicU64; 5],
-}
-
-#[derive(Debug, Clone)]
-struct FaultRule {
-    op: FaultOp,
-    nth: u64,
-    errno: i32,
-    sticky: bool,
-}
-
-impl Faults {
-    fn check(&self, op: FaultOp) -> io::Result<()> {
-        let call = self.counts[op as usize].fetch_add(1, Ordering::SeqCst) + 1;
-        let rules = self.rules.lock().unwrap();
-        for rule in rules.iter().filter(|rule| rule.op == op) {
-            if call == rule.nth || (rule.sticky && call > rule.nth) {
-                return Err(io::Error::from_raw_os_error(rule.errno));
-            }
-        }
-        Ok(())
-    }
+    disk: Arc<SimDisk>,
+    io: Arc<dyn WalIo>,
 }
 
 impl FaultyIo {
     pub fn new() -> Arc<FaultyIo> {
-        Arc::new(FaultyIo { inner: StdIo, faults: Arc::default() })
+        let disk = SimDisk::new(std::env::temp_dir());
+        let io = disk.wal_io();
+        Arc::new(FaultyIo { disk, io })
     }
 
     /// Fails the `nth` next call of `op` (1 = the very next one), counting
     /// from now; `sticky` fails every later call too.
     pub fn fail_nth(&self, op: FaultOp, nth: u64, errno: i32, sticky: bool) {
-        let nth = self.count(op) + nth;
-        self.faults.rules.lock().unwrap().push(FaultRule { op, nth, errno, sticky });
+        self.disk.fail_nth(op.kind(), Some(Side::Wal), nth, errno, sticky);
     }
 
     /// Removes every rule (space came back, say).
     pub fn heal(&self) {
-        self.faults.rules.lock().unwrap().clear();
+        self.disk.heal();
     }
 
     /// Calls of `op` so far.
     pub fn count(&self, op: FaultOp) -> u64 {
-        self.faults.counts[op as usize].load(Ordering::SeqCst)
-    }
-
-    fn wrap(&self, file: Arc<dyn WalFile>) -> Arc<dyn WalFile> {
-        Arc::new(FaultyFile { inner: file, faults: self.faults.clone() })
-    }
-}
-
-#[derive(Debug)]
-struct FaultyFile {
-    inner: Arc<dyn WalFile>,
-    faults: Arc<Faults>,
-}
-
-impl WalFile for FaultyFile {
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.faults.check(FaultOp::Write)?;
-        self.inner.write_at(offset, bytes)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.faults.check(FaultOp::Sync)?;
-        self.inner.sync_data()
-    }
-    fn allocate(&self, bytes: u64) -> io::Result<()> {
-        self.faults.check(FaultOp::Allocate)?;
-        self.inner.allocate(bytes)
-    }
-    fn set_len(&self, bytes: u64) -> io::Result<()> {
-        self.inner.set_len(bytes)
-    }
-    fn len_bytes(&self) -> io::Result<u64> {
-        self.inner.len_bytes()
+        self.disk.count(op.kind())
     }
 }
 
 impl WalIo for FaultyIo {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(path)
+        self.io.create_dir_all(path)
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
+        self.io.list(dir)
     }
     fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        Ok(self.wrap(self.inner.create(path)?))
+        self.io.create(path)
     }
     fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        Ok(self.wrap(self.inner.open(path)?))
+        self.io.open(path)
     }
     fn read(&self, path: &Path) -> io::Result<FileBytes> {
-        self.inner.read(path)
+        self.io.read(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
+        self.io.rename(from, to)
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.faults.check(FaultOp::Remove)?;
-        self.inner.remove(path)
+        self.io.remove(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.faults.check(FaultOp::SyncDir)?;
-        self.inner.sync_dir(dir)
+        self.io.sync_dir(dir)
     }
 }
