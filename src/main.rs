@@ -1,5 +1,8 @@
-//! The factwal command line.
+//! The factwal command line: `factwal --help` lists the subcommands, and
+//! README.md shows each one with an example.
 
-fn main() {
-    println!("factwal: the command line comes with issue 5; see README.md");
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

@@ -1,0 +1,149 @@
+//! `factwal load`: the workload generator, and the writer that `demo` (and
+//! the kill -9 crash test) kill mid-stream. Its stdout is a contract: one
+//! `ack` line per acknowledged write, flushed before the next write begins.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use factwal::{Batch, Store};
+
+use super::measure::Histogram;
+use super::output::{self, grouped, human_duration};
+use super::workload::{fact_name, session_name, Ack, OpKind, PlannedWrite, Schedule};
+use super::{CliError, StoreArgs};
+
+/// Most writer threads.
+const THREADS_MAX: u64 = 1024;
+/// Largest value: beyond it a single write is no longer a "fact".
+const VALUE_BYTES_MAX: u64 = 16 << 20;
+
+/// Write M operations to a store, printing one `ack` line per acknowledged write
+///
+/// Write number `seq` (counting from 1, handed out to the threads in order)
+/// is one operation on session `s<seq % N>`, fact `f<(seq / N) % K>`: a
+/// retract when R > 0 and `seq % R == 0`, else an assert of the value
+/// `s<i>/f<j>/<seq>` padded with `.` to B bytes (a longer text is written
+/// whole). After each acknowledged write, one line is printed and flushed on
+/// stdout:
+///
+///     ack <lsn> <session> <fact> <seq> <op>
+///
+/// e.g. `ack 17 s3 f0 17 assert` (op is `assert` or `retract`). A line is
+/// printed only after the write is durable, and lines never interleave.
+/// With T > 1 threads, lines arrive in neither LSN nor seq order. Exits 0
+/// after M writes, once the store is closed; a summary goes to stderr.
+#[derive(Debug, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// N: sessions `s0` .. `s<N-1>`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    sessions: u64,
+    /// M: writes in total.
+    #[arg(long, value_name = "M")]
+    writes: u64,
+    /// K: facts per session, `f0` .. `f<K-1>`.
+    #[arg(long, value_name = "K", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    facts_per_session: u64,
+    /// B: bytes of each asserted value.
+    #[arg(long, value_name = "B", default_value_t = 64, value_parser = clap::value_parser!(u64).range(0..=VALUE_BYTES_MAX))]
+    value_bytes: u64,
+    /// T: writer threads; their writes share syncs (group commit).
+    #[arg(long, value_name = "T", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=THREADS_MAX))]
+    threads: u64,
+    /// R: every R-th write is a retract (0: none). Pick R coprime to N*K so
+    /// that every fact sees both asserts and retracts.
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    retract_every: u64,
+    /// Milliseconds between checkpoint passes (0: no checkpoint loop).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    checkpoint_interval_ms: u64,
+}
+
+pub fn run(args: &LoadArgs) -> Result<(), CliError> {
+    let schedule = Schedule {
+        sessions: args.sessions,
+        facts_per_session: args.facts_per_session,
+        retract_every: args.retract_every,
+        value_bytes: args.value_bytes as usize,
+    };
+    let store = Store::open(args.store.config()?)?;
+    store.start_checkpoint_loop(Duration::from_millis(args.checkpoint_interval_ms))?;
+    let next_seq = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let started = Instant::now();
+    let outcomes: Vec<Result<Histogram, CliError>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..args.threads)
+            .map(|_| scope.spawn(|| write_loop(&store, &schedule, &next_seq, args.writes, &failed)))
+            .collect();
+        let joined = threads.into_iter().map(|thread| thread.join());
+        joined.map(|outcome| outcome.unwrap_or_else(|_| Err(CliError::failed("a writer thread panicked")))).collect()
+    });
+    let elapsed = started.elapsed();
+    let report = store.close();
+    let mut latency = Histogram::default();
+    for outcome in outcomes {
+        latency.merge(&outcome?);
+    }
+    if let Err(error) = report.truncate.and(report.redb_close) {
+        return Err(CliError::from(error));
+    }
+    output::eprint_line(&format!(
+        "load: {} writes in {} ({} writes/s); per-write latency p50 {}, p99 {}",
+        grouped(latency.count()),
+        human_duration(elapsed),
+        grouped((latency.count() as f64 / elapsed.as_secs_f64().max(1e-9)) as u64),
+        human_duration(latency.percentile(50.0)),
+        human_duration(latency.percentile(99.0)),
+    ));
+    Ok(())
+}
+
+/// One writer thread: takes the next seq until M are handed out, writes it,
+/// prints its ack line. Stops early when another thread failed.
+fn write_loop(
+    store: &Store,
+    schedule: &Schedule,
+    next_seq: &AtomicU64,
+    writes: u64,
+    failed: &AtomicBool,
+) -> Result<Histogram, CliError> {
+    let mut latency = Histogram::default();
+    while !failed.load(Ordering::Relaxed) {
+        let seq = next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if seq > writes {
+            break;
+        }
+        let write = schedule.write(seq);
+        let begun = Instant::now();
+        let outcome = store.write(batch(schedule, &write)).map_err(CliError::from).and_then(|lsn| {
+            latency.record(begun.elapsed());
+            print_ack(lsn, &write)
+        });
+        if let Err(error) = outcome {
+            failed.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+    }
+    Ok(latency)
+}
+
+fn batch(schedule: &Schedule, write: &PlannedWrite) -> Batch {
+    let (session, fact) = (session_name(write.key.0), fact_name(write.key.1));
+    match write.kind {
+        OpKind::Assert => Batch::new().assert(session, fact, schedule.value(write)),
+        OpKind::Retract => Batch::new().retract(session, fact),
+    }
+}
+
+/// Prints and flushes one ack line under the stdout lock, so that lines of
+/// different threads never interleave and a reader sees each one as soon as
+/// the write is durable.
+fn print_ack(lsn: u64, write: &PlannedWrite) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{}", Ack::line(lsn, write))
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::io("write ack line to stdout", e))
+}
