@@ -13,12 +13,7 @@ use factwal::{Batch, Config, CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
 
 mod common;
-
-/// Bytes of a segment header and of a record header, as docs/FORMAT.md lays
-/// them out; written out here so the tests do not lean on the engine's own
-/// decoder to find records.
-const SEGMENT_HEADER_BYTES: u64 = 64;
-const RECORD_HEADER_BYTES: u64 = 32;
+use common::{records_in, RecordAt, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 /// Batches written before the crash: LSN `n` is batch `n`. With ~1 KiB
 /// records and 16 KiB segments they fill three segments.
@@ -54,32 +49,6 @@ fn assert_prefix(store: &Store, lsn_first_missing: u64, context: &str) {
     for n in 1..=BATCHES {
         assert_batch(store, &batch_facts(n), n < lsn_first_missing, context);
     }
-}
-
-/// Where a record sits in its segment file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RecordAt {
-    offset: u64,
-    bytes: u64,
-    lsn: u64,
-}
-
-/// Walks the record headers of a segment: [crc u32][len u32][lsn u64]...
-fn records_in(path: &Path) -> Vec<RecordAt> {
-    let bytes = std::fs::read(path).unwrap();
-    let mut records = Vec::new();
-    let mut offset = SEGMENT_HEADER_BYTES as usize;
-    while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
-        if head.iter().all(|&b| b == 0) {
-            break;
-        }
-        let payload_bytes = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
-        let lsn = u64::from_le_bytes(head[8..16].try_into().unwrap());
-        let record = RecordAt { offset: offset as u64, bytes: RECORD_HEADER_BYTES + payload_bytes, lsn };
-        records.push(record);
-        offset += record.bytes as usize;
-    }
-    records
 }
 
 /// A crashed store holding batches 1..=BATCHES in three segments. Paths are

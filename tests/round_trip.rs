@@ -451,7 +451,7 @@ fn state_and_lsns_carry_over_when_switching_modes() {
 // ---------------------------------------------------------------------------
 // Model-based test: random operations against the store and a BTreeMap.
 
-type Model = BTreeMap<(String, String), Vec<u8>>;
+use common::Model;
 
 /// Ids that prefix each other, one with a NUL, since stored keys are ranges
 /// over (session, fact) pairs.
@@ -490,20 +490,6 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn apply_to_model(model: &mut Model, ops: &[Op]) {
-    for op in ops {
-        match op {
-            Op::Assert { session, fact, value } => {
-                model.insert((session.clone(), fact.clone()), value.clone());
-            }
-            Op::Retract { session, fact } => {
-                model.remove(&(session.clone(), fact.clone()));
-            }
-            Op::DropSession { session } => model.retain(|(s, _), _| s != session),
-        }
-    }
-}
-
 fn compare(store: &Store, model: &Model) -> Result<(), TestCaseError> {
     let sessions: std::collections::BTreeSet<String> = model.keys().map(|(session, _)| session.clone()).collect();
     prop_assert_eq!(store.sessions().unwrap(), sessions.into_iter().collect::<Vec<_>>());
@@ -527,7 +513,7 @@ fn run_model(wal_enabled: bool, steps: Vec<Step>) -> Result<(), TestCaseError> {
     for step in steps {
         match step {
             Step::Write(ops) => {
-                apply_to_model(&mut model, &ops);
+                common::apply_ops(&mut model, &ops);
                 lsn_last += 1;
                 prop_assert_eq!(store.write(Batch::from(ops)).unwrap(), lsn_last);
             }

@@ -16,13 +16,14 @@
 //! prints the seed and crash point, and `FACTWAL_SIM_SEED` +
 //! `FACTWAL_SIM_POINT` rerun exactly that case.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use factwal::fault::{SimDisk, Tear};
 use factwal::{Batch, CheckpointMode, Config, Op, Store};
+
+mod common;
 
 /// splitmix64: small, seedable, good enough to pick workloads.
 struct Rng(u64);
@@ -77,20 +78,10 @@ fn workload(seed: u64) -> Vec<Step> {
 /// Seeds in a normal `cargo test`: enough for more than 10,000 points.
 const SEEDS_DEFAULT: u64 = 72;
 
-type Facts = BTreeMap<(String, String), Vec<u8>>;
+type Facts = common::Model;
 
 fn apply(model: &mut Facts, batch: &Batch) {
-    for op in batch.ops() {
-        match op {
-            Op::Assert { session, fact, value } => {
-                model.insert((session.clone(), fact.clone()), value.clone());
-            }
-            Op::Retract { session, fact } => {
-                model.remove(&(session.clone(), fact.clone()));
-            }
-            Op::DropSession { session } => model.retain(|(s, _), _| s != session),
-        }
-    }
+    common::apply_ops(model, batch.ops());
 }
 
 fn config(dir: &Path) -> Config {

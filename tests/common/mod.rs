@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use factwal::fault::{OpKind, Side, SimDisk};
 use factwal::wal::io::{FileBytes, WalFile, WalIo};
-use factwal::Config;
+use factwal::{Config, Op};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -193,5 +193,55 @@ impl WalIo for FaultyIo {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.io.sync_dir(dir)
+    }
+}
+
+/// Bytes of a segment header and of a record header, as docs/FORMAT.md lays
+/// them out; written out here so the tests do not lean on the engine's own
+/// decoder to find records.
+pub const SEGMENT_HEADER_BYTES: u64 = 64;
+pub const RECORD_HEADER_BYTES: u64 = 32;
+
+/// Where a record sits in its segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordAt {
+    pub offset: u64,
+    pub bytes: u64,
+    pub lsn: u64,
+}
+
+/// Walks the record headers of a segment: [crc u32][len u32][lsn u64]...
+pub fn records_in(path: &Path) -> Vec<RecordAt> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut records = Vec::new();
+    let mut offset = SEGMENT_HEADER_BYTES as usize;
+    while let Some(head) = bytes.get(offset..offset + RECORD_HEADER_BYTES as usize) {
+        if head.iter().all(|&b| b == 0) {
+            break;
+        }
+        let payload_bytes = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
+        let lsn = u64::from_le_bytes(head[8..16].try_into().unwrap());
+        let record = RecordAt { offset: offset as u64, bytes: RECORD_HEADER_BYTES + payload_bytes, lsn };
+        records.push(record);
+        offset += record.bytes as usize;
+    }
+    records
+}
+
+/// Session facts as a model: (session, fact) -> value.
+pub type Model = BTreeMap<(String, String), Vec<u8>>;
+
+/// Applies operations to the model, in order, as the store does.
+pub fn apply_ops(model: &mut Model, ops: &[Op]) {
+    for op in ops {
+        match op {
+            Op::Assert { session, fact, value } => {
+                model.insert((session.clone(), fact.clone()), value.clone());
+            }
+            Op::Retract { session, fact } => {
+                model.remove(&(session.clone(), fact.clone()));
+            }
+            Op::DropSession { session } => model.retain(|(s, _), _| s != session),
+        }
     }
 }
