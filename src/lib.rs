@@ -51,7 +51,7 @@ pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
 pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
 pub use error::{CorruptionKind, Error, Lsn, Result};
 pub use inspect::{ReadOnlyStore, WalProblem};
-pub use store::{segment_numbers, CloseReport, Store, StoreStats, LOCK_FILE_NAME};
+pub use store::{segment_numbers, CloseReport, RecoveryReport, Store, StoreStats, LOCK_FILE_NAME};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

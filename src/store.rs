@@ -52,6 +52,21 @@ impl CloseReport {
     }
 }
 
+/// What opening the store found in the WAL and did about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Records folded into redb at open (acknowledged before the last
+    /// process ended but not yet folded).
+    pub records_replayed: u64,
+    /// Segment files read and then removed.
+    pub segments_removed: usize,
+    /// A torn tail that was dropped: segment, offset, non-zero bytes.
+    pub torn_tail: Option<(std::path::PathBuf, u64, u64)>,
+    /// Point-in-time recovery dropped everything after this corruption.
+    pub dropped_after: Option<String>,
+}
+
 /// Counters for operators and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreStats {
@@ -78,6 +93,7 @@ pub(crate) struct Core {
     pub(crate) checkpoint: CheckpointState,
     closed: AtomicBool,
     lock_file: Mutex<Option<File>>,
+    recovery: RecoveryReport,
 }
 
 fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
@@ -152,6 +168,15 @@ impl Store {
         scan.applied_lsn = Some(tables.applied_lsn()?);
         let recovered = recovery::scan(&*io, &wal_dir, &scan)?;
         apply_repairs(&*io, &wal_dir, &recovered)?;
+        let mut recovery = RecoveryReport::default();
+        for repair in &recovered.repairs {
+            match repair {
+                Repair::TornTail { path, offset, bytes } => recovery.torn_tail = Some((path.clone(), *offset, *bytes)),
+                Repair::DropAfter { corruption, .. } => recovery.dropped_after = Some(corruption.to_string()),
+            }
+        }
+        recovery.records_replayed = recovered.records.len() as u64;
+        recovery.segments_removed = recovered.segments.len();
         let (lsn_last, number_next) = replay(&*io, &wal_dir, &tables, recovered)?;
         let applied_lsn = tables.applied_lsn()?;
 
@@ -179,8 +204,14 @@ impl Store {
             checkpoint,
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
+            recovery,
         };
         Ok(Store { core: Arc::new(core) })
+    }
+
+    /// What opening the store found in the WAL and did about it.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.core.recovery
     }
 
     /// The configuration in force.

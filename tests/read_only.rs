@@ -70,3 +70,31 @@ fn missing_directory_is_an_error_naming_it() {
     let error = ReadOnlyStore::open(&small_config(&missing)).unwrap_err();
     assert!(error.to_string().contains("nope"), "{error}");
 }
+
+#[test]
+fn open_reports_what_recovery_did() {
+    // A crash with 3 unfolded records and garbage after them: the reopen
+    // reports 3 replayed records, the segment it removed, and the torn tail.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    for i in 0..3 {
+        store.assert("s", &format!("f{i}"), b"v").unwrap();
+    }
+    store.simulate_crash();
+    let segment = common::segment_paths(&config.wal_dir()).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[2048] = 0x7F;
+    std::fs::write(&segment, &bytes).unwrap();
+    let store = Store::open(config.clone()).unwrap();
+    let report = store.recovery().clone();
+    assert_eq!(report.records_replayed, 3);
+    assert_eq!(report.segments_removed, 1);
+    let (path, _, bytes_dropped) = report.torn_tail.expect("torn tail reported");
+    assert_eq!(path, segment);
+    assert!(bytes_dropped >= 1);
+    assert_eq!(report.dropped_after, None);
+    store.close();
+    let store = Store::open(config).unwrap();
+    assert_eq!(store.recovery(), &factwal::RecoveryReport::default(), "a clean close leaves nothing to recover");
+}

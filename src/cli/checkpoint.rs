@@ -1,7 +1,7 @@
 //! `factwal checkpoint`: open the store read-write, run one checkpoint pass,
 //! print what it did, close.
 
-use factwal::{CheckpointMode, ReadOnlyStore, Store};
+use factwal::{CheckpointMode, Store};
 use serde::Serialize;
 
 use super::output::Out;
@@ -36,7 +36,7 @@ struct PassJson {
     elapsed_ms: f64,
     applied_lsn: u64,
     segments_removed: usize,
-    replayed_at_open: Option<usize>,
+    replayed_at_open: u64,
 }
 
 pub fn run(args: &CheckpointArgs) -> Result<(), CliError> {
@@ -46,9 +46,8 @@ pub fn run(args: &CheckpointArgs) -> Result<(), CliError> {
     if !state_path.is_file() {
         return Err(CliError::failed(format!("no factwal store here: {} does not exist", state_path.display())));
     }
-    // How much the open is about to replay; the open itself reports any error.
-    let replayed_at_open = ReadOnlyStore::open(&config).ok().map(|store| store.unfolded_records());
     let store = Store::open(config)?;
+    let replayed_at_open = store.recovery().records_replayed;
     let mode = if args.truncate { CheckpointMode::Truncate } else { CheckpointMode::Passive };
     let pass = store.checkpoint(mode);
     let report = store.close();
@@ -68,17 +67,17 @@ pub fn run(args: &CheckpointArgs) -> Result<(), CliError> {
     if args.json {
         out.json(&json)?;
     } else {
-        let replayed = replayed_at_open.map_or_else(|| "unknown".to_string(), |n| n.to_string());
         out.line(format_args!(
             "checkpoint pass mode={} busy={} log_frames={} checkpointed_frames={} elapsed_ms={} applied_lsn={} \
-             segments_removed={} replayed_at_open={replayed}",
+             segments_removed={} replayed_at_open={}",
             json.mode,
             json.busy,
             json.log_frames,
             json.checkpointed_frames,
             json.elapsed_ms,
             json.applied_lsn,
-            json.segments_removed
+            json.segments_removed,
+            json.replayed_at_open
         ))?;
     }
     out.flush()
