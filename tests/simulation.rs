@@ -60,7 +60,13 @@ fn workload(seed: u64) -> Vec<Step> {
                     let session = format!("s{}", rng.below(3));
                     let fact = format!("f{}", rng.below(4));
                     batch.push(match rng.below(10) {
-                        0..=6 => Op::Assert { session, fact, value: format!("{seed}:{index}").into_bytes() },
+                        0..=6 => {
+                            // 40..400-byte values: segments (4 KiB) roll every
+                            // few records, so folds remove sealed segments.
+                            let mut value = format!("{seed}:{index}:").into_bytes();
+                            value.resize(40 + rng.below(360) as usize, b'.');
+                            Op::Assert { session, fact, value }
+                        }
                         7..=8 => Op::Retract { session, fact },
                         _ => Op::DropSession { session },
                     });
@@ -84,12 +90,17 @@ fn apply(model: &mut Facts, batch: &Batch) {
     common::apply_ops(model, batch.ops());
 }
 
-fn config(dir: &Path) -> Config {
-    Config::new(dir.join("data")).segment_bytes(4096).max_record_bytes(1024).wal_bytes_max(64 * 1024)
+/// Every fourth seed runs in direct mode (one redb commit per write).
+fn config(dir: &Path, seed: u64) -> Config {
+    Config::new(dir.join("data"))
+        .segment_bytes(4096)
+        .max_record_bytes(2048)
+        .wal_bytes_max(64 * 1024)
+        .wal_enabled(seed % 4 != 3)
 }
 
-fn open(disk: &Arc<SimDisk>, dir: &Path) -> factwal::Result<Store> {
-    Store::open_with(config(dir), disk.wal_io(), disk.state_io())
+fn open(disk: &Arc<SimDisk>, dir: &Path, seed: u64) -> factwal::Result<Store> {
+    Store::open_with(config(dir, seed), disk.wal_io(), disk.state_io())
 }
 
 fn read_all(store: &Store) -> Facts {
@@ -114,10 +125,10 @@ struct Run {
 
 /// Runs the workload until its end, or (with `stop_on_error`) the first
 /// error. Returns the run and the store, if one is open.
-fn run(steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error: bool) -> (Run, Option<Store>) {
+fn run(seed: u64, steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error: bool) -> (Run, Option<Store>) {
     let mut outcome = Run::default();
     let mut model = Facts::new();
-    let Ok(mut store) = open(disk, dir) else { return (outcome, None) };
+    let Ok(mut store) = open(disk, dir, seed) else { return (outcome, None) };
     for step in steps {
         let ok = match step {
             Step::Write(batch) => match store.write(batch.clone()) {
@@ -140,7 +151,7 @@ fn run(steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error: bool) -> 
             }
             Step::Reopen => {
                 let report = store.close();
-                match open(disk, dir) {
+                match open(disk, dir, seed) {
                     Ok(reopened) => {
                         store = reopened;
                         report.truncate.is_ok()
@@ -194,11 +205,11 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
         Fault::Errno(errno) => {
             // One operation, the n-th mutation, fails; the workload carries on.
             disk.fail_mutation(point, errno);
-            run(steps, &disk, dir.path(), false)
+            run(seed, steps, &disk, dir.path(), false)
         }
         _ => {
             disk.crash_at(point);
-            run(steps, &disk, dir.path(), true)
+            run(seed, steps, &disk, dir.path(), true)
         }
     };
     if let Some(store) = store {
@@ -214,7 +225,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
         Fault::PowerLossDropUnsynced => disk.power_loss(Tear::DropUnsynced).unwrap(),
         Fault::ProcessCrash | Fault::Errno(_) => disk.process_restart(),
     }
-    let store = open(&disk, dir.path()).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
+    let store = open(&disk, dir.path(), seed).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
     let recovered = read_all(&store);
     let lsn_last = store.stats().unwrap().lsn_last;
     let allowed = allowed_states(&run);
@@ -228,7 +239,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
     assert_eq!(next.unwrap_or_else(|e| panic!("{context}: write after recovery: {e}")), lsn_last + 1, "{context}");
     let report = store.close();
     assert!(report.is_clean(), "{context}: {report:?}");
-    let mut db = redb::Database::open(config(dir.path()).state_path()).unwrap();
+    let mut db = redb::Database::open(config(dir.path(), seed).state_path()).unwrap();
     assert!(db.check_integrity().unwrap(), "{context}: redb integrity");
     counters.points.fetch_add(1, Ordering::Relaxed);
     counters.acked.fetch_add(run.acked.len() as u64, Ordering::Relaxed);
@@ -237,7 +248,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
 fn mutations_of(seed: u64, steps: &[Step]) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(dir.path());
-    let (run, store) = run(steps, &disk, dir.path(), true);
+    let (run, store) = run(seed, steps, &disk, dir.path(), true);
     assert!(run.failed.is_empty(), "seed {seed}: a fault-free run failed a write");
     store.expect("fault-free run keeps its store").close();
     disk.mutations()
