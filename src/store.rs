@@ -159,14 +159,21 @@ impl Store {
             payload_bytes_max: config.persistence.max_record_bytes,
             keep_folded: false,
         };
-        // Check the WAL before redb is opened: opening redb read-write may
-        // rewrite its file (repair after a crash), and a refused open must
-        // change nothing on disk.
-        recovery::scan(&*io, &wal_dir, &scan)?;
+        // Check the WAL before redb is opened read-write: that open may
+        // rewrite redb's file (repair after a crash), and a refused open must
+        // change nothing on disk. A cleanly closed redb opens read-only, which
+        // gives applied_lsn and so the whole check; one that needs repair
+        // cannot, and the check that depends on applied_lsn (does the first
+        // segment follow on from it?) then waits for the read-write open.
         let state_path = config.state_path();
+        scan.applied_lsn = applied_lsn_read_only(&state_path);
+        let early = recovery::scan(&*io, &wal_dir, &scan)?;
         let tables = open_state(&*io, &*state_io, &data_dir, &state_path)?;
-        scan.applied_lsn = Some(tables.applied_lsn()?);
-        let recovered = recovery::scan(&*io, &wal_dir, &scan)?;
+        let applied_lsn = tables.applied_lsn()?;
+        let recovered = match scan.applied_lsn {
+            Some(read_only) if read_only == applied_lsn => early,
+            _ => recovery::scan(&*io, &wal_dir, &ScanOptions { applied_lsn: Some(applied_lsn), ..scan })?,
+        };
         apply_repairs(&*io, &wal_dir, &recovered)?;
         let mut recovery = RecoveryReport::default();
         for repair in &recovered.repairs {
@@ -556,6 +563,18 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+/// redb's `applied_lsn` through a read-only open, when the file exists and
+/// was closed cleanly (a read-only open never writes).
+fn applied_lsn_read_only(state_path: &Path) -> Option<Lsn> {
+    if !state_path.is_file() {
+        return None;
+    }
+    let tables = Tables::open_read_only(state_path).ok()?;
+    let applied = tables.applied_lsn().ok();
+    let _ = tables.close();
+    applied
 }
 
 /// Opens `state.redb`, creating it first if missing. A new database is

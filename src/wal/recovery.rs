@@ -131,10 +131,14 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
             if mode != RecoveryMode::PointInTime || !matches!(corruption, Error::Corrupted { .. }) {
                 return Err(corruption);
             }
+            // Every segment from here on goes, except one whose valid prefix
+            // was kept (its summary was recorded; it is zeroed from the
+            // corruption on instead).
+            let kept = |path: &PathBuf| scanner.recovered.segments.iter().any(|segment| &segment.path == path);
             let removed_segments = numbers[index..]
                 .iter()
                 .map(|&n| dir.join(crate::wal::segment::segment_file_name(n)))
-                .filter(|path| !corruption_is_inside(&corruption, path))
+                .filter(|path| !kept(path))
                 .collect();
             scanner.recovered.repairs.push(Repair::DropAfter { corruption: Box::new(corruption), removed_segments });
             break;
@@ -147,15 +151,6 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
         }
     }
     Ok(scanner.recovered)
-}
-
-/// True when the corruption lies inside `path` (that segment keeps its valid
-/// prefix rather than being removed).
-fn corruption_is_inside(corruption: &Error, path: &Path) -> bool {
-    match corruption {
-        Error::Corrupted { path: at, offset, .. } => at == path && *offset >= SEGMENT_HEADER_BYTES,
-        _ => false,
-    }
 }
 
 struct Scanner<'a> {

@@ -1,0 +1,63 @@
+//! Crashes found by the fuzz targets (`fuzz/`, see docs/FUZZING.md), each
+//! replayed as a plain test. The targets' checks are included from `fuzz/src`
+//! as they are, so a test here runs exactly what the fuzzer ran: the input,
+//! minimized and written out from `cargo fuzz fmt`, then the same assertions.
+//! A test is added before its bug is fixed, and stays once it is.
+
+use factwal::{Op, RecoveryMode};
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/support.rs"]
+mod support;
+
+#[allow(dead_code)]
+#[path = "../fuzz/src/recovery.rs"]
+mod recovery;
+
+use recovery::{Crafted, HeaderSpec, Piece, SegmentEnd, SegmentSpec};
+
+/// An empty, valid segment whose `lsn_first` is `lsn_first_delta` past the LSN after redb's `applied_lsn`.
+fn empty_segment(lsn_first_delta: i8) -> SegmentSpec {
+    SegmentSpec {
+        number_step: 1,
+        header: HeaderSpec::Valid,
+        lsn_first_delta,
+        pieces: vec![],
+        end: SegmentEnd::Preallocated,
+    }
+}
+
+#[test]
+fn open_refused_for_an_lsn_gap_before_the_first_segment_changes_no_file() {
+    // Found by `recovery`: redb holds one folded batch (applied_lsn 1) and the
+    // only segment starts at LSN 7, so LSNs 2..=6 are missing. Whether the
+    // first segment leaves a gap depends on applied_lsn, which the open reads
+    // from redb after opening it read-write; the refusal then comes with
+    // state.redb already rewritten. The target's check: `Store::open` fails
+    // with `Error::Corrupted` (LsnGap) and every file is byte-identical.
+    recovery::run(&Crafted {
+        recovery_mode: RecoveryMode::TolerateCorruptedTail,
+        folded_batches: 1,
+        temporary_file: false,
+        first_number: 1,
+        segments: vec![empty_segment(5)],
+    });
+}
+
+#[test]
+fn point_in_time_drop_of_a_first_segment_after_an_lsn_gap_does_not_come_back() {
+    // Found by `recovery`: redb holds one folded batch (applied_lsn 1) and the
+    // only segment starts at LSN 3, holding one valid record. Point-in-time
+    // recovery keeps the valid prefix, which is empty: the open must show only
+    // the folded batch, and must not let the dropped record come back later.
+    // The target's check: after the open, a write and a clean close, a second
+    // open shows the same facts plus that write, and the same last LSN.
+    let ghost = Op::Assert { session: "s1".into(), fact: "f1".into(), value: b"ghost".to_vec() };
+    recovery::run(&Crafted {
+        recovery_mode: RecoveryMode::PointInTime,
+        folded_batches: 1,
+        temporary_file: false,
+        first_number: 2,
+        segments: vec![SegmentSpec { pieces: vec![Piece::Record(vec![ghost])], ..empty_segment(1) }],
+    });
+}
