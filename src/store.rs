@@ -269,7 +269,18 @@ impl Store {
         let lsn = *lsn_next;
         let mut generation = Generation::default();
         generation.apply(lsn, batch, payload_bytes);
-        self.tables()?.as_ref().ok_or(Error::Closed)?.fold(&[Arc::new(generation)], lsn)?;
+        let tables = self.tables()?;
+        let tables = tables.as_ref().ok_or(Error::Closed)?;
+        if let Err(error) = tables.fold(&[Arc::new(generation)], lsn) {
+            // A commit can fail after its data reached redb (a failed final
+            // sync, say): the next write must not reuse an LSN redb may
+            // already hold. Follow what redb says it holds.
+            if let Ok(applied) = tables.applied_lsn() {
+                *lsn_next = applied + 1;
+                self.core.applied_lsn.store(applied, Ordering::Release);
+            }
+            return Err(error);
+        }
         self.core.applied_lsn.store(lsn, Ordering::Release);
         *lsn_next += 1;
         Ok(lsn)

@@ -115,12 +115,31 @@ fn read_all(store: &Store) -> Facts {
     facts
 }
 
-/// What a run did: acknowledged batches (in LSN order from 1) and batches
-/// whose write returned an error, each with how many acks preceded it.
+/// What a run did: the batches the log holds, in LSN order from 1 (every
+/// acknowledged one, plus any failed write that turned out to have reached
+/// the disk), and the failed writes, each with the log length before it.
 #[derive(Default)]
 struct Run {
-    acked: Vec<Batch>,
+    log: Vec<Batch>,
     failed: Vec<(usize, Batch)>,
+    acked: u64,
+}
+
+impl Run {
+    /// A failed write that reached the disk shows up later, when the store
+    /// reports one more LSN than the log: only the first failed write after
+    /// the log's end can (later ones were refused before touching the disk).
+    fn follow(&mut self, model: &mut Facts, lsn_last: u64, seed: u64) {
+        if lsn_last == self.log.len() as u64 + 1 {
+            let (_, batch) =
+                self.failed.iter().find(|(before, _)| *before == self.log.len()).unwrap_or_else(|| {
+                    panic!("seed {seed}: LSN {lsn_last} appeared with no failed write to explain it")
+                });
+            apply(model, batch);
+            self.log.push(batch.clone());
+        }
+        assert_eq!(lsn_last, self.log.len() as u64, "seed {seed}: LSNs are dense");
+    }
 }
 
 /// Runs the workload until its end, or (with `stop_on_error`) the first
@@ -133,18 +152,20 @@ fn run(seed: u64, steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error
         let ok = match step {
             Step::Write(batch) => match store.write(batch.clone()) {
                 Ok(lsn) => {
-                    assert_eq!(lsn, outcome.acked.len() as u64 + 1, "LSNs are dense");
+                    outcome.follow(&mut model, lsn - 1, seed);
                     apply(&mut model, batch);
-                    outcome.acked.push(batch.clone());
+                    outcome.log.push(batch.clone());
+                    outcome.acked += 1;
                     true
                 }
                 Err(_) => {
-                    outcome.failed.push((outcome.acked.len(), batch.clone()));
+                    outcome.failed.push((outcome.log.len(), batch.clone()));
                     false
                 }
             },
             Step::Checkpoint(mode) => store.checkpoint(*mode).is_ok(),
             Step::Read => {
+                outcome.follow(&mut model, store.stats().unwrap().lsn_last, seed);
                 // Every acknowledged write is visible.
                 assert_eq!(read_all(&store), model, "read after acknowledged writes");
                 true
@@ -167,17 +188,17 @@ fn run(seed: u64, steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error
     (outcome, Some(store))
 }
 
-/// The states recovery may show: all acknowledged batches, plus possibly the
-/// first failed batch after the last acknowledged one (it may have reached
-/// the disk before its sync failed). A failed batch followed by
-/// acknowledged ones was abandoned and must be absent.
+/// The states recovery may show: the log (every acknowledged batch, and any
+/// failed one that already showed up), plus possibly the first failed batch
+/// after the log's end (it may have reached the disk before its sync
+/// failed). Any other failed batch must be absent.
 fn allowed_states(run: &Run) -> Vec<(Facts, u64)> {
     let mut model = Facts::new();
-    run.acked.iter().for_each(|batch| apply(&mut model, batch));
-    let mut allowed = vec![(model.clone(), run.acked.len() as u64)];
-    if let Some((_, batch)) = run.failed.iter().find(|(acks, _)| *acks == run.acked.len()) {
+    run.log.iter().for_each(|batch| apply(&mut model, batch));
+    let mut allowed = vec![(model.clone(), run.log.len() as u64)];
+    if let Some((_, batch)) = run.failed.iter().find(|(before, _)| *before == run.log.len()) {
         apply(&mut model, batch);
-        allowed.push((model, run.acked.len() as u64 + 1));
+        allowed.push((model, run.log.len() as u64 + 1));
     }
     allowed
 }
@@ -231,9 +252,10 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
     let allowed = allowed_states(&run);
     assert!(
         allowed.iter().any(|(facts, lsn)| *facts == recovered && *lsn == lsn_last),
-        "{context}: recovered state (last LSN {lsn_last}) is not one of the allowed ones; acked {} failed {}",
-        run.acked.len(),
-        run.failed.len()
+        "{context}: recovered state (last LSN {lsn_last}) is not one of the allowed ones; acked {} failed {} in the log {}",
+        run.acked,
+        run.failed.len(),
+        run.log.len()
     );
     let next = store.write(Batch::new().assert("after", "crash", b"x".to_vec()));
     assert_eq!(next.unwrap_or_else(|e| panic!("{context}: write after recovery: {e}")), lsn_last + 1, "{context}");
@@ -242,7 +264,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
     let mut db = redb::Database::open(config(dir.path(), seed).state_path()).unwrap();
     assert!(db.check_integrity().unwrap(), "{context}: redb integrity");
     counters.points.fetch_add(1, Ordering::Relaxed);
-    counters.acked.fetch_add(run.acked.len() as u64, Ordering::Relaxed);
+    counters.acked.fetch_add(run.acked, Ordering::Relaxed);
 }
 
 fn mutations_of(seed: u64, steps: &[Step]) -> u64 {
