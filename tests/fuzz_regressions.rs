@@ -61,3 +61,26 @@ fn point_in_time_drop_of_a_first_segment_after_an_lsn_gap_does_not_come_back() {
         segments: vec![SegmentSpec { pieces: vec![Piece::Record(vec![ghost])], ..empty_segment(1) }],
     });
 }
+
+#[test]
+fn read_only_open_shows_what_a_read_write_open_gives_past_a_bad_folded_payload() {
+    // Found by `recovery` (in every recovery mode): redb holds one folded
+    // batch (applied_lsn 1); the segment starts at LSN 1 with a record whose
+    // checksum is valid but whose payload does not decode (already folded),
+    // then a valid record, LSN 2. The read-write open never decodes folded
+    // payloads and replays LSN 2; the read-only open decodes them all and
+    // stops at LSN 1. The target's check: when both open, `ReadOnlyStore`
+    // (documented as showing what a read-write open would) and `Store::open`
+    // show the same facts.
+    let after = Op::Assert { session: "s0".into(), fact: "f0".into(), value: b"after".to_vec() };
+    recovery::run(&Crafted {
+        recovery_mode: RecoveryMode::TolerateCorruptedTail,
+        folded_batches: 1,
+        temporary_file: false,
+        first_number: 1,
+        segments: vec![SegmentSpec {
+            pieces: vec![Piece::RawPayload(vec![0, 0]), Piece::Record(vec![after])],
+            ..empty_segment(-1)
+        }],
+    });
+}

@@ -132,28 +132,60 @@ pub fn decode_record<'a>(bytes: &'a [u8], header: &SegmentHeader, payload_bytes_
     Frame::Valid { lsn: read_u64(head, 8), payload: &record[head_len..], record_bytes: record.len() as u64 }
 }
 
+/// What a search for a valid record after an invalid one found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Search {
+    /// A valid record of this segment starts here (position, LSN).
+    Found(u64, Lsn),
+    /// No valid record of this segment starts anywhere after position 0.
+    NotFound,
+    /// The checksum budget ran out at this position: bytes crafted to look
+    /// like many overlapping records. Whether valid data follows is unknown.
+    Undecided(u64),
+}
+
 /// Looks for a valid record of this segment starting anywhere in `bytes`
 /// after position 0; returns its position and LSN. Used by recovery to tell a
 /// torn tail (nothing valid after the bad record) from mid-log corruption.
 pub fn find_valid_record_after(bytes: &[u8], header: &SegmentHeader, payload_bytes_max: u64) -> Option<(u64, Lsn)> {
+    match search_valid_record(bytes, header, payload_bytes_max, u64::MAX) {
+        Search::Found(position, lsn) => Some((position, lsn)),
+        Search::NotFound | Search::Undecided(_) => None,
+    }
+}
+
+/// [`find_valid_record_after`] with at most `checksum_bytes_max` bytes
+/// checksummed in all, so that no input makes the search quadratic.
+pub fn search_valid_record(
+    bytes: &[u8],
+    header: &SegmentHeader,
+    payload_bytes_max: u64,
+    checksum_bytes_max: u64,
+) -> Search {
     let salt = header.salt.to_le_bytes();
     let head_len = RECORD_HEADER_BYTES as usize;
     // A record's header is never all zeros, so no record starts after the
     // last non-zero byte: the zero-filled rest of a segment is skipped at
     // memory speed instead of being tried offset by offset.
-    let last_non_zero = bytes.iter().rposition(|&b| b != 0)?;
+    let Some(last_non_zero) = bytes.iter().rposition(|&b| b != 0) else { return Search::NotFound };
     let end = bytes.len().saturating_sub(head_len - 1).min(last_non_zero + 1);
-    // The salt sits at bytes 16..24 of a record header; only positions where it
-    // matches are worth a checksum.
-    (1..end).find_map(|position| {
+    let mut checksummed = 0u64;
+    for position in 1..end {
+        // The salt sits at bytes 16..24 of a record header; only positions
+        // where it matches are worth a checksum.
         if bytes[position + 16..position + 24] != salt {
-            return None;
+            continue;
         }
-        match decode_record(&bytes[position..], header, payload_bytes_max) {
-            Frame::Valid { lsn, .. } => Some((position as u64, lsn)),
-            _ => None,
+        let claimed = RECORD_HEADER_BYTES + u64::from(read_u32(&bytes[position..], 4));
+        checksummed = checksummed.saturating_add(claimed);
+        if checksummed > checksum_bytes_max {
+            return Search::Undecided(position as u64);
         }
-    })
+        if let Frame::Valid { lsn, .. } = decode_record(&bytes[position..], header, payload_bytes_max) {
+            return Search::Found(position as u64, lsn);
+        }
+    }
+    Search::NotFound
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> u32 {
@@ -208,6 +240,22 @@ mod tests {
         assert_eq!(decode_record(&bytes, &renumbered, 1024), Frame::Invalid);
         assert_eq!(decode_record(&[0; 40], &header(), 1024), Frame::Zeroes);
         assert_eq!(decode_record(&[0; 3], &header(), 1024), Frame::Zeroes);
+    }
+
+    #[test]
+    fn crafted_overlapping_candidates_exhaust_the_budget() {
+        // A tail repeating salt and number every 16 bytes makes every other
+        // position a candidate claiming a long record: the bounded search
+        // gives up instead of checksumming the tail over and over.
+        let header = header();
+        let mut bytes = vec![0xAB];
+        for _ in 0..4096 {
+            bytes.extend_from_slice(&header.salt.to_le_bytes());
+            bytes.extend_from_slice(&header.number.to_le_bytes());
+        }
+        let outcome = search_valid_record(&bytes, &header, 1 << 30, 4 * bytes.len() as u64);
+        assert!(matches!(outcome, Search::Undecided(_)), "{outcome:?}");
+        assert_eq!(search_valid_record(&[0; 100], &header, 1024, 0), Search::NotFound);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use crate::batch::Batch;
 use crate::config::RecoveryMode;
 use crate::error::{CorruptionKind, Error, Lsn, Result};
-use crate::wal::format::{self, Frame, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::wal::format::{self, Frame, Search, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
 use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name};
 
@@ -232,22 +232,26 @@ impl Scanner<'_> {
             if lsn != lsn_next {
                 return Ok(lsn_next);
             }
-            if self.keep_folded || self.applied_lsn.is_none_or(|applied| lsn > applied) {
-                let batch = Batch::decode(payload).ok_or_else(|| Error::Corrupted {
-                    path: path.to_path_buf(),
-                    offset: summary.end_offset,
+            // Every payload is decoded, folded or not, so that every scan
+            // (read-write open, read-only inspection, before or after redb is
+            // known) applies the same rule to the same bytes.
+            let batch = Batch::decode(payload).ok_or_else(|| Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: summary.end_offset,
+                lsn,
+                kind: CorruptionKind::BadPayload,
+            })?;
+            let wanted = self.keep_folded || self.applied_lsn.is_some_and(|applied| lsn > applied);
+            if wanted {
+                let payload_bytes = payload.len() as u64;
+                let offset = summary.end_offset;
+                self.recovered.records.push(RecoveredRecord {
                     lsn,
-                    kind: CorruptionKind::BadPayload,
-                })?;
-                if self.applied_lsn.is_some() {
-                    self.recovered.records.push(RecoveredRecord {
-                        lsn,
-                        segment_number: header.number,
-                        offset: summary.end_offset,
-                        batch,
-                        payload_bytes: payload.len() as u64,
-                    });
-                }
+                    segment_number: header.number,
+                    offset,
+                    batch,
+                    payload_bytes,
+                });
             }
             summary.end_offset += record_bytes;
             summary.records += 1;
@@ -293,8 +297,13 @@ impl Scanner<'_> {
     /// torn tail, or valid records after an invalid one (corruption).
     fn check_tail(&mut self, path: &Path, header: &SegmentHeader, bytes: &[u8], end: u64, lsn_next: Lsn) -> Result<()> {
         let rest = bytes.get(end as usize..).unwrap_or_default();
-        if let Some((position, _)) = format::find_valid_record_after(rest, header, self.payload_bytes_max) {
-            tracing::debug!(target: "factwal::recovery", valid_at = end + position, "valid record after an invalid one");
+        // Checksumming is bounded to a few times the segment: bytes crafted to
+        // look like endless overlapping records are refused, not scanned for
+        // minutes.
+        let budget = 4 * bytes.len() as u64 + (1 << 20);
+        let search = format::search_valid_record(rest, header, self.payload_bytes_max, budget);
+        if let Search::Found(position, _) | Search::Undecided(position) = search {
+            tracing::debug!(target: "factwal::recovery", at = end + position, ?search, "data after an invalid record");
             return Err(Error::Corrupted {
                 path: path.to_path_buf(),
                 offset: end,
