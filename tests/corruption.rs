@@ -13,14 +13,12 @@ use factwal::{Batch, Config, CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
 
 mod common;
-use common::{records_in, RecordAt, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use common::{assert_batch, batch_of, records_in, Fact, RecordAt, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 /// Batches written before the crash: LSN `n` is batch `n`. With ~1 KiB
 /// records and 16 KiB segments they fill three segments.
 const BATCHES: u64 = 40;
 const FILLER_BYTES: usize = 1000;
-
-type Fact = (String, String, Vec<u8>);
 
 /// The facts of batch `n`; every fact id is used by one batch only, so a
 /// batch's presence can be read off its own facts.
@@ -30,17 +28,6 @@ fn batch_facts(n: u64) -> Vec<Fact> {
         (session.clone(), format!("b{n}-f0"), format!("v{n}").into_bytes()),
         (session, format!("b{n}-filler"), vec![n as u8; FILLER_BYTES]),
     ]
-}
-
-fn batch_of(facts: &[Fact]) -> Batch {
-    facts.iter().fold(Batch::new(), |batch, (s, f, v)| batch.assert(s.as_str(), f.as_str(), v.clone()))
-}
-
-/// Checks that a batch is wholly present (`present`) or wholly absent.
-fn assert_batch(store: &Store, facts: &[Fact], present: bool, context: &str) {
-    let actual: Vec<Option<Vec<u8>>> = facts.iter().map(|(s, f, _)| store.fact(s, f).unwrap()).collect();
-    let expected: Vec<Option<Vec<u8>>> = facts.iter().map(|(_, _, v)| present.then(|| v.clone())).collect();
-    assert_eq!(actual, expected, "{context}: batch with {} expected present={present}", facts[0].1);
 }
 
 /// Checks that batches below `lsn_first_missing` are all present and the

@@ -7,19 +7,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use factwal::{Batch, CorruptionKind, Error, RecoveryMode, Store};
+use factwal::{CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
 
 mod common;
-use common::{records_in, RecordAt};
+use common::{assert_batch, batch_of, records_in, Fact, RecordAt};
 
 /// Batches written before the crash: LSN `n` is batch `n`.
 const BATCHES: u64 = 7;
 /// Large enough that batches 1..=6 do not fit one 16 KiB segment, so the torn
 /// record sits in the second segment behind a valid record of its own.
 const FILLER_BYTES: usize = 2600;
-
-type Fact = (String, String, Vec<u8>);
 
 /// The facts of batch `n`; every fact id is used by one batch only, so a
 /// batch's presence can be read off its own facts.
@@ -31,17 +29,6 @@ fn batch_facts(n: u64) -> Vec<Fact> {
         facts.push((format!("session-{}", n % 2), format!("b{n}-filler"), vec![b'a' + n as u8; FILLER_BYTES]));
     }
     facts
-}
-
-fn batch_of(facts: &[Fact]) -> Batch {
-    facts.iter().fold(Batch::new(), |batch, (s, f, v)| batch.assert(s.as_str(), f.as_str(), v.clone()))
-}
-
-/// Checks that a batch is wholly present (`present`) or wholly absent.
-fn assert_batch(store: &Store, facts: &[Fact], present: bool, context: &str) {
-    let actual: Vec<Option<Vec<u8>>> = facts.iter().map(|(s, f, _)| store.fact(s, f).unwrap()).collect();
-    let expected: Vec<Option<Vec<u8>>> = facts.iter().map(|(_, _, v)| present.then(|| v.clone())).collect();
-    assert_eq!(actual, expected, "{context}: batch with {} expected present={present}", facts[0].1);
 }
 
 /// A crashed store holding batches 1..=BATCHES, and where its last record is.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use factwal::fault::{OpKind, Side, SimDisk};
 use factwal::wal::io::{FileBytes, WalFile, WalIo};
-use factwal::{Config, Op};
+use factwal::{Batch, Config, Op, Store};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -244,4 +244,19 @@ pub fn apply_ops(model: &mut Model, ops: &[Op]) {
             Op::DropSession { session } => model.retain(|(s, _), _| s != session),
         }
     }
+}
+
+/// One fact of a test batch: (session, fact, value).
+pub type Fact = (String, String, Vec<u8>);
+
+/// A batch asserting each fact.
+pub fn batch_of(facts: &[Fact]) -> Batch {
+    facts.iter().fold(Batch::new(), |batch, (s, f, v)| batch.assert(s.as_str(), f.as_str(), v.clone()))
+}
+
+/// Checks that a batch is wholly present (`present`) or wholly absent.
+pub fn assert_batch(store: &Store, facts: &[Fact], present: bool, context: &str) {
+    let actual: Vec<Option<Vec<u8>>> = facts.iter().map(|(s, f, _)| store.fact(s, f).unwrap()).collect();
+    let expected: Vec<Option<Vec<u8>>> = facts.iter().map(|(_, _, v)| present.then(|| v.clone())).collect();
+    assert_eq!(actual, expected, "{context}: batch with {} expected present={present}", facts[0].1);
 }
