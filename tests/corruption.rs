@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use factwal::wal::format::SegmentHeader;
-use factwal::{Batch, Config, CorruptionKind, Error, RecoveryMode, Store};
+use factwal::{Config, CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
 
 mod common;
