@@ -62,3 +62,58 @@ fn eight_threads_times_500_writes_all_present_with_dense_lsns() {
     assert_eq!(store.stats().unwrap().lsn_last, (THREADS * WRITES_PER_THREAD) as u64);
     assert_eq!(store.write(Batch::new().assert("after", "f", b"x".to_vec())).unwrap(), 4001, "LSNs continue");
 }
+
+#[test]
+fn sixty_four_threads_read_their_own_writes_while_checkpoints_truncate_the_log() {
+    // 64 writers make groups deep enough for the wake-up relay to span
+    // several levels; each reads its write back the moment it is
+    // acknowledged, while another thread keeps folding and truncating the
+    // log (which must wait for every durable group to reach the overlay).
+    // Then a crash without a final fold: everything acknowledged reopens.
+    const WRITERS: usize = 64;
+    const WRITES: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::small_config(dir.path());
+    let store = Arc::new(Store::open(config.clone()).unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let truncator = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut passes = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                store.checkpoint(factwal::CheckpointMode::Truncate).unwrap();
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut lsns = Vec::with_capacity(WRITES);
+                for i in 0..WRITES {
+                    let (session, fact, value) = (format!("w{writer}"), format!("f{}", i % 7), format!("{i}"));
+                    lsns.push(store.assert(&session, &fact, value.as_bytes()).unwrap());
+                    assert_eq!(store.fact(&session, &fact).unwrap(), Some(value.into_bytes()), "read after ack");
+                }
+                lsns
+            })
+        })
+        .collect();
+    let lsns: BTreeSet<u64> = writers.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    assert!(truncator.join().unwrap() > 0);
+    assert_eq!(lsns.len(), WRITERS * WRITES, "every LSN acknowledged once");
+    assert_eq!(lsns.last(), Some(&((WRITERS * WRITES) as u64)), "LSNs are dense");
+    Arc::try_unwrap(store).unwrap().simulate_crash();
+
+    let store = Store::open(config).unwrap();
+    for writer in 0..WRITERS {
+        let facts = store.facts(&format!("w{writer}")).unwrap();
+        assert_eq!(facts.len(), 7);
+        for i in WRITES - 7..WRITES {
+            assert_eq!(facts[&format!("f{}", i % 7)], format!("{i}").into_bytes(), "writer {writer}, write {i}");
+        }
+    }
+}

@@ -2,23 +2,33 @@
 //! them, sharing each sync among all writers that arrive while the previous
 //! one is in flight (group commit).
 //!
-//! Protocol: a writer queues its payload under the state lock and joins the
-//! open group's slot. If no leader is active it becomes the leader: it takes
-//! the whole queue (and opens a fresh slot for later arrivals), writes it with
-//! one `write_at` and one `sync_data` (two of each when the group crosses
-//! into a new segment), hands the durable records to the sink (the store's
-//! overlay, which makes them visible), then publishes each member's outcome.
-//! It wakes exactly the members of its group, and one writer of the next
-//! group to lead it: each write costs about one thread wake-up, however many
-//! writers wait.
+//! Protocol: a writer queues its payload, with a waiter of its own, under the
+//! state lock. If no leader is active it becomes the leader: it takes the
+//! whole queue and writes it with one `write_at` and one `sync_data` (two of
+//! each when the group crosses into a new segment). It then hands leadership
+//! to the first writer that queued during the sync, so the next group's
+//! write starts at once, and applies its own group to the sink (the store's
+//! overlay, which makes the records visible) while the next group is on the
+//! disk. The sink still sees groups in LSN order: a leader takes the sink's
+//! turn before it passes leadership on. Last, the leader posts each member's
+//! outcome into the member's own waiter and wakes them as a binary tree (see
+//! `Relay`). A member wakes once, for its own result, and never touches the
+//! shared state to collect it: no herd of woken writers contends for a lock.
 //!
-//! Gathering: the members of a finished group come back with their next
-//! writes a few microseconds apart, and the first of them would otherwise
-//! lead a group of one while the rest queue behind its sync. So a new leader
-//! waits until as many writers have queued as were in the previous group, but
-//! never longer than half the previous sync (and at most `GATHER_MAX`). A
-//! lone writer never waits: its previous group had one member. LSNs are assigned by the leader, in queue order, only to
-//! records that become durable, so they stay dense even when a group fails.
+//! Under steady load this makes two groups alternate: while one is on the
+//! disk, the members of the other are being woken and queue their next
+//! writes, so the disk is never idle for a wake-up.
+//!
+//! Gathering: when the log is idle (everyone was in the last group), the
+//! first writer back would lead a group of one while the others queue behind
+//! its sync. So a writer that finds the log idle waits until as many writers
+//! have queued as were in the previous group, but never longer than half the
+//! previous sync (and at most `GATHER_MAX`). A lone writer never waits: its
+//! previous group had one member. A writer handed leadership does not wait:
+//! its group formed during the previous sync.
+//!
+//! LSNs are assigned by the leader, in queue order, only to records that
+//! become durable, so they stay dense even when a group fails.
 //!
 //! A failed sync, or a failed write other than "disk full", poisons the WAL:
 //! no later write is acknowledged until the store is reopened (invariant 9).
@@ -30,6 +40,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Lsn, Result};
@@ -39,12 +50,6 @@ use crate::wal::segment::{create_segment, Segment};
 
 /// Receives durable records, in LSN order, before their writers are told.
 pub type Sink<T> = Box<dyn Fn(Lsn, Vec<T>) + Send + Sync>;
-
-/// Most outcomes of finished groups kept for writers that have not yet woken.
-/// A writer can only be this far behind if that many groups completed while
-/// it slept; every queued writer is in some group, so this is bounded by the
-/// number of threads, and the limit is an assertion, not a policy.
-const OUTCOMES_MAX: usize = 1 << 20;
 
 /// The longest a new leader waits for the writers of the previous group to
 /// queue again.
@@ -98,9 +103,9 @@ struct Log {
 }
 
 struct Queued<T> {
-    ticket: u64,
     payload: Vec<u8>,
     item: T,
+    waiter: Arc<Waiter>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,28 +116,78 @@ enum GroupError {
     Failed(Arc<Error>),
 }
 
+/// What a queued writer is told.
 #[derive(Debug)]
-struct Outcome {
-    ticket_first: u64,
-    count: u64,
-    durable: u64,
-    lsn_first: Lsn,
-    error: Option<GroupError>,
-    uncollected: u64,
+enum Wake {
+    /// Nothing yet: keep sleeping.
+    Waiting,
+    /// Lead the next group (the writer is still queued, first in line).
+    Lead,
+    /// The writer's record is done; before returning, it wakes the members
+    /// the relay names.
+    Done(Result<Lsn>, Relay),
 }
 
-/// Where the members of one group sleep until their group is done.
-#[derive(Debug, Default)]
-struct Slot {
-    wake: Condvar,
+/// Wakes a finished group's members as a binary tree, so waking them takes
+/// a few wake-up latencies instead of one per member on the leader's thread,
+/// and the work is spread over every core. Every member's outcome is posted
+/// before the first is woken; member `i` wakes members `2i+2` and `2i+3`.
+#[derive(Debug)]
+struct Relay {
+    members: Arc<[Arc<Waiter>]>,
+    index: usize,
+}
+
+impl Relay {
+    fn wake_children(&self) {
+        for child in [2 * self.index + 2, 2 * self.index + 3] {
+            if let Some(waiter) = self.members.get(child) {
+                waiter.thread.unpark();
+            }
+        }
+    }
+}
+
+/// One queued writer's mailbox: written by whoever wakes it, read only by it.
+#[derive(Debug)]
+struct Waiter {
+    wake: Mutex<Wake>,
+    thread: Thread,
+}
+
+impl Waiter {
+    fn new() -> Arc<Waiter> {
+        Arc::new(Waiter { wake: Mutex::new(Wake::Waiting), thread: std::thread::current() })
+    }
+
+    fn tell(&self, wake: Wake) {
+        self.post(wake);
+        self.thread.unpark();
+    }
+
+    /// Leaves a message without waking the writer.
+    fn post(&self, wake: Wake) {
+        *lock(&self.wake) = wake;
+    }
+
+    /// Sleeps until told something other than `Waiting`.
+    fn wait(&self) -> Wake {
+        loop {
+            // A statement of its own, so the lock is released before parking.
+            let told = std::mem::replace(&mut *lock(&self.wake), Wake::Waiting);
+            match told {
+                Wake::Waiting => std::thread::park(),
+                told => return told,
+            }
+        }
+    }
 }
 
 struct GroupState<T> {
     queue: Vec<Queued<T>>,
-    /// The slot of the group now filling (the queue).
-    slot_open: Arc<Slot>,
-    ticket_next: u64,
-    outcomes: VecDeque<Outcome>,
+    /// A leader is writing a group, or has been chosen and is waking up to
+    /// (or `truncate_with` holds the log). While it is false the queue is
+    /// empty: a writer that finds no leader leads itself.
     leader_active: bool,
     /// Members of the last group written, and how long its sync took: what
     /// the next leader gathers for.
@@ -153,6 +208,11 @@ pub struct Wal<T> {
     idle: Condvar,
     /// Wakes a gathering leader once enough writers have queued.
     gathered: Condvar,
+    /// Held by a leader from before it passes leadership on until its
+    /// records are in the sink: the next leader takes it after, so the sink
+    /// sees groups in order, and `stop` and `truncate_with` take it to wait
+    /// for the last group to be applied.
+    sink_turn: Mutex<()>,
     log: Mutex<Log>,
     sink: Sink<T>,
 }
@@ -190,9 +250,6 @@ impl<T> Wal<T> {
         };
         let state = GroupState {
             queue: Vec::new(),
-            slot_open: Arc::default(),
-            ticket_next: 0,
-            outcomes: VecDeque::new(),
             leader_active: false,
             group_last_count: 0,
             sync_last: Duration::ZERO,
@@ -202,7 +259,16 @@ impl<T> Wal<T> {
             closed: false,
         };
         let (idle, gathered) = (Condvar::new(), Condvar::new());
-        Ok(Wal { io, options, state: Mutex::new(state), idle, gathered, log: Mutex::new(log), sink })
+        Ok(Wal {
+            io,
+            options,
+            state: Mutex::new(state),
+            idle,
+            gathered,
+            sink_turn: Mutex::new(()),
+            log: Mutex::new(log),
+            sink,
+        })
     }
 
     /// Appends one record and returns its LSN once it is durable and the
@@ -215,6 +281,7 @@ impl<T> Wal<T> {
                 limit: self.options.payload_bytes_max,
             });
         }
+        let waiter = Waiter::new();
         let mut state = lock(&self.state);
         if state.closed {
             return Err(Error::Closed);
@@ -222,32 +289,31 @@ impl<T> Wal<T> {
         if let Some(cause) = &state.poisoned {
             return Err(Error::Poisoned { cause: cause.clone() });
         }
-        let ticket = state.ticket_next;
-        state.ticket_next += 1;
-        state.queue.push(Queued { ticket, payload, item });
-        if state.leader_active && state.queue.len() == state.group_last_count {
+        state.queue.push(Queued { payload, item, waiter: waiter.clone() });
+        if !state.leader_active {
+            state.leader_active = true;
+            return self.lead(state, &waiter, true);
+        }
+        if state.queue.len() == state.group_last_count {
             self.gathered.notify_one();
         }
-        let slot = state.slot_open.clone();
-        loop {
-            if let Some(outcome) = collect_outcome(&mut state, ticket) {
-                return outcome;
+        drop(state);
+        match waiter.wait() {
+            Wake::Done(outcome, relay) => {
+                relay.wake_children();
+                outcome
             }
-            if !state.leader_active {
-                state = self.lead(state);
-                continue;
-            }
-            state = slot.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            Wake::Lead => self.lead(lock(&self.state), &waiter, false),
+            Wake::Waiting => unreachable!("Waiter::wait returns only when told"),
         }
     }
 
-    /// Writes the whole queue as one group; returns with the state lock held
-    /// again and the group's outcome published.
-    fn lead<'a>(&'a self, mut state: MutexGuard<'a, GroupState<T>>) -> MutexGuard<'a, GroupState<T>> {
-        state.leader_active = true;
-        state = self.gather(state);
+    /// Writes the whole queue as one group (`leader_active` is already set
+    /// for this caller, whose own record is in the queue), passes leadership
+    /// on, wakes the members and returns the leader's own outcome.
+    fn lead(&self, state: MutexGuard<'_, GroupState<T>>, own: &Arc<Waiter>, gather: bool) -> Result<Lsn> {
+        let mut state = if gather { self.gather(state) } else { state };
         let mut group = std::mem::take(&mut state.queue);
-        let slot = std::mem::take(&mut state.slot_open);
         let lsn_first = state.lsn_next;
         let poisoned = state.poisoned.clone();
         drop(state);
@@ -258,40 +324,84 @@ impl<T> Wal<T> {
             None => self.write_group(&group, lsn_first),
         };
         let sync_elapsed = started.elapsed();
-        let ticket_first = group.first().map_or(0, |queued| queued.ticket);
-        let count = group.len() as u64;
+        let count = group.len();
+        let mut waiters = Vec::with_capacity(count);
+        let mut items = Vec::with_capacity(durable);
+        for (index, queued) in group.drain(..).enumerate() {
+            if index < durable {
+                items.push(queued.item);
+            }
+            waiters.push(queued.waiter);
+        }
+
+        // Take the sink's turn while still leader, so groups reach the sink
+        // in LSN order, then let the next group start writing while this
+        // one is applied.
+        let sink_turn = lock(&self.sink_turn);
+        let next_leader = {
+            let mut state = lock(&self.state);
+            if let Some(GroupError::Poisoned(cause)) = &error {
+                state.poisoned.get_or_insert_with(|| cause.clone());
+            }
+            state.lsn_next += durable as u64;
+            state.group_last_count = count;
+            state.counters.groups += 1;
+            state.counters.records += durable as u64;
+            state.sync_last = sync_elapsed;
+            self.pass_leadership(&mut state)
+        };
+        if let Some(next) = next_leader {
+            next.tell(Wake::Lead);
+        }
         if durable > 0 {
-            let items = group.drain(..durable).map(|queued| queued.item).collect();
             (self.sink)(lsn_first, items);
         }
-        drop(group);
+        drop(sink_turn);
 
-        let mut state = lock(&self.state);
-        if let Some(GroupError::Poisoned(cause)) = &error {
-            state.poisoned.get_or_insert_with(|| cause.clone());
+        // Post every outcome, then wake the first two members; they wake
+        // the rest (see `Relay`).
+        let mut own_outcome = None;
+        let mut members = Vec::with_capacity(count.saturating_sub(1));
+        let mut outcomes = Vec::with_capacity(count.saturating_sub(1));
+        for (index, waiter) in waiters.into_iter().enumerate() {
+            let outcome = if index < durable {
+                Ok(lsn_first + index as u64)
+            } else {
+                Err(match error.as_ref().expect("a record that is not durable has an error") {
+                    GroupError::Poisoned(cause) => Error::Poisoned { cause: cause.clone() },
+                    GroupError::Failed(error) => error.duplicate(),
+                })
+            };
+            if Arc::ptr_eq(&waiter, own) {
+                own_outcome = Some(outcome);
+            } else {
+                members.push(waiter);
+                outcomes.push(outcome);
+            }
         }
-        state.lsn_next += durable as u64;
-        state.group_last_count = group_count(count);
-        state.counters.groups += 1;
-        state.counters.records += durable as u64;
-        state.sync_last = sync_elapsed;
-        assert!(state.outcomes.len() < OUTCOMES_MAX, "group outcomes are collected by their writers");
-        state.outcomes.push_back(Outcome {
-            ticket_first,
-            count,
-            durable: durable as u64,
-            lsn_first,
-            error,
-            uncollected: count,
-        });
-        state.leader_active = false;
-        slot.wake.notify_all();
-        if !state.queue.is_empty() {
-            // Any one member of the next group can lead it.
-            state.slot_open.wake.notify_one();
+        let members: Arc<[Arc<Waiter>]> = members.into();
+        for (index, outcome) in outcomes.into_iter().enumerate() {
+            members[index].post(Wake::Done(outcome, Relay { members: members.clone(), index }));
         }
-        self.idle.notify_all();
-        state
+        for waiter in members.iter().take(2) {
+            waiter.thread.unpark();
+        }
+        own_outcome.expect("a leader's own record is in the group it leads")
+    }
+
+    /// Called with the state lock held by whoever ends its hold on the log
+    /// (a leader, or `truncate_with`): picks the first queued writer to lead
+    /// next, or marks the log idle. The caller tells the one returned, after
+    /// releasing the lock.
+    fn pass_leadership(&self, state: &mut GroupState<T>) -> Option<Arc<Waiter>> {
+        match state.queue.first() {
+            Some(first) => Some(first.waiter.clone()),
+            None => {
+                state.leader_active = false;
+                self.idle.notify_all();
+                None
+            }
+        }
     }
 
     /// Waits (bounded) for the writers of the previous group to queue again.
@@ -427,13 +537,14 @@ impl<T> Wal<T> {
     pub fn stop(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
-        while state.leader_active || !state.queue.is_empty() {
-            if !state.leader_active {
-                // Queued writers lead themselves once woken.
-                state.slot_open.wake.notify_one();
-            }
+        // Writers already queued are led in turn; the last leader finds the
+        // queue empty and marks the log idle.
+        while state.leader_active {
             state = self.idle.wait(state).unwrap_or_else(PoisonError::into_inner);
         }
+        drop(state);
+        // The last leader may still be applying its group.
+        drop(lock(&self.sink_turn));
     }
 
     /// Removes every segment, active one included, and syncs the directory.
@@ -460,6 +571,8 @@ impl<T> Wal<T> {
         let lsn_next = state.lsn_next;
         let stopped = state.closed;
         drop(state);
+        // Every durable record must be in the sink before `fold` runs.
+        drop(lock(&self.sink_turn));
 
         let outcome = fold().and_then(|()| {
             let removed = self.remove_all_segments()?;
@@ -469,13 +582,10 @@ impl<T> Wal<T> {
             Ok(removed)
         });
 
-        let mut state = lock(&self.state);
-        state.leader_active = false;
-        if !state.queue.is_empty() {
-            state.slot_open.wake.notify_one();
+        let next_leader = self.pass_leadership(&mut lock(&self.state));
+        if let Some(next) = next_leader {
+            next.tell(Wake::Lead);
         }
-        self.idle.notify_all();
-        drop(state);
         outcome
     }
 
@@ -502,10 +612,6 @@ impl<T> Wal<T> {
     }
 }
 
-fn group_count(count: u64) -> usize {
-    usize::try_from(count).unwrap_or(usize::MAX)
-}
-
 fn seal(log: &mut Log) {
     if let Some(active) = log.active.take() {
         log.sealed.push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
@@ -523,23 +629,65 @@ fn classify(error: Error) -> GroupError {
     }
 }
 
-/// Takes this ticket's result out of the published outcomes, if its group
-/// has finished.
-fn collect_outcome<T>(state: &mut GroupState<T>, ticket: u64) -> Option<Result<Lsn>> {
-    let index = state.outcomes.iter().position(|o| (o.ticket_first..o.ticket_first + o.count).contains(&ticket))?;
-    let outcome = &mut state.outcomes[index];
-    let position = ticket - outcome.ticket_first;
-    let result = if position < outcome.durable {
-        Ok(outcome.lsn_first + position)
-    } else {
-        Err(match outcome.error.as_ref().expect("a record that is not durable has an error") {
-            GroupError::Poisoned(cause) => Error::Poisoned { cause: cause.clone() },
-            GroupError::Failed(error) => error.duplicate(),
-        })
-    };
-    outcome.uncollected -= 1;
-    if outcome.uncollected == 0 {
-        state.outcomes.remove(index);
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::wal::io::StdIo;
+
+    /// A WAL whose sink is slow and remembers the last LSN it applied.
+    fn slow_sink_wal(dir: &Path) -> (Arc<Wal<()>>, Arc<AtomicU64>) {
+        let applied = Arc::new(AtomicU64::new(0));
+        let seen = applied.clone();
+        let sink: Sink<()> = Box::new(move |lsn_first, items| {
+            std::thread::sleep(Duration::from_millis(5));
+            let last = lsn_first + items.len() as u64 - 1;
+            assert_eq!(seen.swap(last, Ordering::SeqCst), lsn_first - 1, "groups reach the sink in LSN order");
+        });
+        let options = WalOptions { dir: dir.join("wal"), segment_bytes: 1 << 20, payload_bytes_max: 1024 };
+        (Arc::new(Wal::start(Arc::new(StdIo), options, 1, 1, sink).unwrap()), applied)
     }
-    Some(result)
+
+    type Appends = Vec<std::thread::JoinHandle<Vec<Result<Lsn>>>>;
+
+    fn append_from_threads(wal: &Arc<Wal<()>>, threads: usize, appends: usize) -> Appends {
+        (0..threads)
+            .map(|_| {
+                let wal = wal.clone();
+                std::thread::spawn(move || (0..appends).map(|_| wal.append(vec![7; 40], ())).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn truncate_and_stop_wait_for_the_group_still_being_applied() {
+        // The sink runs after leadership has moved on, so `truncate_with`
+        // and `stop` can find no leader active while a group is still being
+        // applied; they must wait for it, or a fold would miss records whose
+        // segments it then removes.
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, applied) = slow_sink_wal(dir.path());
+        let writers = append_from_threads(&wal, 8, 40);
+        for _ in 0..20 {
+            wal.truncate_with(|| {
+                assert_eq!(applied.load(Ordering::SeqCst), wal.lsn_next() - 1, "fold sees every durable record");
+                Ok(())
+            })
+            .unwrap();
+        }
+        for writer in writers {
+            assert!(writer.join().unwrap().iter().all(Result::is_ok));
+        }
+        let writers = append_from_threads(&wal, 8, 5);
+        std::thread::sleep(Duration::from_millis(2));
+        wal.stop();
+        assert_eq!(applied.load(Ordering::SeqCst), wal.lsn_next() - 1, "stop waits for the last group");
+        for writer in writers {
+            // Appends that came after `stop` are refused; the rest finished.
+            for outcome in writer.join().unwrap() {
+                assert!(matches!(outcome, Ok(_) | Err(Error::Closed)), "{outcome:?}");
+            }
+        }
+    }
 }
