@@ -256,16 +256,21 @@ impl Config {
 /// (with its table: `persistence.segment_bytes`) and the value found at the
 /// place the parser points to.
 fn toml_error(text: &str, origin: &Path, error: &toml::de::Error) -> Error {
-    let reason = error.message().trim().to_string();
+    let refuse = |key: &str, value: &str| Error::Config {
+        path: origin.to_path_buf(),
+        key: one_line(key),
+        value: one_line(value),
+        reason: one_line(error.message().trim()),
+    };
     let Some(span) = error.span() else {
-        return Error::Config { path: origin.to_path_buf(), key: "<document>".into(), value: String::new(), reason };
+        return refuse("<document>", "");
     };
     let start = span.start.min(text.len());
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
     let line = text[line_start..line_end].trim();
     if let Some(table) = table_header(line) {
-        return Error::Config { path: origin.to_path_buf(), key: table.to_string(), value: String::new(), reason };
+        return refuse(table, "");
     }
     let (key, value) = line.split_once('=').unwrap_or((line, ""));
     let table = text[..line_start].lines().rev().find_map(|line| table_header(line.trim()));
@@ -273,7 +278,29 @@ fn toml_error(text: &str, origin: &Path, error: &toml::de::Error) -> Error {
         Some(table) => format!("{table}.{}", key.trim()),
         None => key.trim().to_string(),
     };
-    Error::Config { path: origin.to_path_buf(), key, value: strip_comment(value.trim()).to_string(), reason }
+    refuse(&key, strip_comment(value.trim()))
+}
+
+/// Longest key, value or reason quoted in a config error, in characters.
+const QUOTED_CHARS_MAX: usize = 160;
+
+/// `text` made fit for a one-line error: control characters (the newlines of
+/// a multi-line string the parser quotes back, say) escaped, and cut to
+/// `QUOTED_CHARS_MAX` characters with an ellipsis.
+fn one_line(text: &str) -> String {
+    let mut shown = String::new();
+    for (count, character) in text.chars().enumerate() {
+        if count == QUOTED_CHARS_MAX {
+            shown.push('…');
+            break;
+        }
+        if character.is_control() {
+            shown.extend(character.escape_default());
+        } else {
+            shown.push(character);
+        }
+    }
+    shown
 }
 
 /// `persistence` for the line `[persistence]`.
@@ -329,6 +356,30 @@ mod tests {
         }
         let error = Config::from_toml("[persistance]\n", Path::new("c.toml")).unwrap_err();
         assert!(matches!(error, Error::Config { ref key, .. } if key == "persistance"), "{error:?}");
+    }
+
+    #[test]
+    fn an_error_quoting_a_multi_line_value_is_one_bounded_line() {
+        // Found by the `config` fuzz target: a multi-line string given as an
+        // enum value comes back inside the parser's reason, newlines and all
+        // (TOML drops the newline right after the opening quotes).
+        // The error must still print as one line, and quote a bounded amount.
+        let long = "x".repeat(1000);
+        let text = format!("[persistence]\nrecovery_mode = \"\"\"\nnot-a-mode\n\n# {long}\"\"\"\n");
+        let error = Config::from_toml(&text, Path::new("c.toml")).unwrap_err();
+        let shown = error.to_string();
+        assert!(!shown.contains('\n') && !shown.contains('\r'), "{shown:?}");
+        assert!(shown.chars().count() < 3 * QUOTED_CHARS_MAX + 100, "{} characters", shown.chars().count());
+        match error {
+            Error::Config { key, reason, .. } => {
+                assert_eq!(key, "persistence.recovery_mode");
+                assert!(reason.starts_with("unknown variant `not-a-mode\\n\\n# xxx"), "{reason}");
+                assert!(reason.ends_with('…'), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(one_line("a\r\nb\tc"), "a\\r\\nb\\tc");
+        assert_eq!(one_line(&"é".repeat(QUOTED_CHARS_MAX)), "é".repeat(QUOTED_CHARS_MAX));
     }
 
     #[test]

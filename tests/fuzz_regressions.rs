@@ -14,6 +14,10 @@ mod support;
 #[path = "../fuzz/src/recovery.rs"]
 mod recovery;
 
+#[allow(dead_code)]
+#[path = "../fuzz/src/config.rs"]
+mod config;
+
 use recovery::{Crafted, HeaderSpec, Piece, SegmentEnd, SegmentSpec};
 
 /// An empty, valid segment whose `lsn_first` is `lsn_first_delta` past the LSN after redb's `applied_lsn`.
@@ -83,4 +87,13 @@ fn read_only_open_shows_what_a_read_write_open_gives_past_a_bad_folded_payload()
             ..empty_segment(-1)
         }],
     });
+}
+
+#[test]
+fn config_error_for_a_multi_line_enum_value_prints_on_one_line() {
+    // Found by `config` (CI smoke run): `recovery_mode` given as a multi-line
+    // string that swallowed the rest of the example file. The parser's reason
+    // quotes the unknown variant back, newlines included, so the error took
+    // many lines. The target's check: a refusal displays on one line.
+    config::check(b"[persistence]\nrecovery_mode = \"\"\"lerate-corrupted-tail\"\n\n# When the WAL\n[persistence]\nwal_path = 1\"\"\"\n");
 }
