@@ -564,6 +564,30 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Makes the next WAL segment's file ahead of need (WAL mode only). A
+    /// failure is reported (ERROR) and harms nothing: the roll then makes the
+    /// segment itself.
+    pub(crate) fn prepare_next_segment(&self) {
+        let Some(wal) = &self.wal else { return };
+        let started = Instant::now();
+        match wal.prepare_next_segment() {
+            Ok(true) => tracing::debug!(
+                target: "factwal::checkpoint",
+                elapsed_ms = checkpoint::millis(started.elapsed()),
+                "next segment prepared"
+            ),
+            Ok(false) => {}
+            Err(error) => tracing::error!(
+                target: "factwal::checkpoint",
+                wal_dir = %wal.dir().display(),
+                error = %error_chain(&error),
+                "preparing the next segment failed; the roll into it will make it instead"
+            ),
+        }
+    }
+}
+
 /// The error and every source under it, joined by ": ".
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

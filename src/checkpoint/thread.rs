@@ -102,6 +102,10 @@ fn run_loop(core: &Core, interval: Duration) {
         // Errors are reported (ERROR, with the chain) inside the pass; the
         // loop carries on at the next tick.
         let _ = checkpoint_pass(core, CheckpointMode::Passive, &held);
+        drop(held);
+        // Outside the pass (and its measurement): make the next segment's
+        // file now, so the roll into it does not make writers wait.
+        core.prepare_next_segment();
     }
     lock(&state.control).running = false;
 }

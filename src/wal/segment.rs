@@ -1,7 +1,8 @@
 //! Segment files: their names, and how a new one comes into being.
 //!
-//! A segment is created under a temporary name, given its full size, its
-//! header written and synced, then renamed into place and its directory
+//! A segment is created under a temporary name, given its full size in zeros
+//! and synced ("prepared", possibly ahead of need on another thread), then
+//! its header written and synced, then renamed into place and its directory
 //! synced (invariant 10). A file with a segment's name therefore always has a
 //! durable, valid header, and the per-write sync never changes a file's size.
 
@@ -48,32 +49,96 @@ pub struct Segment {
     pub file: Arc<dyn WalFile>,
 }
 
+/// A file that will become segment `number`: created under its temporary
+/// name, given its full size in zeros and synced, but with no header yet, so
+/// it is never read as a segment (the next read-write open removes it).
+#[derive(Debug)]
+pub struct PreparedSegment {
+    /// The segment it will become.
+    pub number: u64,
+    /// Its temporary path.
+    pub path: PathBuf,
+    file: Arc<dyn WalFile>,
+}
+
+/// The temporary name of segment `number` in `dir`.
+fn temporary_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join(format!("{number:0NUMBER_DIGITS$}{TEMPORARY_SUFFIX}"))
+}
+
+/// Prepares the file for segment `number` (see [`PreparedSegment`]). This is
+/// the slow part of making a segment (zero-filling it and writing the zeros
+/// back), and touches nothing a writer uses, so it can run ahead of need on
+/// another thread.
+pub fn prepare_segment(io: &dyn WalIo, dir: &Path, number: u64, segment_bytes: u64) -> Result<PreparedSegment> {
+    let prepared = zero_filled_temporary(io, dir, number, segment_bytes)?;
+    if let Err(source) = prepared.file.sync_data() {
+        let error = Error::io(&prepared.path, "sync preallocated segment", source);
+        discard_prepared(io, prepared);
+        return Err(error);
+    }
+    Ok(prepared)
+}
+
+/// The temporary file of segment `number`, in zeros, not yet synced.
+fn zero_filled_temporary(io: &dyn WalIo, dir: &Path, number: u64, segment_bytes: u64) -> Result<PreparedSegment> {
+    let path = temporary_path(dir, number);
+    match io.remove(&path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(Error::io(&path, "remove stale temporary segment", error)),
+    }
+    let file = io.create(&path).map_err(|e| Error::io(&path, "create segment", e))?;
+    let prepared = PreparedSegment { number, path, file };
+    if let Err(source) = prepared.file.allocate(segment_bytes) {
+        let error = Error::io(&prepared.path, "preallocate segment", source);
+        discard_prepared(io, prepared);
+        return Err(error);
+    }
+    Ok(prepared)
+}
+
+/// Removes a prepared file that will not be used. Best effort: a temporary
+/// file is never read as a segment, and the next open removes it anyway.
+pub fn discard_prepared(io: &dyn WalIo, prepared: PreparedSegment) {
+    let _ = io.remove(&prepared.path);
+}
+
+/// Turns a prepared file into segment `prepared.number`, whose first record
+/// will be `lsn_first`: writes and syncs its header, renames it into place
+/// and syncs the directory, so it is durable before any record in it is
+/// written (invariant 10). On failure the file is discarded.
+pub fn install_segment(
+    io: &dyn WalIo,
+    dir: &Path,
+    prepared: PreparedSegment,
+    lsn_first: Lsn,
+    segment_bytes: u64,
+) -> Result<Segment> {
+    let number = prepared.number;
+    let header = SegmentHeader { number, lsn_first, salt: random_salt(number), segment_bytes };
+    let temporary = &prepared.path;
+    let written = prepared
+        .file
+        .write_at(0, &header.encode())
+        .map_err(|e| Error::io(temporary, "write segment header", e))
+        .and_then(|()| prepared.file.sync_data().map_err(|e| Error::io(temporary, "sync new segment", e)));
+    if let Err(error) = written {
+        discard_prepared(io, prepared);
+        return Err(error);
+    }
+    let path = dir.join(segment_file_name(number));
+    io.rename(temporary, &path).map_err(|e| Error::io(&path, "rename new segment into place", e))?;
+    io.sync_dir(dir).map_err(|e| Error::io(dir, "sync WAL directory after creating a segment", e))?;
+    Ok(Segment { header, path, file: prepared.file })
+}
+
 /// Creates segment `number` in `dir`, whose first record will be `lsn_first`,
 /// and makes it durable (file and directory) before returning.
 pub fn create_segment(io: &dyn WalIo, dir: &Path, number: u64, lsn_first: Lsn, segment_bytes: u64) -> Result<Segment> {
-    let path = dir.join(segment_file_name(number));
-    let temporary = dir.join(format!("{number:0NUMBER_DIGITS$}{TEMPORARY_SUFFIX}"));
-    match io.remove(&temporary) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(Error::io(&temporary, "remove stale temporary segment", error)),
-    }
-    let file = io.create(&temporary).map_err(|e| Error::io(&temporary, "create segment", e))?;
-    let header = SegmentHeader { number, lsn_first, salt: random_salt(number), segment_bytes };
-    let prepared = file
-        .allocate(segment_bytes)
-        .map_err(|e| Error::io(&temporary, "preallocate segment", e))
-        .and_then(|()| file.write_at(0, &header.encode()).map_err(|e| Error::io(&temporary, "write segment header", e)))
-        .and_then(|()| file.sync_data().map_err(|e| Error::io(&temporary, "sync new segment", e)));
-    if let Err(error) = prepared {
-        // Best effort: a half-made temporary file is never read as a segment,
-        // and the next attempt removes it anyway.
-        let _ = io.remove(&temporary);
-        return Err(error);
-    }
-    io.rename(&temporary, &path).map_err(|e| Error::io(&path, "rename new segment into place", e))?;
-    io.sync_dir(dir).map_err(|e| Error::io(dir, "sync WAL directory after creating a segment", e))?;
-    Ok(Segment { header, path, file })
+    // One sync, in `install_segment`, covers the zeros and the header.
+    let prepared = zero_filled_temporary(io, dir, number, segment_bytes)?;
+    install_segment(io, dir, prepared, lsn_first, segment_bytes)
 }
 
 /// A salt that differs for every segment ever created: the process's random
