@@ -127,7 +127,7 @@ struct Log {
 struct Queued<T> {
     payload: Vec<u8>,
     item: T,
-    waiter: Arc<Waiter<T>>,
+    waiter: Arc<Waiter>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,14 +139,15 @@ enum GroupError {
 }
 
 /// What a queued writer is told.
-enum Wake<T> {
+#[derive(Debug)]
+enum Wake {
     /// Nothing yet: keep sleeping.
     Waiting,
     /// Lead the next group (the writer is still queued, first in line).
     Lead,
     /// The writer's record is done; before returning, it wakes the members
     /// the relay names.
-    Done(Result<Lsn>, Relay<T>),
+    Done(Result<Lsn>, Relay),
 }
 
 /// A written group whose records are not yet visible and whose writers are
@@ -156,7 +157,7 @@ struct Completion<T> {
     /// The durable records' items, in LSN order, for the sink.
     items: Vec<T>,
     /// Every writer of the group with its outcome, except the leader.
-    members: Vec<(Arc<Waiter<T>>, Result<Lsn>)>,
+    members: Vec<(Arc<Waiter>, Result<Lsn>)>,
 }
 
 impl<T> Completion<T> {
@@ -185,12 +186,13 @@ impl<T> Completion<T> {
 /// a few wake-up latencies instead of one per member on one thread, and the
 /// work is spread over every core. Every member's outcome is posted before
 /// the first is woken; member `i` wakes members `2i+2` and `2i+3`.
-struct Relay<T> {
-    members: Arc<[Arc<Waiter<T>>]>,
+#[derive(Debug)]
+struct Relay {
+    members: Arc<[Arc<Waiter>]>,
     index: usize,
 }
 
-impl<T> Relay<T> {
+impl Relay {
     fn wake_children(&self) {
         for child in [2 * self.index + 2, 2 * self.index + 3] {
             if let Some(waiter) = self.members.get(child) {
@@ -201,28 +203,29 @@ impl<T> Relay<T> {
 }
 
 /// One queued writer's mailbox: written by whoever wakes it, read only by it.
-struct Waiter<T> {
-    wake: Mutex<Wake<T>>,
+#[derive(Debug)]
+struct Waiter {
+    wake: Mutex<Wake>,
     thread: Thread,
 }
 
-impl<T> Waiter<T> {
-    fn new() -> Arc<Waiter<T>> {
+impl Waiter {
+    fn new() -> Arc<Waiter> {
         Arc::new(Waiter { wake: Mutex::new(Wake::Waiting), thread: std::thread::current() })
     }
 
-    fn tell(&self, wake: Wake<T>) {
+    fn tell(&self, wake: Wake) {
         self.post(wake);
         self.thread.unpark();
     }
 
     /// Leaves a message without waking the writer.
-    fn post(&self, wake: Wake<T>) {
+    fn post(&self, wake: Wake) {
         *lock(&self.wake) = wake;
     }
 
     /// Sleeps until told something other than `Waiting`.
-    fn wait(&self) -> Wake<T> {
+    fn wait(&self) -> Wake {
         loop {
             // A statement of its own, so the lock is released before parking.
             let told = std::mem::replace(&mut *lock(&self.wake), Wake::Waiting);
@@ -396,7 +399,7 @@ impl<T> Wal<T> {
     /// leadership costs that wake-up, so it happens only once per
     /// `LEAD_GROUPS_MAX` groups; the last group is finished after the next
     /// leader has been told, while its first group is on the disk.
-    fn lead(&self, state: MutexGuard<'_, GroupState<T>>, own: &Arc<Waiter<T>>, gather: bool) -> Result<Lsn> {
+    fn lead(&self, state: MutexGuard<'_, GroupState<T>>, own: &Arc<Waiter>, gather: bool) -> Result<Lsn> {
         let mut state = if gather { self.gather(state) } else { state };
         let mut own_outcome = None;
         for groups_led in 1.. {
@@ -465,7 +468,7 @@ impl<T> Wal<T> {
             self.applied_changed.notify_all();
         }
         let (waiters, outcomes): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-        let waiters: Arc<[Arc<Waiter<T>>]> = waiters.into();
+        let waiters: Arc<[Arc<Waiter>]> = waiters.into();
         for (index, outcome) in outcomes.into_iter().enumerate() {
             waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
         }
@@ -487,7 +490,7 @@ impl<T> Wal<T> {
     /// (a leader, or `truncate_with`): picks the first queued writer to lead
     /// next, or marks the log idle. The caller tells the one returned, after
     /// releasing the lock.
-    fn pass_leadership(&self, state: &mut GroupState<T>) -> Option<Arc<Waiter<T>>> {
+    fn pass_leadership(&self, state: &mut GroupState<T>) -> Option<Arc<Waiter>> {
         match state.queue.first() {
             Some(first) => Some(first.waiter.clone()),
             None => {
