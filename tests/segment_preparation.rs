@@ -76,9 +76,14 @@ fn the_loop_prepares_the_next_segment_and_the_roll_uses_it() {
     let store = Store::open(config.clone()).unwrap();
     store.start_checkpoint_loop(LOOP_INTERVAL).unwrap();
     let spare = wal_dir.join(format!("{:020}.wal.tmp", 2));
-    wait_until("segment 2 is prepared", || temporary_files(&wal_dir) == vec![spare.clone()]);
+    // The file exists from the start of its preparation; it is whole once
+    // it has its full length.
+    let full_length = config.persistence.segment_bytes;
+    wait_until("segment 2 is prepared", || {
+        temporary_files(&wal_dir) == vec![spare.clone()]
+            && std::fs::metadata(&spare).is_ok_and(|m| m.len() == full_length)
+    });
     let bytes = std::fs::read(&spare).unwrap();
-    assert_eq!(bytes.len() as u64, config.persistence.segment_bytes);
     assert!(bytes.iter().all(|&b| b == 0), "a prepared segment is all zeros, with no header yet");
 
     let mut written = write_until_roll(&store, 0);
@@ -137,10 +142,16 @@ fn open_and_fail_the_preparation(config: &Config, fault: FaultOp) -> Vec<common:
         let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
         // Segment 1 exists; the loop's first tick prepares segment 2. The
         // fault is armed before the loop starts, so that tick meets it.
+        let calls_before = io.count(fault);
         io.fail_nth(fault, 1, libc::EIO, false);
         store.start_checkpoint_loop(LOOP_INTERVAL).unwrap();
+        // The failed attempt's file exists for a moment too: wait for the
+        // call after the failed one (a later tick's attempt, which the roll
+        // into segment 2 then waits for if it is still under way).
         let wal_dir = config.wal_dir();
-        wait_until("a later tick prepared the file", || temporary_files(&wal_dir).len() == 1);
+        wait_until("a later tick prepared the file", || {
+            io.count(fault) >= calls_before + 2 && temporary_files(&wal_dir).len() == 1
+        });
         // The log is not poisoned: writes go on, across segments.
         write_facts(&store, 0, 150);
         assert_facts(&store, 150);
