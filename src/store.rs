@@ -562,9 +562,7 @@ impl Core {
         report.busy = report.checkpointed_frames < report.log_frames;
         outcome.map(|()| report)
     }
-}
 
-impl Core {
     /// Makes the next WAL segment's file ahead of need (WAL mode only). A
     /// failure is reported (ERROR) and harms nothing: the roll then makes the
     /// segment itself.

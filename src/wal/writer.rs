@@ -120,7 +120,6 @@ struct ActiveSegment {
 #[derive(Debug)]
 struct Log {
     active: Option<ActiveSegment>,
-    number_next: u64,
     buffer: Vec<u8>,
 }
 
@@ -285,8 +284,8 @@ pub struct Wal<T> {
     /// every writer waits. Held by a roll for all of it, and by a
     /// preparation for all of it, so the two never work on the same file.
     spare: Mutex<Option<PreparedSegment>>,
-    /// `Log::number_next`, readable without the log lock; written under
-    /// `spare`.
+    /// The number the next segment will have; changed only by a roll, under
+    /// `log` and `spare`.
     number_next: AtomicU64,
     sink: Sink<T>,
 }
@@ -317,7 +316,6 @@ impl<T> Wal<T> {
         let segment = create_segment(&*io, &options.dir, number_next, lsn_next, options.segment_bytes)?;
         let log = Log {
             active: Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None }),
-            number_next: number_next + 1,
             buffer: Vec::new(),
         };
         let state = GroupState {
@@ -576,16 +574,10 @@ impl<T> Wal<T> {
     /// prepared spare when there is one for it.
     fn roll(&self, log: &mut Log, lsn_first: Lsn) -> Result<()> {
         self.seal(log);
-        let (dir, number, bytes) = (&self.options.dir, log.number_next, self.options.segment_bytes);
         let mut spare = lock(&self.spare);
-        let prepared = match spare.take() {
-            Some(prepared) if prepared.number == number => Some(prepared),
-            Some(stale) => {
-                discard_prepared(&*self.io, stale);
-                None
-            }
-            None => None,
-        };
+        let number = self.number_next.load(Ordering::Acquire);
+        let (dir, bytes) = (&self.options.dir, self.options.segment_bytes);
+        let prepared = self.take_spare_for(&mut spare, number);
         let was_prepared = prepared.is_some();
         let segment = match prepared {
             Some(prepared) => install_segment(&*self.io, dir, prepared, lsn_first, bytes)?,
@@ -593,8 +585,7 @@ impl<T> Wal<T> {
         };
         tracing::debug!(target: "factwal::wal", path = %segment.path.display(), lsn_first, prepared = was_prepared,
             "segment created");
-        log.number_next += 1;
-        self.number_next.store(log.number_next, Ordering::Release);
+        self.number_next.store(number + 1, Ordering::Release);
         drop(spare);
         self.segments_created.fetch_add(1, Ordering::Relaxed);
         self.segments_prepared.fetch_add(u64::from(was_prepared), Ordering::Relaxed);
@@ -612,16 +603,26 @@ impl<T> Wal<T> {
         }
         let mut spare = lock(&self.spare);
         let number = self.number_next.load(Ordering::Acquire);
-        match spare.take() {
-            Some(prepared) if prepared.number == number => {
-                *spare = Some(prepared);
-                return Ok(false);
-            }
-            Some(stale) => discard_prepared(&*self.io, stale),
-            None => {}
+        if let Some(ready) = self.take_spare_for(&mut spare, number) {
+            *spare = Some(ready);
+            return Ok(false);
         }
         *spare = Some(prepare_segment(&*self.io, &self.options.dir, number, self.options.segment_bytes)?);
         Ok(true)
+    }
+
+    /// Takes the spare if it is the file of segment `number`; a spare for
+    /// any other number is stale (the log outran its preparation) and is
+    /// discarded.
+    fn take_spare_for(&self, spare: &mut Option<PreparedSegment>, number: u64) -> Option<PreparedSegment> {
+        match spare.take() {
+            Some(prepared) if prepared.number == number => Some(prepared),
+            Some(stale) => {
+                discard_prepared(&*self.io, stale);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Removes the spare, if any.
