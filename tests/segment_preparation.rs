@@ -102,6 +102,8 @@ fn the_loop_prepares_the_next_segment_and_the_roll_uses_it() {
         assert_eq!((counters.segments_created, counters.segments_prepared), (number, number - 1));
     }
     assert_facts(&store, written);
+    // Close with a prepared file waiting: it goes too.
+    wait_until("segment 6 is prepared", || temporary_files(&wal_dir).len() == 1);
     assert!(store.close().is_clean());
     assert_eq!(std::fs::read_dir(&wal_dir).unwrap().count(), 0, "close leaves no file in the WAL directory");
 
