@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use factwal::state::{Generation, Tables};
-use factwal::{Batch, Config, Store};
+use factwal::state::{Generation, StateIo, StdStateIo, Tables};
+use factwal::{Batch, Config, Store, StoreId};
 
 const VALUE_BYTES: usize = 200;
 
@@ -39,7 +39,10 @@ fn fold(c: &mut Criterion) {
     group.sample_size(10);
     for records in [20_000u64, 100_000] {
         let dir = tempfile::tempdir().unwrap();
-        let tables = Tables::open(&dir.path().join("state.redb")).unwrap();
+        let path = dir.path().join("state.redb");
+        let (backend, _) = StdStateIo.open_backend(&path).unwrap();
+        let cache_bytes = Config::new(dir.path()).persistence.redb_cache_bytes as usize;
+        let tables = Tables::create(&path, backend, cache_bytes, StoreId::new_random()).unwrap();
         let mut lsn_next = 1u64;
         group.throughput(Throughput::Elements(records));
         group.bench_with_input(BenchmarkId::new("records", records), &records, |b, &records| {
@@ -51,7 +54,7 @@ fn fold(c: &mut Criterion) {
                 },
                 |generation| {
                     let lsn = generation.lsn_last;
-                    let stats = tables.fold(&[generation], lsn).unwrap();
+                    let stats = tables.fold(&[generation], lsn, None).unwrap();
                     assert!(stats.facts_written > 0);
                 },
                 criterion::BatchSize::PerIteration,

@@ -8,16 +8,21 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::wal::format::{RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use crate::wal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 
 const MIB: u64 = 1024 * 1024;
 /// Smallest segment accepted, so that tests can exercise many segment rolls.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
 /// Largest segment accepted: recovery maps a whole segment in memory.
-pub const SEGMENT_BYTES_MAX: u64 = 1024 * MIB;
-/// Largest record accepted (the record length field is 32 bits; the practical
-/// bound is memory, since a record is decoded whole).
-pub const RECORD_BYTES_MAX: u64 = 256 * MIB;
+pub const SEGMENT_BYTES_MAX: u64 = format::SEGMENT_BYTES_MAX;
+/// Largest `max_record_bytes` accepted: the format's own bound.
+pub const RECORD_BYTES_MAX: u64 = format::PAYLOAD_BYTES_MAX;
+/// Smallest redb cache accepted.
+pub const REDB_CACHE_BYTES_MIN: u64 = MIB;
+/// Largest redb cache accepted.
+pub const REDB_CACHE_BYTES_MAX: u64 = 64 * 1024 * MIB;
+/// Longest checkpoint interval accepted, in seconds (a day).
+pub const CHECKPOINT_INTERVAL_S_MAX: f64 = 86_400.0;
 
 /// What recovery does when the WAL does not end cleanly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -52,6 +57,9 @@ pub struct PersistenceConfig {
     pub recovery_mode: RecoveryMode,
     /// When the unfolded WAL reaches this many bytes, writers wait for a fold.
     pub wal_bytes_max: u64,
+    /// Memory redb may use to cache `state.redb`'s pages (redb's own default
+    /// is 1 GiB).
+    pub redb_cache_bytes: u64,
 }
 
 impl Default for PersistenceConfig {
@@ -64,6 +72,7 @@ impl Default for PersistenceConfig {
             max_record_bytes: 16 * MIB,
             recovery_mode: RecoveryMode::default(),
             wal_bytes_max: 1024 * MIB,
+            redb_cache_bytes: 64 * MIB,
         }
     }
 }
@@ -157,6 +166,12 @@ impl Config {
         self
     }
 
+    /// Sets the memory redb may use to cache pages.
+    pub fn redb_cache_bytes(mut self, bytes: u64) -> Self {
+        self.persistence.redb_cache_bytes = bytes;
+        self
+    }
+
     /// The WAL directory in force.
     pub fn wal_dir(&self) -> PathBuf {
         match &self.persistence.wal_path {
@@ -216,6 +231,14 @@ impl Config {
         if p.data_dir.as_os_str().is_empty() {
             return Err(refuse("persistence.data_dir", "\"\"".into(), "must not be empty".into()));
         }
+        if p.wal_path.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+            let reason = "must not be empty (leave it out for <data_dir>/wal)".into();
+            return Err(refuse("persistence.wal_path", "\"\"".into(), reason));
+        }
+        if !(REDB_CACHE_BYTES_MIN..=REDB_CACHE_BYTES_MAX).contains(&p.redb_cache_bytes) {
+            let reason = format!("must be between {REDB_CACHE_BYTES_MIN} and {REDB_CACHE_BYTES_MAX}");
+            return Err(refuse("persistence.redb_cache_bytes", p.redb_cache_bytes.to_string(), reason));
+        }
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&p.segment_bytes) {
             let reason = format!("must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}");
             return Err(refuse("persistence.segment_bytes", p.segment_bytes.to_string(), reason));
@@ -234,8 +257,8 @@ impl Config {
             return Err(refuse("persistence.wal_bytes_max", p.wal_bytes_max.to_string(), reason));
         }
         let c = &self.checkpoint;
-        if !c.interval_s.is_finite() || c.interval_s < 0.0 || c.interval_s > 86_400.0 {
-            let reason = "must be between 0 (disabled) and 86400".to_string();
+        if !c.interval_s.is_finite() || c.interval_s < 0.0 || c.interval_s > CHECKPOINT_INTERVAL_S_MAX {
+            let reason = format!("must be between 0 (disabled) and {CHECKPOINT_INTERVAL_S_MAX}");
             return Err(refuse("checkpoint.interval_s", c.interval_s.to_string(), reason));
         }
         if c.samples == 0 || c.samples > 1_000_000 {

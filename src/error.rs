@@ -9,6 +9,8 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::identity::StoreId;
+
 /// A log sequence number: the identity of one acknowledged batch.
 ///
 /// LSNs are dense and increasing: the first batch ever written is LSN 1, and
@@ -35,6 +37,15 @@ pub enum CorruptionKind {
     TornTail,
     /// A record's checksum is valid but its payload does not decode.
     BadPayload,
+    /// A segment file's size differs from the size its header gives: the
+    /// file was cut short (or extended) after it was written. Segments are
+    /// preallocated whole, so this is damage, never a clean end.
+    SegmentSizeMismatch {
+        /// The file's size.
+        file_bytes: u64,
+        /// The size its header gives.
+        header_bytes: u64,
+    },
 }
 
 impl fmt::Display for CorruptionKind {
@@ -47,8 +58,43 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::MissingSegment => "a segment file is missing",
             CorruptionKind::TornTail => "torn tail (partial last record)",
             CorruptionKind::BadPayload => "record payload does not decode",
+            CorruptionKind::SegmentSizeMismatch { file_bytes, header_bytes } => {
+                let how = if file_bytes < header_bytes { "cut short" } else { "extended" };
+                return write!(f, "segment file is {file_bytes} bytes but its header says {header_bytes} ({how})");
+            }
         };
         f.write_str(text)
+    }
+}
+
+/// What is wrong with `state.redb`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateDamage {
+    /// redb refused the file as damaged (or as not a database at all).
+    Unreadable,
+    /// redb panicked on the file's contents; the panic was contained.
+    Panicked,
+    /// A fact's checksum does not match its session, fact id and value.
+    ChecksumMismatch,
+    /// A session's recorded fact count does not match the facts found.
+    CountMismatch,
+    /// A store record (applied LSN, identity, WAL location) fails its checksum.
+    BadStoreRecord,
+    /// redb's own integrity check failed.
+    IntegrityCheckFailed,
+}
+
+impl fmt::Display for StateDamage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StateDamage::Unreadable => "redb cannot read the file",
+            StateDamage::Panicked => "redb failed on damaged contents",
+            StateDamage::ChecksumMismatch => "fact checksum mismatch",
+            StateDamage::CountMismatch => "session fact count mismatch",
+            StateDamage::BadStoreRecord => "store record checksum mismatch",
+            StateDamage::IntegrityCheckFailed => "redb integrity check failed",
+        })
     }
 }
 
@@ -80,6 +126,76 @@ pub enum Error {
         lsn: Lsn,
         /// What is wrong there.
         kind: CorruptionKind,
+    },
+
+    /// `state.redb` is damaged: bytes changed after redb wrote them. Nothing
+    /// wrong is ever returned as a value; see the README's runbook
+    /// (`factwal verify`, `factwal salvage`).
+    #[error("state corrupted: {kind} in {}: {detail}", path.display())]
+    StateCorrupted {
+        /// The redb file.
+        path: PathBuf,
+        /// What is wrong.
+        kind: StateDamage,
+        /// Where (session and fact) or what redb said.
+        detail: String,
+    },
+
+    /// A WAL segment of another store was found in this store's WAL. A WAL
+    /// belongs to exactly one store: nothing was read from it or changed.
+    #[error(
+        "WAL segment {} belongs to another store ({}), not to the store of {} ({}): move it out of the WAL \
+         directory, or point wal_path at this store's own WAL",
+        path.display(), crate::identity::describe(*segment_store), state.display(), crate::identity::describe(*store)
+    )]
+    ForeignSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// The identity in its header.
+        segment_store: Option<StoreId>,
+        /// The redb file that names this store's identity.
+        state: PathBuf,
+        /// This store's identity.
+        store: Option<StoreId>,
+    },
+
+    /// The WAL directory in force cannot be this store's WAL (it is empty
+    /// while acknowledged writes may wait there, or the WAL recorded in
+    /// `state.redb` still holds segments). Nothing was changed.
+    #[error("WAL directory {} does not fit {}: {detail}", wal_dir.display(), state.display())]
+    WalMismatch {
+        /// The WAL directory in force.
+        wal_dir: PathBuf,
+        /// The redb file that records where this store's WAL lives.
+        state: PathBuf,
+        /// What is wrong, and what to do.
+        detail: String,
+    },
+
+    /// A file is written in a format version newer than this build reads.
+    /// Not damage: nothing was changed; open it with a newer factwal.
+    #[error(
+        "{} is in format version {found}, newer than this factwal reads (up to {supported}): \
+         open it with the factwal that wrote it or a newer one; nothing was changed",
+        path.display()
+    )]
+    UnsupportedFormatVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version it declares.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+
+    /// Code inside factwal (or inside a layer it calls) panicked; the panic
+    /// was contained and turned into this error.
+    #[error("internal failure while {what}: panic: {message}")]
+    Panicked {
+        /// What was being done.
+        what: &'static str,
+        /// The panic's message.
+        message: String,
     },
 
     /// Another store (in this or another process) holds the directory.
@@ -152,6 +268,17 @@ pub enum Error {
     InvalidArgument(String),
 }
 
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(a panic without a message)".to_string()
+    }
+}
+
 /// The result type of factwal.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -193,7 +320,29 @@ impl Error {
             }
             Error::Timeout { what, waited_ms } => Error::Timeout { what, waited_ms: *waited_ms },
             Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
+            Error::StateCorrupted { path, kind, detail } => {
+                Error::StateCorrupted { path: path.clone(), kind: *kind, detail: detail.clone() }
+            }
+            Error::ForeignSegment { path, segment_store, state, store } => Error::ForeignSegment {
+                path: path.clone(),
+                segment_store: *segment_store,
+                state: state.clone(),
+                store: *store,
+            },
+            Error::WalMismatch { wal_dir, state, detail } => {
+                Error::WalMismatch { wal_dir: wal_dir.clone(), state: state.clone(), detail: detail.clone() }
+            }
+            Error::UnsupportedFormatVersion { path, found, supported } => {
+                Error::UnsupportedFormatVersion { path: path.clone(), found: *found, supported: *supported }
+            }
+            Error::Panicked { what, message } => Error::Panicked { what, message: message.clone() },
         }
+    }
+
+    /// True for damage to data on disk: WAL corruption ([`Error::Corrupted`])
+    /// or a damaged `state.redb` ([`Error::StateCorrupted`]).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupted { .. } | Error::StateCorrupted { .. })
     }
 
     /// True for a full disk (ENOSPC) or an exhausted quota (EDQUOT).

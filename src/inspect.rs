@@ -1,28 +1,31 @@
 //! Read-only inspection of a store, for the command line's `facts`,
 //! `inspect`, `dump` and `verify` and for anyone looking at a crashed store.
 //!
-//! Nothing on disk changes: the WAL is only read, the lock file is locked
-//! shared (never created), and redb is opened read-only. redb refuses a
-//! read-only open of a database that needs repair, which is what any crash
-//! leaves behind; the inspector then opens a private copy of `state.redb` in
-//! the system temp directory (repaired there, removed on drop).
+//! Nothing on disk changes and nothing is left behind: the WAL is only read,
+//! the lock files are locked shared (never created), and redb is opened
+//! over a backend that reads `state.redb` and keeps redb's own writes (the
+//! repair of a file a crash left behind) in memory. No copy of the file is
+//! made anywhere, so an interrupted tool leaves nothing to clean up.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::fs::File;
+use std::path::PathBuf;
 
 use crate::config::{Config, RecoveryMode};
-use crate::error::{Error, Lsn, Result};
-use crate::state::{Generation, Overlay, Tables, View};
-use crate::store::LOCK_FILE_NAME;
+use crate::error::{Error, Lsn, Result, StateDamage};
+use crate::files::{self, DirState};
+use crate::open::{judge_wal, owner_of, WalFacts};
+use crate::state::{Generation, Overlay, StoreRecord, Tables, View};
 use crate::wal::io::StdIo;
 use crate::wal::recovery::{self, RecoveredRecord, Repair, ScanOptions, SegmentSummary};
 
 /// What is wrong with the end of a WAL, if anything.
 #[derive(Debug)]
 pub enum WalProblem {
-    /// A torn tail: what a read-write open would drop (with a WARN).
+    /// An unreadable last record: what a read-write open would drop (with a
+    /// WARN). A crash leaves one when it cuts short a write that was never
+    /// acknowledged; the same bytes can also be the last acknowledged record
+    /// damaged later, which nothing on disk can tell apart.
     TornTail {
         /// The segment.
         path: PathBuf,
@@ -35,17 +38,50 @@ pub enum WalProblem {
     Corrupted(Error),
 }
 
+/// What [`ReadOnlyStore::check_state`] found in `state.redb`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct StateCheck {
+    /// redb's own integrity check (every page checksum) passed.
+    pub integrity: bool,
+    /// Facts read whose checksum holds.
+    pub facts_sound: u64,
+    /// Sessions in the sessions table.
+    pub sessions: u64,
+    /// Every problem found (damaged facts, wrong counts, unreadable parts),
+    /// at most [`StateCheck::PROBLEMS_MAX`] of them.
+    pub problems: Vec<Error>,
+    /// Problems found in all, including those not kept.
+    pub problems_found: u64,
+}
+
+impl StateCheck {
+    /// Most problems kept (the count goes on).
+    pub const PROBLEMS_MAX: usize = 100;
+
+    /// True when nothing is wrong.
+    pub fn is_sound(&self) -> bool {
+        self.integrity && self.problems_found == 0
+    }
+
+    fn note(&mut self, problem: Error) {
+        self.problems_found += 1;
+        if self.problems.len() < StateCheck::PROBLEMS_MAX {
+            self.problems.push(problem);
+        }
+    }
+}
+
 /// A store opened for reading only.
 pub struct ReadOnlyStore {
     config: Config,
     tables: Tables,
     overlay: Overlay,
-    applied_lsn: Lsn,
+    record: StoreRecord,
     segments: Vec<SegmentSummary>,
     records: Vec<RecoveredRecord>,
     problem: Option<WalProblem>,
-    redb_copy: Option<PathBuf>,
-    _lock: Option<File>,
+    _locks: Vec<File>,
 }
 
 impl std::fmt::Debug for ReadOnlyStore {
@@ -56,31 +92,49 @@ impl std::fmt::Debug for ReadOnlyStore {
 
 impl ReadOnlyStore {
     /// Opens the store described by `config` without changing anything.
-    /// Fails with `Error::Locked` while a writer holds the store.
+    /// Fails with `Error::Locked` while a writer holds the store, and with
+    /// the error a read-write open would give for a WAL that is not this
+    /// store's or a file of a newer format.
     pub fn open(config: &Config) -> Result<ReadOnlyStore> {
         config.validate()?;
         let data_dir = &config.persistence.data_dir;
-        if !data_dir.is_dir() {
+        if files::dir_state(data_dir, "open data directory")? == DirState::Missing {
             let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
             return Err(Error::io(data_dir, "open data directory", source));
         }
-        let lock = lock_shared(data_dir)?;
+        let mut locks: Vec<File> = files::lock_shared(data_dir)?.into_iter().collect();
+        let wal_dir = config.wal_dir();
+        let wal_exists = files::dir_state(&wal_dir, "open WAL directory")? == DirState::Directory;
+        if wal_exists && !files::same_dir(&wal_dir, data_dir) {
+            locks.extend(files::lock_shared(&wal_dir)?);
+        }
         let state_path = config.state_path();
-        let (tables, redb_copy) = open_redb_read_only(&state_path)?;
-        let applied_lsn = tables.applied_lsn()?;
+        match std::fs::metadata(&state_path) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no state.redb: not a factwal store");
+                return Err(Error::io(&state_path, "open state", source));
+            }
+            Err(error) => return Err(Error::io(&state_path, "open state", error)),
+            Ok(_) => {}
+        }
+        let tables = Tables::open_unchanged(&state_path, config.persistence.redb_cache_bytes as usize)?;
+        let record = tables.record()?;
+        let mode = config.persistence.recovery_mode;
+        judge_wal(&WalFacts::gather(&StdIo, Some(&record), &wal_dir, mode)?).into_result(&wal_dir, &state_path)?;
         let options = ScanOptions {
-            applied_lsn: Some(applied_lsn),
+            applied_lsn: Some(record.applied_lsn),
             mode: RecoveryMode::PointInTime,
-            payload_bytes_max: config.persistence.max_record_bytes,
             keep_folded: true,
+            owner: owner_of(Some(&record), crate::identity::StoreId::new_random()),
+            state_path,
         };
-        let recovered = recovery::scan(&StdIo, &config.wal_dir(), &options)?;
+        let recovered = recovery::scan(&StdIo, &wal_dir, &options)?;
         let problem = recovered.repairs.into_iter().next().map(|repair| match repair {
             Repair::TornTail { path, offset, bytes } => WalProblem::TornTail { path, offset, bytes },
             Repair::DropAfter { corruption, .. } => WalProblem::Corrupted(*corruption),
         });
         let mut generation = Generation::default();
-        for record in recovered.records.iter().filter(|record| record.lsn > applied_lsn) {
+        for record in recovered.records.iter().filter(|r| r.lsn > options.applied_lsn.unwrap_or(0)) {
             generation.apply(record.lsn, record.batch.clone(), record.payload_bytes);
         }
         let overlay = Overlay::default();
@@ -89,12 +143,11 @@ impl ReadOnlyStore {
             config: config.clone(),
             tables,
             overlay,
-            applied_lsn,
+            record,
             segments: recovered.segments,
             records: recovered.records,
             problem,
-            redb_copy,
-            _lock: lock,
+            _locks: locks,
         })
     }
 
@@ -119,7 +172,13 @@ impl ReadOnlyStore {
 
     /// The LSN redb holds.
     pub fn applied_lsn(&self) -> Lsn {
-        self.applied_lsn
+        self.record.applied_lsn
+    }
+
+    /// What `state.redb` says about the store: identity, format, where its
+    /// WAL lives and whether the last close was clean.
+    pub fn store_record(&self) -> &StoreRecord {
+        &self.record
     }
 
     /// The WAL's segments, with what the scan found in each.
@@ -135,10 +194,11 @@ impl ReadOnlyStore {
 
     /// Records a read-write open would replay.
     pub fn unfolded_records(&self) -> usize {
-        self.records.iter().filter(|record| record.lsn > self.applied_lsn).count()
+        self.records.iter().filter(|record| record.lsn > self.record.applied_lsn).count()
     }
 
-    /// A torn tail or corruption at the end of the valid records, if any.
+    /// An unreadable last record or corruption at the end of the valid
+    /// records, if any.
     pub fn problem(&self) -> Option<&WalProblem> {
         self.problem.as_ref()
     }
@@ -154,68 +214,81 @@ impl ReadOnlyStore {
         std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Error::io(path, "stat", e))
     }
 
-    /// Runs redb's integrity check on a private copy of `state.redb` (the
-    /// check needs a writable database).
-    pub fn check_redb_integrity(&self) -> Result<bool> {
-        let copy = copy_to_temp(&self.config.state_path())?;
-        let outcome = Tables::open(&copy).and_then(|mut tables| {
-            let result = tables.check_integrity();
-            let _ = tables.close();
-            result
-        });
-        let _ = std::fs::remove_file(&copy);
-        outcome
-    }
-}
-
-impl Drop for ReadOnlyStore {
-    fn drop(&mut self) {
-        if let Some(copy) = &self.redb_copy {
-            let _ = std::fs::remove_file(copy);
+    /// Checks all of `state.redb`: redb's integrity check (every page
+    /// checksum), every fact's checksum, and every session's fact count
+    /// against its facts. Damage is reported in the result, not as an error;
+    /// an error means the check could not run. Changes nothing on disk.
+    pub fn check_state(&self) -> Result<StateCheck> {
+        let path = self.config.state_path();
+        let mut check =
+            StateCheck { integrity: true, facts_sound: 0, sessions: 0, problems: Vec::new(), problems_found: 0 };
+        match Tables::open_unchanged(&path, self.config.persistence.redb_cache_bytes as usize) {
+            Ok(mut fresh) => {
+                match fresh.check_integrity() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        check.integrity = false;
+                        check.note(Error::StateCorrupted {
+                            path: path.clone(),
+                            kind: StateDamage::IntegrityCheckFailed,
+                            detail: "redb found damaged pages and would have to repair them".into(),
+                        });
+                    }
+                    Err(error) if error.is_corruption() => {
+                        check.integrity = false;
+                        check.note(error);
+                    }
+                    Err(error) => return Err(error),
+                }
+                let _ = fresh.close();
+            }
+            Err(error) if error.is_corruption() => {
+                check.integrity = false;
+                check.note(error);
+            }
+            Err(error) => return Err(error),
         }
+        self.check_facts(&mut check);
+        Ok(check)
     }
-}
 
-/// Locks the lock file shared, without creating it: a writer (exclusive)
-/// cannot start meanwhile, and one already running makes this fail.
-fn lock_shared(data_dir: &Path) -> Result<Option<File>> {
-    let path = data_dir.join(LOCK_FILE_NAME);
-    let file = match OpenOptions::new().read(true).open(&path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io(&path, "open lock file", error)),
-    };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(Some(file)),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(error)) => Err(Error::io(&path, "lock", error)),
-    }
-}
-
-fn open_redb_read_only(path: &Path) -> Result<(Tables, Option<PathBuf>)> {
-    if !path.is_file() {
-        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no state.redb: not a factwal store");
-        return Err(Error::io(path, "open state", source));
-    }
-    match Tables::open_read_only(path) {
-        Ok(tables) => Ok((tables, None)),
-        Err(Error::Redb { source: redb::Error::RepairAborted, .. }) => {
-            let copy = copy_to_temp(path)?;
-            match Tables::open(&copy) {
-                Ok(tables) => Ok((tables, Some(copy))),
-                Err(error) => {
-                    let _ = std::fs::remove_file(&copy);
-                    Err(error)
+    /// Every fact's checksum, and each session's count against the facts
+    /// found under it.
+    fn check_facts(&self, check: &mut StateCheck) {
+        let path = self.config.state_path();
+        let outcome = self.tables.read("checking every fact", |snapshot| {
+            let recorded = snapshot.sessions()?;
+            let mut found: BTreeMap<String, u64> = BTreeMap::new();
+            let mut damaged = Vec::new();
+            snapshot.scan_facts(|session, _, value| {
+                *found.entry(session.to_string()).or_default() += 1;
+                match value {
+                    Ok(_) => check.facts_sound += 1,
+                    Err(error) => damaged.push(error),
+                }
+            })?;
+            Ok((recorded, found, damaged))
+        });
+        match outcome {
+            Ok((recorded, found, damaged)) => {
+                check.sessions = recorded.len() as u64;
+                for error in damaged {
+                    check.note(error);
+                }
+                let names: std::collections::BTreeSet<&String> = recorded.keys().chain(found.keys()).collect();
+                for session in names {
+                    let (expected, actual) =
+                        (recorded.get(session).copied().unwrap_or(0), found.get(session).copied().unwrap_or(0));
+                    if expected != actual {
+                        check.note(Error::StateCorrupted {
+                            path: path.clone(),
+                            kind: StateDamage::CountMismatch,
+                            detail: format!("session {session:?}: {expected} facts recorded, {actual} found"),
+                        });
+                    }
                 }
             }
+            Err(error) => check.note(error),
         }
-        Err(error) => Err(error),
     }
-}
-
-fn copy_to_temp(path: &Path) -> Result<PathBuf> {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let copy = std::env::temp_dir().join(format!("factwal-inspect-{}-{nanos}.redb", std::process::id()));
-    std::fs::copy(path, &copy).map_err(|e| Error::io(path, "copy state for inspection", e))?;
-    Ok(copy)
 }

@@ -41,7 +41,10 @@ pub mod checkpoint;
 pub mod config;
 mod error;
 pub mod fault;
+mod files;
+mod identity;
 pub mod inspect;
+mod open;
 pub mod state;
 mod store;
 pub mod wal;
@@ -49,9 +52,11 @@ pub mod wal;
 pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
 pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
 pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
-pub use error::{CorruptionKind, Error, Lsn, Result};
-pub use inspect::{ReadOnlyStore, WalProblem};
-pub use store::{segment_numbers, CloseReport, RecoveryReport, Store, StoreStats, LOCK_FILE_NAME};
+pub use error::{CorruptionKind, Error, Lsn, Result, StateDamage};
+pub use files::LOCK_FILE_NAME;
+pub use identity::StoreId;
+pub use inspect::{ReadOnlyStore, StateCheck, WalProblem};
+pub use store::{segment_numbers, CloseReport, RecoveryReport, Store, StoreStats};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -1,9 +1,8 @@
 //! The façade: [`Store`] ties the WAL, the overlay and redb together.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -14,14 +13,13 @@ use crate::checkpoint::{
 };
 use crate::config::Config;
 use crate::error::{Error, Lsn, Result};
-use crate::state::{Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View};
-use crate::wal::io::{StdIo, WalIo, FILE_MODE};
-use crate::wal::recovery::{self, Recovered, Repair, ScanOptions};
+use crate::identity::StoreId;
+use crate::open::{absolute, open_store};
+use crate::state::{Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View, WalMark};
+use crate::wal::io::{StdIo, WalIo};
+use crate::wal::recovery::Repair;
 use crate::wal::segment::parse_segment_file_name;
 use crate::wal::{Wal, WalCounters, WalOptions};
-
-/// Name of the lock file in the data directory.
-pub const LOCK_FILE_NAME: &str = "LOCK";
 
 type Record = (Batch, u64);
 
@@ -61,10 +59,33 @@ pub struct RecoveryReport {
     pub records_replayed: u64,
     /// Segment files read and then removed.
     pub segments_removed: usize,
-    /// A torn tail that was dropped: segment, offset, non-zero bytes.
-    pub torn_tail: Option<(std::path::PathBuf, u64, u64)>,
-    /// Point-in-time recovery dropped everything after this corruption.
+    /// An unreadable last record that was dropped: segment, offset, non-zero
+    /// bytes. What a crash leaves of a write that was never acknowledged (or,
+    /// rarely, the last acknowledged record damaged later).
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    /// Point-in-time recovery dropped everything after this corruption; the
+    /// text also says what could still be read of what was dropped.
     pub dropped_after: Option<String>,
+    /// The WAL directory moved: the one `state.redb` recorded before this open.
+    pub wal_moved_from: Option<PathBuf>,
+}
+
+impl RecoveryReport {
+    pub(crate) fn from_repairs(repairs: &[Repair]) -> RecoveryReport {
+        let mut report = RecoveryReport::default();
+        for repair in repairs {
+            match repair {
+                Repair::TornTail { path, offset, bytes } => report.torn_tail = Some((path.clone(), *offset, *bytes)),
+                Repair::DropAfter { corruption, removed_segments, dropped } => {
+                    report.dropped_after = Some(format!(
+                        "{corruption}; dropped: {dropped} and {} later segment file(s)",
+                        removed_segments.len()
+                    ));
+                }
+            }
+        }
+        report
+    }
 }
 
 /// Counters for operators and tests.
@@ -87,13 +108,24 @@ pub(crate) struct Core {
     pub(crate) overlay: Arc<Overlay>,
     pub(crate) wal: Option<Wal<Record>>,
     /// Direct mode: the next LSN, and the lock that serialises writes.
-    direct_lsn_next: Mutex<Lsn>,
+    /// Direct mode: serialises writes. The next LSN is always the one after
+    /// `applied_lsn`: each direct write is one commit that lands or not.
+    direct_writes: Mutex<()>,
     /// The `applied_lsn` redb holds, as of the last fold.
     applied_lsn: AtomicU64,
     pub(crate) checkpoint: CheckpointState,
     closed: AtomicBool,
-    lock_file: Mutex<Option<File>>,
+    /// The data directory's lock, and the WAL directory's when it is another.
+    lock_files: Mutex<Vec<File>>,
+    /// Why redb is not open while the store is: a reopen after an I/O
+    /// failure failed (see `reopen_state_if_failed`).
+    state_failure: Mutex<Option<Arc<Error>>>,
     recovery: RecoveryReport,
+    /// Opens `state.redb` again after an I/O failure redb latched.
+    state_io: Arc<dyn StateIo>,
+    store_id: StoreId,
+    /// The WAL directory as recorded in `state.redb` (absolute).
+    wal_dir_recorded: PathBuf,
 }
 
 fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
@@ -148,72 +180,53 @@ impl Store {
     /// fault-injecting simulator).
     #[doc(hidden)]
     pub fn open_with(config: Config, io: Arc<dyn WalIo>, state_io: Arc<dyn StateIo>) -> Result<Store> {
-        config.validate()?;
-        let data_dir = config.persistence.data_dir.clone();
-        ensure_durable_dir(&*io, &data_dir)?;
-        let lock_file = lock_directory(&data_dir)?;
+        let opened = open_store(&config, &*io, &*state_io)?;
+        let applied_lsn = opened.tables.applied_lsn()?;
         let wal_dir = config.wal_dir();
-        let mut scan = ScanOptions {
-            applied_lsn: None,
-            mode: config.persistence.recovery_mode,
-            payload_bytes_max: config.persistence.max_record_bytes,
-            keep_folded: false,
-        };
-        // Check the WAL before redb is opened read-write: that open may
-        // rewrite redb's file (repair after a crash), and a refused open must
-        // change nothing on disk. A cleanly closed redb opens read-only, which
-        // gives applied_lsn and so the whole check; one that needs repair
-        // cannot, and the check that depends on applied_lsn (does the first
-        // segment follow on from it?) then waits for the read-write open.
-        let state_path = config.state_path();
-        scan.applied_lsn = applied_lsn_read_only(&state_path);
-        let early = recovery::scan(&*io, &wal_dir, &scan)?;
-        let tables = open_state(&*io, &*state_io, &data_dir, &state_path)?;
-        let applied_lsn = tables.applied_lsn()?;
-        let recovered = match scan.applied_lsn {
-            Some(read_only) if read_only == applied_lsn => early,
-            _ => recovery::scan(&*io, &wal_dir, &ScanOptions { applied_lsn: Some(applied_lsn), ..scan })?,
-        };
-        apply_repairs(&*io, &wal_dir, &recovered)?;
-        let mut recovery = RecoveryReport::default();
-        for repair in &recovered.repairs {
-            match repair {
-                Repair::TornTail { path, offset, bytes } => recovery.torn_tail = Some((path.clone(), *offset, *bytes)),
-                Repair::DropAfter { corruption, .. } => recovery.dropped_after = Some(corruption.to_string()),
-            }
-        }
-        recovery.records_replayed = recovered.records.len() as u64;
-        recovery.segments_removed = recovered.segments.len();
-        let (lsn_last, number_next) = replay(&*io, &wal_dir, &tables, recovered)?;
-        let applied_lsn = tables.applied_lsn()?;
-
         let overlay = Arc::new(Overlay::default());
         let wal = if config.persistence.wal_enabled {
+            let epoch = new_epoch();
             let options = WalOptions {
-                dir: wal_dir,
+                dir: wal_dir.clone(),
                 segment_bytes: config.persistence.segment_bytes,
                 payload_bytes_max: config.persistence.max_record_bytes,
+                store_id: opened.store_id,
+                epoch,
             };
             let sink_overlay = overlay.clone();
             let sink = Box::new(move |lsn_first, records| sink_overlay.apply(lsn_first, records));
-            Some(Wal::start(io.clone(), options, number_next, lsn_last + 1, sink)?)
+            let wal = Wal::start(io.clone(), options, opened.number_next, opened.lsn_last + 1, sink)?;
+            // The first segment exists: from now on acknowledged writes may
+            // wait in this WAL, and redb says so (and where it is).
+            opened.tables.mark_wal(WalMark { dir: &absolute(&wal_dir), in_use: true, epoch })?;
+            Some(wal)
         } else {
             None
         };
         let checkpoint = CheckpointState::new(config.checkpoint.samples, config.checkpoint.warn_ms);
         let core = Core {
             config,
-            tables: RwLock::new(Some(tables)),
+            tables: RwLock::new(Some(opened.tables)),
             overlay,
             wal,
-            direct_lsn_next: Mutex::new(lsn_last + 1),
+            direct_writes: Mutex::new(()),
             applied_lsn: AtomicU64::new(applied_lsn),
             checkpoint,
             closed: AtomicBool::new(false),
-            lock_file: Mutex::new(Some(lock_file)),
-            recovery,
+            lock_files: Mutex::new(opened.locks),
+            state_failure: Mutex::new(None),
+            recovery: opened.recovery,
+            state_io,
+            store_id: opened.store_id,
+            wal_dir_recorded: absolute(&wal_dir),
         };
         Ok(Store { core: Arc::new(core) })
+    }
+
+    /// The store's identity, made when it was created and written in every
+    /// WAL segment it writes.
+    pub fn store_id(&self) -> StoreId {
+        self.core.store_id
     }
 
     /// What opening the store found in the WAL and did about it.
@@ -265,25 +278,30 @@ impl Store {
     }
 
     fn write_direct(&self, batch: Batch, payload_bytes: u64) -> Result<Lsn> {
-        let mut lsn_next = lock(&self.core.direct_lsn_next);
-        let lsn = *lsn_next;
+        let _serialised = lock(&self.core.direct_writes);
+        self.core.reopen_state_if_failed()?;
+        let lsn = self.core.applied_lsn_cached() + 1;
         let mut generation = Generation::default();
         generation.apply(lsn, batch, payload_bytes);
-        let tables = self.tables()?;
-        let tables = tables.as_ref().ok_or(Error::Closed)?;
-        if let Err(error) = tables.fold(&[Arc::new(generation)], lsn) {
-            // A commit can fail after its data reached redb (a failed final
-            // sync, say): the next write must not reuse an LSN redb may
-            // already hold. Follow what redb says it holds.
-            if let Ok(applied) = tables.applied_lsn() {
-                *lsn_next = applied + 1;
-                self.core.applied_lsn.store(applied, Ordering::Release);
+        let outcome = {
+            let tables = self.tables()?;
+            let tables = tables.as_ref().ok_or(Error::Closed)?;
+            tables.fold(&[Arc::new(generation)], lsn, None)
+        };
+        match outcome {
+            Ok(_) => {
+                self.core.applied_lsn.store(lsn, Ordering::Release);
+                Ok(lsn)
             }
-            return Err(error);
+            Err(error) => {
+                // A commit can fail after its data reached redb (a failed
+                // final sync, say): the next LSN must follow what redb
+                // holds, which a reopen reads back (now, or before the next
+                // write if this one fails too).
+                let _ = self.core.reopen_state_if_failed();
+                Err(error)
+            }
         }
-        self.core.applied_lsn.store(lsn, Ordering::Release);
-        *lsn_next += 1;
-        Ok(lsn)
     }
 
     /// Wakes the loop early past `checkpoint.wal_bytes_trigger`, and applies
@@ -311,14 +329,11 @@ impl Store {
     }
 
     fn tables(&self) -> Result<RwLockReadGuard<'_, Option<Tables>>> {
-        let guard = self.core.tables.read().unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            return Err(Error::Closed);
-        }
-        Ok(guard)
+        self.core.tables()
     }
 
     fn view<R>(&self, read: impl FnOnce(&View<'_>) -> Result<R>) -> Result<R> {
+        self.core.reopen_state_if_failed()?;
         let tables = self.tables()?;
         let tables = tables.as_ref().ok_or(Error::Closed)?;
         read(&View { overlay: &self.core.overlay, tables })
@@ -395,9 +410,9 @@ impl Store {
     pub fn stats(&self) -> Result<StoreStats> {
         let lsn_next = match &self.core.wal {
             Some(wal) => wal.lsn_next(),
-            None => *lock(&self.core.direct_lsn_next),
+            None => self.core.applied_lsn_cached() + 1,
         };
-        let applied_lsn = self.tables()?.as_ref().ok_or(Error::Closed)?.applied_lsn()?;
+        let applied_lsn = self.core.applied_lsn_cached();
         let wal = self.core.wal.as_ref().map(Wal::counters).unwrap_or_default();
         Ok(StoreStats { lsn_last: lsn_next - 1, applied_lsn, unfolded: self.core.overlay.stats(), wal })
     }
@@ -440,7 +455,7 @@ impl Store {
         }
         checkpoint::stop_loop(&self.core, self.core.join_timeout());
         drop(self.core.tables.write().unwrap_or_else(PoisonError::into_inner).take());
-        drop(lock(&self.core.lock_file).take());
+        lock(&self.core.lock_files).clear();
     }
 
     /// The data directory.
@@ -486,7 +501,7 @@ fn shutdown(core: &Core) -> Option<CloseReport> {
     // stays with it, and is released when that thread drops the store's core.
     let lock_released = loop_joined;
     if lock_released {
-        drop(lock(&core.lock_file).take());
+        lock(&core.lock_files).clear();
     } else {
         tracing::error!(target: "factwal::checkpoint", path = %core.config.persistence.data_dir.display(),
             "close: directory lock kept until the checkpoint thread ends");
@@ -526,7 +541,70 @@ impl Core {
     pub(crate) fn lsn_last_acknowledged(&self) -> Lsn {
         match &self.wal {
             Some(wal) => wal.lsn_next() - 1,
-            None => *lock(&self.direct_lsn_next) - 1,
+            None => self.applied_lsn_cached(),
+        }
+    }
+
+    /// redb, when open; otherwise why not (closed, or a failed reopen).
+    fn tables(&self) -> Result<RwLockReadGuard<'_, Option<Tables>>> {
+        let guard = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        if guard.is_none() {
+            return Err(match lock(&self.state_failure).as_ref() {
+                Some(failure) if !self.closed.load(Ordering::Acquire) => failure.duplicate(),
+                _ => Error::Closed,
+            });
+        }
+        Ok(guard)
+    }
+
+    /// After an I/O failure that redb latched (a full disk during a fold,
+    /// say), redb answers every later call with "previous I/O error" until
+    /// it is reopened. The file holds the last commit, and the WAL and the
+    /// overlay still hold every record since, so reopening loses nothing:
+    /// this does it, once no one is using the handle, and resumes folding
+    /// from what the file says it holds. A reopen that fails (the disk still
+    /// full) is reported by the next use and retried then.
+    pub(crate) fn reopen_state_if_failed(&self) -> Result<()> {
+        let needed = |guard: &Option<Tables>| match guard {
+            Some(tables) => tables.needs_reopen(),
+            None => lock(&self.state_failure).is_some() && !self.closed.load(Ordering::Acquire),
+        };
+        if !needed(&self.tables.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Ok(());
+        }
+        let mut guard = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        if !needed(&guard) {
+            return Ok(());
+        }
+        if let Some(failed) = guard.take() {
+            let _ = failed.close();
+        }
+        let path = self.config.state_path();
+        let cache_bytes = self.config.persistence.redb_cache_bytes as usize;
+        let reopened = self
+            .state_io
+            .open_backend(&path)
+            .map_err(|e| Error::io(&path, "reopen state file", e))
+            .and_then(|(backend, _)| Tables::open(&path, backend, cache_bytes))
+            .and_then(|tables| tables.applied_lsn().map(|applied| (tables, applied)));
+        match reopened {
+            Ok((tables, applied)) => {
+                // The failed commit may have landed after all (its final
+                // sync failed, say): follow what the file holds.
+                self.applied_lsn.store(applied, Ordering::Release);
+                self.overlay.release_through(applied);
+                *guard = Some(tables);
+                *lock(&self.state_failure) = None;
+                tracing::warn!(target: "factwal::checkpoint", path = %path.display(), applied_lsn = applied,
+                    "state.redb reopened after an I/O failure; folding resumes");
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(target: "factwal::checkpoint", path = %path.display(), error = %error_chain(&error),
+                    "reopening state.redb after an I/O failure failed; the WAL keeps every record, retrying later");
+                *lock(&self.state_failure) = Some(Arc::new(error.duplicate()));
+                Err(error)
+            }
         }
     }
 
@@ -534,14 +612,22 @@ impl Core {
     /// lock (see `checkpoint::checkpoint_pass`, which reports it).
     pub(crate) fn run_pass(&self, mode: CheckpointMode) -> Result<PassReport> {
         let mut report = PassReport::begin(mode);
-        let tables_guard = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        self.reopen_state_if_failed()?;
+        let tables_guard = self.tables()?;
         let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
+        // The final pass of a clean close also records, in the same commit,
+        // that the WAL will hold nothing redb lacks.
+        let closing = mode == CheckpointMode::Truncate && self.wal.is_some() && self.closed.load(Ordering::Acquire);
         let fold = |report: &mut PassReport| -> Result<()> {
             let generations = self.overlay.freeze();
             report.log_frames = generations.iter().map(|g| g.records).sum();
             report.applied_lsn = self.applied_lsn_cached();
-            if let Some(lsn) = generations.last().map(|g| g.lsn_last) {
-                tables.fold(&generations, lsn)?;
+            let lsn_last = generations.last().map(|g| g.lsn_last);
+            if lsn_last.is_some() || closing {
+                let lsn = lsn_last.unwrap_or(report.applied_lsn);
+                let epoch = self.wal.as_ref().map_or(0, Wal::epoch);
+                let mark = closing.then_some(WalMark { dir: &self.wal_dir_recorded, in_use: false, epoch });
+                tables.fold(&generations, lsn, mark)?;
                 self.applied_lsn.store(lsn, Ordering::Release);
                 self.overlay.release_through(lsn);
                 report.checkpointed_frames = report.log_frames;
@@ -586,6 +672,11 @@ impl Core {
     }
 }
 
+/// A new opening's epoch: random, never 0 (format 1's "none").
+fn new_epoch() -> u32 {
+    (crate::identity::random_u64("factwal WAL epoch") as u32).max(1)
+}
+
 /// The error and every source under it, joined by ": ".
 pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -596,159 +687,6 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
-}
-
-/// redb's `applied_lsn` through a read-only open, when the file exists and
-/// was closed cleanly (a read-only open never writes).
-fn applied_lsn_read_only(state_path: &Path) -> Option<Lsn> {
-    if !state_path.is_file() {
-        return None;
-    }
-    let tables = Tables::open_read_only(state_path).ok()?;
-    let applied = tables.applied_lsn().ok();
-    let _ = tables.close();
-    applied
-}
-
-/// Opens `state.redb`, creating it first if missing. A new database is
-/// initialised under a temporary name, closed, renamed into place and its
-/// directory synced: a crash while redb writes its first pages must never
-/// leave a half-made `state.redb` that no later open can read.
-fn open_state(io: &dyn WalIo, state_io: &dyn StateIo, data_dir: &Path, state_path: &Path) -> Result<Tables> {
-    let name = state_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let names = io.list(data_dir).map_err(|e| Error::io(data_dir, "list data directory", e))?;
-    if !names.contains(&name) {
-        let temporary = data_dir.join(format!("{name}.tmp"));
-        if names.contains(&format!("{name}.tmp")) {
-            io.remove(&temporary).map_err(|e| Error::io(&temporary, "remove half-made state file", e))?;
-        }
-        let (backend, _) =
-            state_io.open_backend(&temporary).map_err(|e| Error::io(&temporary, "create state file", e))?;
-        Tables::open_backend(&temporary, backend)?.close()?;
-        io.rename(&temporary, state_path).map_err(|e| Error::io(state_path, "rename new state file into place", e))?;
-        // The new entry must be durable before any WAL segment is removed
-        // on the strength of what the file holds.
-        io.sync_dir(data_dir).map_err(|e| Error::io(data_dir, "sync data directory", e))?;
-    }
-    let (backend, _) = state_io.open_backend(state_path).map_err(|e| Error::io(state_path, "open state file", e))?;
-    Tables::open_backend(state_path, backend)
-}
-
-/// Creates `dir` and any missing parent, syncing the parent of each one
-/// created so the new entries survive a power loss (invariant 10).
-pub(crate) fn ensure_durable_dir(io: &dyn WalIo, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut cursor = Some(dir);
-    while let Some(path) = cursor {
-        if path.as_os_str().is_empty() || io.list(path).is_ok() {
-            break;
-        }
-        missing.push(path);
-        cursor = path.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    io.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
-    for created in missing.iter().rev() {
-        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        io.sync_dir(parent).map_err(|e| Error::io(parent, "sync directory", e))?;
-    }
-    Ok(())
-}
-
-/// Takes the directory lock: a second open, from this process or another,
-/// gets `Error::Locked`.
-fn lock_directory(data_dir: &Path) -> Result<File> {
-    let path = data_dir.join(LOCK_FILE_NAME);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(&path)
-        .map_err(|e| Error::io(&path, "open lock file", e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
-    }
-}
-
-/// Makes the repairs recovery asked for durable, before anything else
-/// changes: zero a torn tail; for point-in-time, zero the rest of the
-/// segment holding the corruption and remove every later segment. Temporary
-/// files of interrupted segment creations go too.
-fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered) -> Result<()> {
-    for repair in &recovered.repairs {
-        match repair {
-            Repair::TornTail { path, offset, bytes } => {
-                tracing::warn!(target: "factwal::recovery", file = %path.display(), offset, bytes_dropped = bytes,
-                    "torn tail truncated: the last record was never acknowledged");
-                zero_range(io, path, *offset, *bytes)?;
-            }
-            Repair::DropAfter { corruption, removed_segments } => {
-                tracing::error!(target: "factwal::recovery", corruption = %corruption,
-                    removed_segments = removed_segments.len(),
-                    "point-in-time recovery: keeping the valid prefix, dropping everything after it");
-                if let Error::Corrupted { path, offset, .. } = &**corruption {
-                    if recovered.segments.iter().any(|segment| &segment.path == path) {
-                        let file_bytes =
-                            io.open(path).and_then(|f| f.len_bytes()).map_err(|e| Error::io(path, "stat", e))?;
-                        zero_range(io, path, *offset, file_bytes.saturating_sub(*offset))?;
-                    }
-                }
-                for path in removed_segments {
-                    io.remove(path).map_err(|e| Error::io(path, "remove segment after corruption", e))?;
-                }
-            }
-        }
-    }
-    for path in &recovered.temporary_files {
-        io.remove(path).map_err(|e| Error::io(path, "remove temporary segment", e))?;
-    }
-    if !recovered.repairs.is_empty() || !recovered.temporary_files.is_empty() {
-        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
-    }
-    Ok(())
-}
-
-fn zero_range(io: &dyn WalIo, path: &Path, offset: u64, bytes: u64) -> Result<()> {
-    const CHUNK_BYTES: u64 = 1 << 20;
-    let file = io.open(path).map_err(|e| Error::io(path, "open segment for repair", e))?;
-    let zeros = vec![0u8; bytes.min(CHUNK_BYTES) as usize];
-    let mut done = 0;
-    while done < bytes {
-        let chunk = (bytes - done).min(CHUNK_BYTES);
-        file.write_at(offset + done, &zeros[..chunk as usize]).map_err(|e| Error::io(path, "zero torn tail", e))?;
-        done += chunk;
-    }
-    file.sync_data().map_err(|e| Error::io(path, "sync repaired segment", e))
-}
-
-/// Folds the recovered records into redb in one transaction, then removes
-/// the segments that held them (all of which the commit now covers).
-/// Returns the last LSN and the number for the next segment.
-fn replay(io: &dyn WalIo, wal_dir: &Path, tables: &Tables, recovered: Recovered) -> Result<(Lsn, u64)> {
-    let number_next = recovered.segments.last().map_or(1, |segment| segment.header.number + 1);
-    let replayed = recovered.records.len();
-    if replayed > 0 {
-        let mut generation = Generation::default();
-        for record in recovered.records {
-            generation.apply(record.lsn, record.batch, record.payload_bytes);
-        }
-        let lsn = generation.lsn_last;
-        tables.fold(&[Arc::new(generation)], lsn)?;
-        tracing::info!(target: "factwal::recovery", records = replayed, lsn_last = lsn, "replayed WAL into redb");
-    }
-    for segment in &recovered.segments {
-        io.remove(&segment.path).map_err(|e| Error::io(&segment.path, "remove replayed segment", e))?;
-    }
-    if !recovered.segments.is_empty() {
-        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
-    }
-    Ok((recovered.lsn_last, number_next))
 }
 
 /// Numbers of the segment files in a WAL directory, sorted.

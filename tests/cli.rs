@@ -285,7 +285,8 @@ fn verify_exit_codes_clean_torn_tail_corruption() {
     let (segment, end) = tear_tail(&fixture);
     let torn = fixture.run("verify", &[]);
     let file = segment.display().to_string();
-    let line = expect_one_error_line(&torn, 1, &["torn tail", &file, &format!("offset {end}"), "17 bytes"]);
+    let line =
+        expect_one_error_line(&torn, 1, &["unreadable last record", &file, &format!("offset {end}"), "17 bytes"]);
     assert!(stdout(&torn).contains(line.trim_start_matches("factwal: ").trim()), "{}", stdout(&torn));
     expect_code(&fixture.run("facts", &[]), 0);
     expect_code(&fixture.run("dump", &[]), 0);

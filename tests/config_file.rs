@@ -27,6 +27,7 @@ fn every_key_changed() -> Config {
             max_record_bytes: 64 * 1024,
             recovery_mode: RecoveryMode::PointInTime,
             wal_bytes_max: 8 << 20,
+            redb_cache_bytes: 16 << 20,
         },
         checkpoint: CheckpointConfig {
             interval_s: 2.5,
@@ -47,6 +48,7 @@ segment_bytes = 1048576
 max_record_bytes = 65536
 recovery_mode = "point-in-time"
 wal_bytes_max = 8388608
+redb_cache_bytes = 16777216
 
 [checkpoint]
 interval_s = 2.5
@@ -95,7 +97,7 @@ fn full_file_round_trips() {
     assert_eq!(Config::from_file(&path).unwrap(), expected);
     let written = toml::to_string(&expected).unwrap();
     assert_eq!(keys_of(&written), keys_of(EVERY_KEY_CHANGED_TOML));
-    assert_eq!(keys_of(&written).len(), 12);
+    assert_eq!(keys_of(&written).len(), 13);
     let path = write_file(dir.path(), "written.toml", &written);
     assert_eq!(Config::from_file(&path).unwrap(), expected);
 }

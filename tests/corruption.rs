@@ -189,7 +189,17 @@ fn point_in_time_keeps_the_prefix_before_a_bit_flip() {
     let store = opened.unwrap();
     let reported: Vec<_> =
         warnings_and_errors(&events).into_iter().map(|e| (e.target.as_str(), e.level, e.fields.clone())).collect();
-    let fields = [("corruption".to_string(), corruption.to_string()), ("removed_segments".to_string(), "2".into())];
+    // Records 4..=40 follow the damaged one (3): each can still be read, and
+    // the ERROR says they are dropped.
+    let dropped = format!(
+        "37 readable records (LSN 4..=40); {} non-zero bytes zeroed in the damaged segment from the cut on",
+        records.last().map(|r| r.offset + r.bytes).unwrap() - damaged.offset
+    );
+    let fields = [
+        ("corruption".to_string(), corruption.to_string()),
+        ("dropped".to_string(), dropped),
+        ("removed_segments".to_string(), "2".into()),
+    ];
     assert_eq!(reported, vec![("factwal::recovery", tracing::Level::ERROR, fields.into_iter().collect())]);
     assert_prefix(&store, damaged.lsn, "point in time");
     assert_eq!(store.stats().unwrap().lsn_last, damaged.lsn - 1);

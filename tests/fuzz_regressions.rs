@@ -43,6 +43,7 @@ fn open_refused_for_an_lsn_gap_before_the_first_segment_changes_no_file() {
         recovery_mode: RecoveryMode::TolerateCorruptedTail,
         folded_batches: 1,
         temporary_file: false,
+        clean_close: false,
         first_number: 1,
         segments: vec![empty_segment(5)],
     });
@@ -61,6 +62,7 @@ fn point_in_time_drop_of_a_first_segment_after_an_lsn_gap_does_not_come_back() {
         recovery_mode: RecoveryMode::PointInTime,
         folded_batches: 1,
         temporary_file: false,
+        clean_close: false,
         first_number: 2,
         segments: vec![SegmentSpec { pieces: vec![Piece::Record(vec![ghost])], ..empty_segment(1) }],
     });
@@ -81,6 +83,7 @@ fn read_only_open_shows_what_a_read_write_open_gives_past_a_bad_folded_payload()
         recovery_mode: RecoveryMode::TolerateCorruptedTail,
         folded_batches: 1,
         temporary_file: false,
+        clean_close: false,
         first_number: 1,
         segments: vec![SegmentSpec {
             pieces: vec![Piece::RawPayload(vec![0, 0]), Piece::Record(vec![after])],

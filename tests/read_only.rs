@@ -31,7 +31,7 @@ fn reads_a_crashed_store_without_changing_a_byte() {
     assert_eq!(inspector.sessions().unwrap(), vec!["s0", "s2", "s3", "s9"]);
     assert_eq!(inspector.facts("s0").unwrap().len(), 9);
     assert_eq!(inspector.fact("s9", "late").unwrap(), Some(b"x".to_vec()));
-    assert!(inspector.check_redb_integrity().unwrap());
+    assert!(inspector.check_state().unwrap().is_sound());
     drop(inspector);
     assert_eq!(snapshot_files(dir.path()), before, "inspection changed files");
 

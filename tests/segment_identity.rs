@@ -109,7 +109,7 @@ fn torn_tail_warnings(events: &[CapturedEvent]) -> Vec<(String, String, String)>
     loud.iter()
         .map(|event| {
             assert_eq!(event.target, "factwal::recovery", "unexpected event {event:?}");
-            assert!(event.message.starts_with("torn tail truncated"), "unexpected event {event:?}");
+            assert!(event.message.starts_with("unreadable last record dropped"), "unexpected event {event:?}");
             (event.fields["file"].clone(), event.fields["offset"].clone(), event.fields["bytes_dropped"].clone())
         })
         .collect()
@@ -151,14 +151,21 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
     let dir = tempfile::tempdir().unwrap();
     let config = common::small_config(dir.path());
     let store = Store::open(config.clone()).unwrap();
+    let store_id = store.store_id();
     for i in 1..=5 {
         assert_eq!(store.write(Batch::new().assert("live", format!("f{i}"), format!("new-{i}"))).unwrap(), i);
     }
     assert!(store.close().is_clean());
     assert!(common::segment_paths(&config.wal_dir()).is_empty(), "close emptied the WAL");
 
-    let recycled =
-        SegmentHeader { number: 1, lsn_first: 6, salt: old_header.salt ^ 0x5a5a_5a5a_5a5a_5a5a, ..old_header };
+    // The recycler writes a header of B's own (its identity, a new salt).
+    let recycled = SegmentHeader {
+        number: 1,
+        lsn_first: 6,
+        salt: old_header.salt ^ 0x5a5a_5a5a_5a5a_5a5a,
+        store_id: Some(store_id),
+        ..old_header
+    };
     let mut bytes = old_bytes.clone();
     bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&recycled.encode());
     let path = segment_path(&config, 1);
@@ -213,7 +220,15 @@ fn stale_record_with_the_expected_lsn_and_another_salt_after_the_last_valid_reco
     ]);
     let dir = tempfile::tempdir().unwrap();
     let config = common::small_config(dir.path());
-    let header = SegmentHeader { number: 1, lsn_first: 1, salt: 0x1234_5678_9abc_def0, segment_bytes: SEGMENT_BYTES };
+    let (store_id, epoch) = common::crashed_empty_store(&config);
+    let header = SegmentHeader {
+        number: 1,
+        lsn_first: 1,
+        salt: 0x1234_5678_9abc_def0,
+        segment_bytes: SEGMENT_BYTES,
+        store_id: Some(store_id),
+        epoch,
+    };
     let foreign = SegmentHeader { salt: 0x0fed_cba9_8765_4321, ..header };
     let path = segment_path(&config, 1);
     let ends = craft_segment(
@@ -250,7 +265,15 @@ fn record_with_the_right_salt_but_another_segment_number_is_not_replayed() {
     let payloads = payloads_of(vec![assert_batch("f1", "one"), assert_batch("f2", "two"), assert_batch("stale3", "x")]);
     let dir = tempfile::tempdir().unwrap();
     let config = common::small_config(dir.path());
-    let header = SegmentHeader { number: 1, lsn_first: 1, salt: 0x1234_5678_9abc_def0, segment_bytes: SEGMENT_BYTES };
+    let (store_id, epoch) = common::crashed_empty_store(&config);
+    let header = SegmentHeader {
+        number: 1,
+        lsn_first: 1,
+        salt: 0x1234_5678_9abc_def0,
+        segment_bytes: SEGMENT_BYTES,
+        store_id: Some(store_id),
+        epoch,
+    };
     let renumbered = SegmentHeader { number: 2, ..header };
     let path = segment_path(&config, 1);
     let ends = craft_segment(
@@ -313,7 +336,8 @@ fn zeroed_preallocated_tail_replays_exactly_the_valid_records_without_a_warning(
     let config = common::small_config(dir.path());
     let records_bytes: u64 = payloads.iter().map(|p| 32 + p.len() as u64).sum();
     let segment_bytes = SEGMENT_HEADER_BYTES + records_bytes + 10;
-    let header = SegmentHeader { number: 1, lsn_first: 1, salt: 77, segment_bytes };
+    let (store_id, epoch) = common::crashed_empty_store(&config);
+    let header = SegmentHeader { number: 1, lsn_first: 1, salt: 77, segment_bytes, store_id: Some(store_id), epoch };
     let path = segment_path(&config, 1);
     let ends = craft_segment(&path, &header, &[(header, 1, &payloads[0]), (header, 2, &payloads[1])]);
     assert_eq!(std::fs::metadata(&path).unwrap().len() - ends[1], 10);

@@ -144,7 +144,14 @@ impl Run {
 
 /// Runs the workload until its end, or (with `stop_on_error`) the first
 /// error. Returns the run and the store, if one is open.
-fn run(seed: u64, steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error: bool) -> (Run, Option<Store>) {
+fn run(
+    seed: u64,
+    steps: &[Step],
+    disk: &Arc<SimDisk>,
+    dir: &Path,
+    stop_on_error: bool,
+    context: &str,
+) -> (Run, Option<Store>) {
     let mut outcome = Run::default();
     let mut model = Facts::new();
     let Ok(mut store) = open(disk, dir, seed) else { return (outcome, None) };
@@ -167,7 +174,7 @@ fn run(seed: u64, steps: &[Step], disk: &Arc<SimDisk>, dir: &Path, stop_on_error
             Step::Read => {
                 outcome.follow(&mut model, store.stats().unwrap().lsn_last, seed);
                 // Every acknowledged write is visible.
-                assert_eq!(read_all(&store), model, "read after acknowledged writes");
+                assert_eq!(read_all(&store), model, "{context}: read after acknowledged writes");
                 true
             }
             Step::Reopen => {
@@ -226,11 +233,11 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
         Fault::Errno(errno) => {
             // One operation, the n-th mutation, fails; the workload carries on.
             disk.fail_mutation(point, errno);
-            run(seed, steps, &disk, dir.path(), false)
+            run(seed, steps, &disk, dir.path(), false, &context)
         }
         _ => {
             disk.crash_at(point);
-            run(seed, steps, &disk, dir.path(), true)
+            run(seed, steps, &disk, dir.path(), true, &context)
         }
     };
     if let Some(store) = store {
@@ -270,7 +277,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
 fn mutations_of(seed: u64, steps: &[Step]) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(dir.path());
-    let (run, store) = run(seed, steps, &disk, dir.path(), true);
+    let (run, store) = run(seed, steps, &disk, dir.path(), true, &format!("seed {seed} without a fault"));
     assert!(run.failed.is_empty(), "seed {seed}: a fault-free run failed a write");
     store.expect("fault-free run keeps its store").close();
     disk.mutations()

@@ -47,9 +47,11 @@ fn temporary_path(config: &Config, number: u64) -> PathBuf {
 }
 
 /// Every file name in the WAL directory, sorted.
+/// The WAL directory's files, but its lock file.
 fn wal_files(config: &Config) -> Vec<String> {
     let mut names: Vec<String> =
         std::fs::read_dir(config.wal_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.retain(|name| name != factwal::LOCK_FILE_NAME);
     names.sort();
     names
 }

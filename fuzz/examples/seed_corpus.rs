@@ -85,6 +85,7 @@ fn recovery_seeds() {
         recovery_mode: RecoveryMode::TolerateCorruptedTail,
         folded_batches: 2,
         temporary_file: false,
+        clean_close: false,
         first_number: 1,
         segments: vec![
             segment(vec![record(1), record(2)]),
@@ -121,8 +122,29 @@ fn recovery_seeds() {
         ])],
         ..pristine.clone()
     };
+    let foreign = Crafted {
+        segments: vec![segment(vec![record(1)]), SegmentSpec { header: HeaderSpec::OtherStore, ..segment(vec![record(2)]) }],
+        ..pristine.clone()
+    };
+    let other_epoch = Crafted {
+        segments: vec![SegmentSpec { header: HeaderSpec::OtherEpoch, ..segment(vec![record(1)]) }],
+        ..pristine.clone()
+    };
+    let clean_close = Crafted { clean_close: true, ..pristine.clone() };
+    let cut_short = Crafted {
+        recovery_mode: RecoveryMode::PointInTime,
+        segments: vec![
+            SegmentSpec { end: SegmentEnd::Cut(400), ..segment(vec![record(1), record(2), record(3)]) },
+            segment(vec![record(4)]),
+        ],
+        ..pristine.clone()
+    };
     for (name, crafted) in [
         ("pristine", pristine),
+        ("foreign-store", foreign),
+        ("other-epoch", other_epoch),
+        ("clean-close-with-records", clean_close),
+        ("cut-short", cut_short),
         ("torn-tail", torn),
         ("bit-flip", corrupted),
         ("abandoned", abandoned),

@@ -133,10 +133,12 @@ impl<'a> Arbitrary<'a> for CraftedInput {
         };
         let folded_batches = below(u, 4)?;
         let temporary_file = below(u, 8)? == 0;
+        let clean_close = below(u, 8)? == 0;
         let first_number = 1 + u64::from(below(u, 3)?);
         let count = 1 + below(u, 4)?;
         let segments = (0..count).map(|_| segment(u)).collect::<Result<_>>()?;
-        Ok(CraftedInput(Crafted { recovery_mode, folded_batches, temporary_file, first_number, segments }))
+        let crafted = Crafted { recovery_mode, folded_batches, temporary_file, clean_close, first_number, segments };
+        Ok(CraftedInput(crafted))
     }
 }
 
@@ -146,11 +148,14 @@ fn segment(u: &mut Unstructured<'_>) -> Result<SegmentSpec> {
         7 => 0,
         _ => 1,
     };
-    let header = match below(u, 16)? {
+    let header = match below(u, 19)? {
         0..=11 => HeaderSpec::Valid,
         12 | 13 => HeaderSpec::BitFlip(word(u)?),
         14 => HeaderSpec::WrongNumber,
-        _ => HeaderSpec::Garbage(take(u, 0, 80)?),
+        15 => HeaderSpec::Garbage(take(u, 0, 80)?),
+        16 => HeaderSpec::OtherStore,
+        17 => HeaderSpec::Format1,
+        _ => HeaderSpec::OtherEpoch,
     };
     let lsn_first_delta = match byte(u)? {
         0..=199 => 0,
@@ -274,6 +279,7 @@ pub mod seed {
             mode,
             crafted.folded_batches,
             u8::from(!crafted.temporary_file),
+            u8::from(!crafted.clean_close),
             crafted.first_number as u8 - 1,
             crafted.segments.len() as u8 - 1,
         ];
@@ -297,6 +303,9 @@ pub mod seed {
                 out.push(15);
                 short_value(out, bytes);
             }
+            HeaderSpec::OtherStore => out.push(16),
+            HeaderSpec::Format1 => out.push(17),
+            HeaderSpec::OtherEpoch => out.push(18),
         }
         out.push(if spec.lsn_first_delta == 0 { 0 } else { (i16::from(spec.lsn_first_delta) + 228) as u8 });
         out.push(spec.pieces.len() as u8);

@@ -20,17 +20,29 @@ use std::path::Path;
 
 use factwal::config::RECORD_BYTES_MAX;
 use factwal::wal::format::{decode_record, encode_record, find_valid_record_after, Frame, SegmentHeader};
-use factwal::wal::recovery::{scan, ScanOptions};
-use factwal::{CorruptionKind, Error, Op, RecoveryMode, BATCH_OPS_MAX, ID_BYTES_MAX};
+use factwal::wal::recovery::{scan, Owner, ScanOptions};
+use factwal::{CorruptionKind, Error, Op, RecoveryMode, StoreId, BATCH_OPS_MAX, ID_BYTES_MAX};
 
 use crate::support::{encode_payload, segment_file_name, MemoryDir};
 
 const RECORD_HEADER_BYTES: usize = 32;
 const SEGMENT_HEADER_BYTES: usize = 64;
 
+/// The store the fuzzed segments belong to.
+const HEADER_STORE_ID: StoreId = match StoreId::from_u64(0x5eed) {
+    Some(id) => id,
+    None => panic!("a store id is never 0"),
+};
+
 /// The segment the fuzzed records are read as part of.
-pub const HEADER: SegmentHeader =
-    SegmentHeader { number: 3, lsn_first: 10, salt: 0x0123_4567_89ab_cdef, segment_bytes: 4096 };
+pub const HEADER: SegmentHeader = SegmentHeader {
+    number: 3,
+    lsn_first: 10,
+    salt: 0x0123_4567_89ab_cdef,
+    segment_bytes: 4096,
+    store_id: Some(HEADER_STORE_ID),
+    epoch: 0xe9,
+};
 
 /// Runs every check on one input.
 pub fn check(data: &[u8]) {
@@ -41,7 +53,7 @@ pub fn check(data: &[u8]) {
 }
 
 fn check_segment_header(data: &[u8]) {
-    if let Some(header) = SegmentHeader::decode(data) {
+    if let Ok(header) = SegmentHeader::decode(data) {
         assert_eq!(&header.encode()[..], &data[..SEGMENT_HEADER_BYTES], "a decoded header re-encodes the same");
         assert!(header.lsn_first >= 1 && header.segment_bytes > SEGMENT_HEADER_BYTES as u64, "{header:?}");
     }
@@ -106,16 +118,21 @@ fn check_payload(data: &[u8]) {
 /// The operations of the one record of an in-memory segment carrying
 /// `payload`, as recovery reads them back.
 pub fn scan_payload(payload: &[u8]) -> factwal::Result<Vec<Op>> {
-    let header = SegmentHeader { number: 1, lsn_first: 1, salt: HEADER.salt, segment_bytes: 4096 };
+    // A segment is as big as its header says (preallocated), and holds the
+    // record whatever its size.
+    let segment_bytes = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len()).max(4096) as u64;
+    let header = SegmentHeader { number: 1, segment_bytes, lsn_first: 1, ..HEADER };
     let mut segment = header.encode().to_vec();
     encode_record(&mut segment, &header, 1, payload);
+    segment.resize(segment_bytes as usize, 0);
     let mut dir = MemoryDir::default();
     dir.files.insert(segment_file_name(1), segment);
     let options = ScanOptions {
         applied_lsn: Some(0),
         mode: RecoveryMode::TolerateCorruptedTail,
-        payload_bytes_max: RECORD_BYTES_MAX,
         keep_folded: false,
+        owner: Owner::InUse { store_id: HEADER_STORE_ID, epoch: HEADER.epoch },
+        state_path: "state.redb".into(),
     };
     let mut recovered = scan(&dir, Path::new("wal"), &options)?;
     assert_eq!(recovered.records.len(), 1, "one record written, {} read back", recovered.records.len());

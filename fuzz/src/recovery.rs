@@ -3,10 +3,16 @@
 //! valid, bit-flipped, truncated, stale or re-numbered records; garbage,
 //! zeros and truncations), opened read-only, then read-write, then again.
 //!
+//! Segments are written with the store's identity, another store's, or none
+//! (format 1), and cut short or extended.
+//!
 //! What it checks, besides "never panics, never hangs":
 //! - `ReadOnlyStore::open` leaves every file byte-identical, and its reads work;
-//! - `Store::open` returns Ok, or `Error::Corrupted` with every file
-//!   unchanged; under point-in-time recovery it always opens;
+//! - `Store::open` returns Ok, or `Error::Corrupted` or
+//!   `Error::ForeignSegment` with every file unchanged; under point-in-time
+//!   recovery only a segment of another store (or of no store) is refused;
+//! - a segment whose size differs from its header's never opens as it was
+//!   written: it is refused, or point-in-time recovery drops from it;
 //! - when both open, the read-write store shows what the read-only one showed;
 //! - a log made only of whole valid records in order gives back exactly the
 //!   folded batches and those records;
@@ -17,7 +23,7 @@
 use std::path::Path;
 
 use factwal::wal::format::{encode_record, SegmentHeader};
-use factwal::{Batch, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store};
+use factwal::{Batch, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store, StoreId};
 
 use crate::support::{
     apply_ops, assert_unchanged, encode_payload, read_all, scratch_dir, segment_file_name, snapshot_files, FactMap,
@@ -39,6 +45,10 @@ pub struct Crafted {
     pub folded_batches: u8,
     /// Leave a `.wal.tmp` file of an interrupted segment creation.
     pub temporary_file: bool,
+    /// The store was closed cleanly before the WAL was crafted (else it
+    /// crashed, its WAL in use): after a clean close no segment may hold a
+    /// record redb lacks.
+    pub clean_close: bool,
     /// The number of the first segment.
     pub first_number: u64,
     /// The segment files, in order.
@@ -71,6 +81,12 @@ pub enum HeaderSpec {
     WrongNumber,
     /// These bytes instead of a header.
     Garbage(Vec<u8>),
+    /// Valid, but of another store.
+    OtherStore,
+    /// A valid format-1 header: no store identity.
+    Format1,
+    /// Valid, of this store, but written by another opening (epoch).
+    OtherEpoch,
 }
 
 /// Bytes after the header.
@@ -140,8 +156,8 @@ fn folded_batch(n: u8) -> Vec<Op> {
 pub fn run(crafted: &Crafted) {
     let scratch = scratch_dir();
     let data_dir = scratch.path().join("data");
-    let folded = fold_prefix(&data_dir, crafted.folded_batches);
-    let expected = write_segments(&data_dir.join("wal"), crafted);
+    let (folded, owner) = fold_prefix(&data_dir, crafted.folded_batches, crafted.clean_close);
+    let expected = write_segments(&data_dir.join("wal"), crafted, owner);
     let config = config(&data_dir, crafted.recovery_mode);
 
     let before = snapshot_files(&data_dir);
@@ -155,8 +171,26 @@ pub fn run(crafted: &Crafted) {
             assert_unchanged(&before, &snapshot_files(&data_dir), &format!("a refused open ({error})"));
             return;
         }
+        Err(error @ Error::ForeignSegment { .. }) => {
+            let foreign =
+                crafted.segments.iter().any(|s| matches!(s.header, HeaderSpec::OtherStore | HeaderSpec::Format1));
+            assert!(foreign, "a segment refused as another store's, but none was written so: {error}");
+            assert_unchanged(&before, &snapshot_files(&data_dir), &format!("a refused open ({error})"));
+            return;
+        }
+        Err(error @ Error::WalMismatch { .. }) => {
+            let other_epoch = crafted.segments.iter().any(|s| s.header == HeaderSpec::OtherEpoch);
+            assert!(other_epoch || crafted.clean_close, "a WAL refused as not the store's: {error}");
+            assert_unchanged(&before, &snapshot_files(&data_dir), &format!("a refused open ({error})"));
+            return;
+        }
         Err(other) => panic!("Store::open gave an untyped refusal: {other:?}"),
     };
+    if crafted.recovery_mode != RecoveryMode::PointInTime {
+        // Every segment was read by an open that did not refuse: none may
+        // have been cut short or extended (never a clean end).
+        assert!(segment_sizes_whole(&before), "a segment of the wrong size was read as a clean end");
+    }
     let opened = read_all(&store);
     if let Ok(read_only) = &read_only {
         assert_eq!(&opened, read_only, "the read-write open disagrees with the read-only one");
@@ -188,19 +222,59 @@ fn check_reopen(store: Store, config: &Config, mut facts: FactMap) {
     assert_eq!(read_all(&read_only), facts, "the read-only open disagrees after close");
 }
 
-/// Writes and folds the first batches (redb's `applied_lsn`), leaving an
-/// empty WAL directory; returns their facts.
-fn fold_prefix(data_dir: &Path, batches: u8) -> FactMap {
+/// True when every segment file in the snapshot with a readable header has
+/// the size that header gives.
+fn segment_sizes_whole(files: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>) -> bool {
+    files.iter().filter(|(path, _)| path.extension().is_some_and(|e| e == "wal")).all(|(_, bytes)| {
+        SegmentHeader::decode(bytes).map_or(true, |header| header.segment_bytes == bytes.len() as u64)
+    })
+}
+
+/// The store the crafted segments are written for.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentOwner {
+    /// Its identity.
+    pub store_id: StoreId,
+    /// The epoch of the opening whose WAL is in use (of the last opening,
+    /// after a clean close).
+    pub epoch: u32,
+}
+
+/// Writes and folds the first batches (redb's `applied_lsn`), then closes
+/// the store cleanly or leaves it as a crash would, and empties its WAL
+/// directory; returns the facts and whose segments the WAL may hold.
+fn fold_prefix(data_dir: &Path, batches: u8, clean_close: bool) -> (FactMap, SegmentOwner) {
     let store = Store::open(config(data_dir, RecoveryMode::default())).expect("open a new store");
+    let store_id = store.store_id();
     let mut facts = FactMap::new();
     for n in 1..=batches {
         let ops = folded_batch(n);
         apply_ops(&mut facts, &ops);
         store.write(Batch::from(ops)).expect("write a batch to fold");
     }
-    let report = store.close();
-    assert!(report.is_clean(), "close of the prefix store: {report:?}");
-    facts
+    let wal_dir = data_dir.join("wal");
+    let epoch = segment_epoch(&wal_dir);
+    if clean_close {
+        let report = store.close();
+        assert!(report.is_clean(), "close of the prefix store: {report:?}");
+    } else {
+        store.checkpoint(factwal::CheckpointMode::Truncate).expect("fold the prefix");
+        store.simulate_crash();
+    }
+    for entry in std::fs::read_dir(&wal_dir).expect("list the WAL directory").flatten() {
+        if entry.path().extension().is_some_and(|e| e == "wal") {
+            std::fs::remove_file(entry.path()).expect("empty the WAL directory");
+        }
+    }
+    (facts, SegmentOwner { store_id, epoch })
+}
+
+/// The epoch in the header of the (one) segment of `wal_dir`.
+fn segment_epoch(wal_dir: &Path) -> u32 {
+    let entries = std::fs::read_dir(wal_dir).expect("list the WAL directory");
+    let segment = entries.flatten().find(|e| e.path().extension().is_some_and(|e| e == "wal")).expect("a segment");
+    let bytes = std::fs::read(segment.path()).expect("read the segment");
+    SegmentHeader::decode(&bytes).expect("the store's own header").epoch
 }
 
 /// A salt per segment number, and another for stale records.
@@ -211,7 +285,7 @@ fn salt_of(number: u64) -> u64 {
 /// Writes the crafted segment files; returns the batches a correct recovery
 /// must replay when the log is made only of whole valid records in order
 /// (`None` when it is not).
-fn write_segments(wal_dir: &Path, crafted: &Crafted) -> Option<Vec<Vec<Op>>> {
+fn write_segments(wal_dir: &Path, crafted: &Crafted, owner: SegmentOwner) -> Option<Vec<Vec<Op>>> {
     std::fs::create_dir_all(wal_dir).expect("create the WAL directory");
     let mut pristine = Some(Vec::new());
     let mut number = crafted.first_number;
@@ -221,15 +295,22 @@ fn write_segments(wal_dir: &Path, crafted: &Crafted) -> Option<Vec<Vec<Op>>> {
             number += u64::from(spec.number_step);
         }
         let lsn_first = lsn_next.saturating_add_signed(i64::from(spec.lsn_first_delta)).max(1);
-        let header = SegmentHeader { number, lsn_first, salt: salt_of(number), segment_bytes: SEGMENT_BYTES };
+        let (store_id, epoch) = match spec.header {
+            HeaderSpec::OtherStore => (StoreId::from_u64(owner.store_id.get() ^ 0x5a5a), owner.epoch),
+            HeaderSpec::Format1 => (None, 0),
+            HeaderSpec::OtherEpoch => (Some(owner.store_id), owner.epoch ^ 0x0f0f),
+            _ => (Some(owner.store_id), owner.epoch),
+        };
+        let header =
+            SegmentHeader { number, lsn_first, salt: salt_of(number), segment_bytes: SEGMENT_BYTES, store_id, epoch };
         let mut bytes = header_bytes(&spec.header, &header);
         lsn_next = lsn_first;
         for piece in &spec.pieces {
             lsn_next = write_piece(&mut bytes, &header, lsn_next, piece);
         }
-        let fits = bytes.len() as u64 <= SEGMENT_BYTES;
         end_segment(&mut bytes, &spec.end);
-        if let Some(records) = pristine.as_mut().filter(|_| fits && is_pristine(index, spec)) {
+        let fits = bytes.len() as u64 == SEGMENT_BYTES;
+        if let Some(records) = pristine.as_mut().filter(|_| fits && !crafted.clean_close && is_pristine(index, spec)) {
             records.extend(spec.pieces.iter().filter_map(|piece| match piece {
                 Piece::Record(ops) => Some(ops.clone()),
                 _ => None,
@@ -245,20 +326,24 @@ fn write_segments(wal_dir: &Path, crafted: &Crafted) -> Option<Vec<Vec<Op>>> {
     pristine
 }
 
-/// True for a segment as the writer makes it: a valid header following on
-/// from the previous segment, whole valid records in order, preallocated
-/// zeros or nothing after them.
+/// True for a segment as the writer makes it: a valid header of this store
+/// following on from the previous segment, whole valid records in order,
+/// preallocated zeros or nothing after them (the file's size is checked
+/// apart).
 fn is_pristine(index: usize, spec: &SegmentSpec) -> bool {
     (index == 0 || spec.number_step == 1)
         && spec.header == HeaderSpec::Valid
         && spec.lsn_first_delta == 0
         && matches!(spec.end, SegmentEnd::Preallocated | SegmentEnd::Exact)
+        && !matches!(spec.header, HeaderSpec::OtherStore | HeaderSpec::Format1 | HeaderSpec::OtherEpoch)
         && spec.pieces.iter().all(|piece| matches!(piece, Piece::Record(_)))
 }
 
 fn header_bytes(spec: &HeaderSpec, header: &SegmentHeader) -> Vec<u8> {
     match spec {
-        HeaderSpec::Valid => header.encode().to_vec(),
+        HeaderSpec::Valid | HeaderSpec::OtherStore | HeaderSpec::Format1 | HeaderSpec::OtherEpoch => {
+            header.encode().to_vec()
+        }
         HeaderSpec::BitFlip(bit) => {
             let mut bytes = header.encode();
             let bit = usize::from(*bit) % (SEGMENT_HEADER_BYTES * 8);

@@ -316,7 +316,7 @@ impl Run {
         let Some(&number) = factwal::segment_numbers(&wal_dir).unwrap_or_default().last() else { return };
         let path = wal_dir.join(segment_file_name(number));
         let mut bytes = std::fs::read(&path).expect("read the last segment");
-        let Some(header) = SegmentHeader::decode(&bytes) else { return };
+        let Ok(header) = SegmentHeader::decode(&bytes) else { return };
         let (mut end, mut last) = (64usize, None);
         let mut lsn_next = header.lsn_first;
         while let Frame::Valid { lsn, record_bytes, .. } = decode_record(&bytes[end..], &header, MAX_RECORD_BYTES) {

@@ -24,8 +24,12 @@ use std::process::ExitCode;
 use clap::{ArgAction, Parser, Subcommand};
 use factwal::{Config, Error};
 
-/// Exit code of a corrupted WAL (and of `verify` finding corruption).
+/// Exit code of a corrupted WAL or `state.redb` (and of `verify` finding
+/// corruption).
 pub const EXIT_CORRUPTED: u8 = 2;
+/// Exit code of a file written in a format version newer than this build
+/// reads: not damage, and nothing in the runbook for damage applies.
+pub const EXIT_UNSUPPORTED_VERSION: u8 = 4;
 /// Exit code of any other failure.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code of a command line that does not parse. Not 2, which means
@@ -36,9 +40,10 @@ pub const EXIT_USAGE: u8 = 64;
 pub const EXIT_BROKEN_PIPE: u8 = 141;
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success; 1 failure (missing or locked directory, bad config, I/O error);
-2 WAL corruption; 64 bad command line. `verify` defines its own (see `factwal verify --help`).
-Errors are one line on stderr: `factwal: <what failed and where>`.";
+Exit codes: 0 success; 1 failure (missing or locked directory, bad config, I/O error, a WAL
+that is not this store's); 2 corruption (WAL or state.redb); 4 a file in a newer format
+version than this factwal reads; 64 bad command line. `verify` defines its own (see
+`factwal verify --help`). Errors are one line on stderr: `factwal: <what failed and where>`.";
 
 /// An embedded, zero-loss store for rule-engine session state: a segmented,
 /// CRC-framed write-ahead log with group commit, folded into redb.
@@ -139,10 +144,18 @@ impl CliError {
     }
 }
 
+/// The exit code for a library error.
+pub fn exit_code(error: &Error) -> u8 {
+    match error {
+        _ if error.is_corruption() => EXIT_CORRUPTED,
+        Error::UnsupportedFormatVersion { .. } => EXIT_UNSUPPORTED_VERSION,
+        _ => EXIT_FAILED,
+    }
+}
+
 impl From<&Error> for CliError {
     fn from(error: &Error) -> CliError {
-        let code = if matches!(error, Error::Corrupted { .. }) { EXIT_CORRUPTED } else { EXIT_FAILED };
-        CliError { code, message: error.to_string() }
+        CliError { code: exit_code(error), message: error.to_string() }
     }
 }
 

@@ -46,8 +46,9 @@ pub fn json(problem: &WalProblem) -> ProblemJson {
 pub fn describe(problem: &WalProblem) -> String {
     match problem {
         WalProblem::TornTail { path, offset, bytes } => format!(
-            "torn tail in {} at offset {offset}: a read-write open would drop these {bytes} bytes \
-             (the remains of a write that was never acknowledged)",
+            "unreadable last record in {} at offset {offset}: a read-write open would drop these {bytes} bytes \
+             (what a crash leaves of a write it cut short before it was acknowledged, or the last acknowledged \
+             record damaged later; nothing on disk tells the two apart)",
             path.display()
         ),
         WalProblem::Corrupted(error) => error.to_string(),

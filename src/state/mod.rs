@@ -6,7 +6,7 @@ pub mod overlay;
 pub mod tables;
 pub mod view;
 
-pub use io::{StateIo, StdStateIo};
+pub use io::{ScratchBackend, StateIo, StdStateIo};
 pub use overlay::{FactLookup, Generation, Overlay, OverlayStats, SessionView};
-pub use tables::{FoldStats, Snapshot, Tables};
+pub use tables::{FoldStats, Snapshot, StoreRecord, Tables, WalMark, STATE_FORMAT_VERSION};
 pub use view::View;

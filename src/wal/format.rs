@@ -3,17 +3,36 @@
 //! platform layout. Pure functions: no I/O here.
 
 use crate::error::Lsn;
+use crate::identity::StoreId;
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"FACTWAL\0";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes: 2 adds the store identity to the
+/// segment header (docs/FORMAT.md, "Versions").
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest segment format this build still reads: format 1, whose headers
+/// carry no store identity (a store made by factwal 0.1 opens and is upgraded).
+pub const FORMAT_VERSION_OLDEST: u32 = 1;
 /// Bytes of the segment header; records start right after it.
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes of a record header (before its payload).
 pub const RECORD_HEADER_BYTES: u64 = 32;
+/// Largest record payload the format allows (its length field is 32 bits;
+/// the practical bound is memory, since a record is decoded whole). Records
+/// already written are judged by this bound and by their segment's size,
+/// never by `max_record_bytes`, which only limits new writes.
+pub const PAYLOAD_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Largest segment the format allows: recovery maps a whole segment in memory.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Largest header a later format version may declare. Every version keeps
+/// magic, version and header size where format 1 put them and ends its header
+/// with a CRC-32 of the bytes before it, so a newer segment is recognised as
+/// such (and never mistaken for damage) up to this size.
+const HEADER_BYTES_LATER_MAX: u64 = 4096;
 
 const SEGMENT_CRC_AT: usize = 60;
+const STORE_ID_AT: usize = 48;
+const EPOCH_AT: usize = 56;
 
 /// The header at offset 0 of every segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,43 +46,118 @@ pub struct SegmentHeader {
     pub salt: u64,
     /// The file's preallocated size.
     pub segment_bytes: u64,
+    /// The store the segment belongs to; `None` in a format-1 segment, which
+    /// did not record it. Encoding a header without one writes format 1.
+    pub store_id: Option<StoreId>,
+    /// The opening of the store that wrote the segment: random for every
+    /// read-write open, the same in every segment that open writes, and
+    /// recorded in `state.redb` while the WAL is in use. 0 in format 1.
+    pub epoch: u32,
+}
+
+/// Why a segment header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Damaged, or not a segment header at all.
+    Invalid,
+    /// A whole, checksummed header of a format version newer than this build
+    /// reads: not damage, and nothing to repair.
+    NewerVersion(u32),
 }
 
 impl SegmentHeader {
-    /// Encodes the header, checksum included.
+    /// The format version this header is written in.
+    pub fn version(&self) -> u32 {
+        if self.store_id.is_some() {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_OLDEST
+        }
+    }
+
+    /// Encodes the header, checksum included: format 2 with a store identity,
+    /// format 1 without.
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
         let mut bytes = [0u8; SEGMENT_HEADER_BYTES as usize];
         bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        bytes[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.version().to_le_bytes());
         bytes[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
         bytes[16..24].copy_from_slice(&self.number.to_le_bytes());
         bytes[24..32].copy_from_slice(&self.lsn_first.to_le_bytes());
         bytes[32..40].copy_from_slice(&self.salt.to_le_bytes());
         bytes[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        if let Some(store_id) = self.store_id {
+            bytes[STORE_ID_AT..STORE_ID_AT + 8].copy_from_slice(&store_id.get().to_le_bytes());
+            bytes[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&self.epoch.to_le_bytes());
+        }
         let crc = crc32fast::hash(&bytes[..SEGMENT_CRC_AT]);
         bytes[SEGMENT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         bytes
     }
 
-    /// Decodes and checks a header; `None` when anything is off.
-    pub fn decode(bytes: &[u8]) -> Option<SegmentHeader> {
-        let bytes = bytes.get(..SEGMENT_HEADER_BYTES as usize)?;
-        let crc = u32::from_le_bytes(bytes[SEGMENT_CRC_AT..].try_into().ok()?);
-        if bytes[0..8] != SEGMENT_MAGIC
-            || read_u32(bytes, 8) != FORMAT_VERSION
-            || u64::from(read_u32(bytes, 12)) != SEGMENT_HEADER_BYTES
-            || bytes[48..SEGMENT_CRC_AT].iter().any(|&b| b != 0)
-            || crc32fast::hash(&bytes[..SEGMENT_CRC_AT]) != crc
-        {
-            return None;
+    /// Decodes and checks a header of format 1 or 2.
+    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if bytes.get(..8) == Some(&SEGMENT_MAGIC[..]) && bytes.len() >= 16 {
+            let version = read_u32(bytes, 8);
+            if version > FORMAT_VERSION {
+                return Err(later_version(bytes, version));
+            }
         }
+        let bytes = bytes.get(..SEGMENT_HEADER_BYTES as usize).ok_or(HeaderError::Invalid)?;
+        let version = read_u32(bytes, 8);
+        let reserved_from = if version == FORMAT_VERSION { SEGMENT_CRC_AT } else { STORE_ID_AT };
+        if bytes[0..8] != SEGMENT_MAGIC
+            || !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version)
+            || u64::from(read_u32(bytes, 12)) != SEGMENT_HEADER_BYTES
+            || bytes[reserved_from..SEGMENT_CRC_AT].iter().any(|&b| b != 0)
+            || crc32fast::hash(&bytes[..SEGMENT_CRC_AT]) != read_u32(bytes, SEGMENT_CRC_AT)
+        {
+            return Err(HeaderError::Invalid);
+        }
+        let (store_id, epoch) = match version {
+            FORMAT_VERSION => {
+                let store_id = StoreId::from_u64(read_u64(bytes, STORE_ID_AT)).ok_or(HeaderError::Invalid)?;
+                (Some(store_id), read_u32(bytes, EPOCH_AT))
+            }
+            _ => (None, 0),
+        };
         let header = SegmentHeader {
             number: read_u64(bytes, 16),
             lsn_first: read_u64(bytes, 24),
             salt: read_u64(bytes, 32),
             segment_bytes: read_u64(bytes, 40),
+            store_id,
+            epoch,
         };
-        (header.lsn_first >= 1 && header.segment_bytes > SEGMENT_HEADER_BYTES).then_some(header)
+        let sizes_plausible = header.segment_bytes > SEGMENT_HEADER_BYTES && header.segment_bytes <= SEGMENT_BYTES_MAX;
+        if header.lsn_first == 0 || !sizes_plausible {
+            return Err(HeaderError::Invalid);
+        }
+        Ok(header)
+    }
+
+    /// Largest payload a record of this segment can have: bounded by the
+    /// format and by the segment's size, whatever today's configuration says.
+    pub fn payload_bytes_max(&self) -> u64 {
+        let room = self.segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
+        room.min(PAYLOAD_BYTES_MAX)
+    }
+}
+
+/// A header whose version field is above this build's: a newer format when
+/// the header's own size and checksum hold (see `HEADER_BYTES_LATER_MAX`),
+/// damage otherwise.
+fn later_version(bytes: &[u8], version: u32) -> HeaderError {
+    let header_bytes = u64::from(read_u32(bytes, 12));
+    if !(SEGMENT_HEADER_BYTES..=HEADER_BYTES_LATER_MAX).contains(&header_bytes) {
+        return HeaderError::Invalid;
+    }
+    let Some(header) = bytes.get(..header_bytes as usize) else { return HeaderError::Invalid };
+    let crc_at = header.len() - 4;
+    if crc32fast::hash(&header[..crc_at]) == read_u32(header, crc_at) {
+        HeaderError::NewerVersion(version)
+    } else {
+        HeaderError::Invalid
     }
 }
 
@@ -148,19 +242,21 @@ pub enum Search {
 /// after position 0; returns its position and LSN. Used by recovery to tell a
 /// torn tail (nothing valid after the bad record) from mid-log corruption.
 pub fn find_valid_record_after(bytes: &[u8], header: &SegmentHeader, payload_bytes_max: u64) -> Option<(u64, Lsn)> {
-    match search_valid_record(bytes, header, payload_bytes_max, u64::MAX) {
+    let mut unbounded = u64::MAX;
+    match search_valid_record(bytes, header, payload_bytes_max, &mut unbounded) {
         Search::Found(position, lsn) => Some((position, lsn)),
         Search::NotFound | Search::Undecided(_) => None,
     }
 }
 
-/// [`find_valid_record_after`] with at most `checksum_bytes_max` bytes
-/// checksummed in all, so that no input makes the search quadratic.
+/// [`find_valid_record_after`] checksumming at most `checksum_budget` bytes,
+/// which it lowers by what it used: no input makes one search, or a series
+/// of searches sharing one budget, quadratic.
 pub fn search_valid_record(
     bytes: &[u8],
     header: &SegmentHeader,
     payload_bytes_max: u64,
-    checksum_bytes_max: u64,
+    checksum_budget: &mut u64,
 ) -> Search {
     let salt = header.salt.to_le_bytes();
     let head_len = RECORD_HEADER_BYTES as usize;
@@ -169,7 +265,6 @@ pub fn search_valid_record(
     // memory speed instead of being tried offset by offset.
     let Some(last_non_zero) = bytes.iter().rposition(|&b| b != 0) else { return Search::NotFound };
     let end = bytes.len().saturating_sub(head_len - 1).min(last_non_zero + 1);
-    let mut checksummed = 0u64;
     for position in 1..end {
         // The salt sits at bytes 16..24 of a record header; only positions
         // where it matches are worth a checksum.
@@ -177,10 +272,11 @@ pub fn search_valid_record(
             continue;
         }
         let claimed = RECORD_HEADER_BYTES + u64::from(read_u32(&bytes[position..], 4));
-        checksummed = checksummed.saturating_add(claimed);
-        if checksummed > checksum_bytes_max {
+        if claimed > *checksum_budget {
+            *checksum_budget = 0;
             return Search::Undecided(position as u64);
         }
+        *checksum_budget -= claimed;
         if let Frame::Valid { lsn, .. } = decode_record(&bytes[position..], header, payload_bytes_max) {
             return Search::Found(position as u64, lsn);
         }
@@ -203,21 +299,61 @@ mod tests {
     use super::*;
 
     fn header() -> SegmentHeader {
-        SegmentHeader { number: 7, lsn_first: 100, salt: 0xdead_beef_cafe_f00d, segment_bytes: 1 << 20 }
+        SegmentHeader {
+            number: 7,
+            lsn_first: 100,
+            salt: 0xdead_beef_cafe_f00d,
+            segment_bytes: 1 << 20,
+            store_id: StoreId::from_u64(0x51),
+            epoch: 0xe90c,
+        }
     }
 
     #[test]
     fn header_round_trip_and_every_bit_flip_is_caught() {
         // Encodes a header, decodes it back, then flips each bit in turn and
         // checks the decoder refuses every variant.
-        let bytes = header().encode();
-        assert_eq!(SegmentHeader::decode(&bytes), Some(header()));
-        for bit in 0..bytes.len() * 8 {
-            let mut flipped = bytes;
-            flipped[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(SegmentHeader::decode(&flipped), None, "bit {bit}");
+        for header in [header(), SegmentHeader { store_id: None, epoch: 0, ..header() }] {
+            let bytes = header.encode();
+            assert_eq!(SegmentHeader::decode(&bytes), Ok(header));
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes;
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_eq!(SegmentHeader::decode(&flipped), Err(HeaderError::Invalid), "bit {bit}");
+            }
+            assert_eq!(SegmentHeader::decode(&bytes[..63]), Err(HeaderError::Invalid));
         }
-        assert_eq!(SegmentHeader::decode(&bytes[..63]), None);
+        assert_eq!(header().version(), 2);
+        assert_eq!(SegmentHeader { store_id: None, epoch: 0, ..header() }.version(), 1);
+    }
+
+    #[test]
+    fn a_newer_version_is_recognised_only_with_its_own_checksum() {
+        // A later format keeps magic, version and header size in place and
+        // ends its header with a CRC: such a header is a newer version, not
+        // damage. The same header with a bad checksum, or an implausible
+        // size, is damage.
+        let mut later = vec![0u8; 128];
+        later[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        later[8..12].copy_from_slice(&3u32.to_le_bytes());
+        later[12..16].copy_from_slice(&128u32.to_le_bytes());
+        let crc = crc32fast::hash(&later[..124]);
+        later[124..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&later), Err(HeaderError::NewerVersion(3)));
+        let mut damaged = later.clone();
+        damaged[40] ^= 1;
+        assert_eq!(SegmentHeader::decode(&damaged), Err(HeaderError::Invalid));
+        let mut oversized = later.clone();
+        oversized[12..16].copy_from_slice(&8192u32.to_le_bytes());
+        assert_eq!(SegmentHeader::decode(&oversized), Err(HeaderError::Invalid));
+        assert_eq!(SegmentHeader::decode(&later[..100]), Err(HeaderError::Invalid));
+    }
+
+    #[test]
+    fn the_payload_bound_comes_from_the_format_and_the_segment() {
+        assert_eq!(header().payload_bytes_max(), (1 << 20) - 96);
+        let huge = SegmentHeader { segment_bytes: SEGMENT_BYTES_MAX, ..header() };
+        assert_eq!(huge.payload_bytes_max(), PAYLOAD_BYTES_MAX);
     }
 
     #[test]
@@ -253,9 +389,11 @@ mod tests {
             bytes.extend_from_slice(&header.salt.to_le_bytes());
             bytes.extend_from_slice(&header.number.to_le_bytes());
         }
-        let outcome = search_valid_record(&bytes, &header, 1 << 30, 4 * bytes.len() as u64);
+        let mut budget = 4 * bytes.len() as u64;
+        let outcome = search_valid_record(&bytes, &header, 1 << 30, &mut budget);
         assert!(matches!(outcome, Search::Undecided(_)), "{outcome:?}");
-        assert_eq!(search_valid_record(&[0; 100], &header, 1024, 0), Search::NotFound);
+        assert_eq!(budget, 0, "an exhausted budget stays exhausted for the next search");
+        assert_eq!(search_valid_record(&[0; 100], &header, 1024, &mut 0), Search::NotFound);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::files::open_regular;
+
 /// Mode of every directory factwal creates.
 pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file factwal creates.
@@ -76,12 +78,14 @@ impl WalIo for StdIo {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let file = open_regular(path, OpenOptions::new().read(true).write(true))?;
         Ok(Arc::new(StdFile { file }))
     }
 
     fn read(&self, path: &Path) -> io::Result<FileBytes> {
-        let file = File::open(path)?;
+        // A FIFO or a directory named like a segment is refused here, at
+        // once (reading a FIFO would wait for a writer forever).
+        let file = open_regular(path, OpenOptions::new().read(true))?;
         if file.metadata()?.len() == 0 {
             return Ok(Box::new(Vec::new()));
         }

@@ -7,12 +7,19 @@
 //! mode does not allow is an [`Error::Corrupted`] naming file, offset and LSN.
 //!
 //! The rules (docs/FORMAT.md has the long form):
+//! - Every segment must belong to this store (its header's identity), be in
+//!   a format version this build reads, and have the size its header gives.
 //! - Segment numbers must be consecutive, and each segment's `lsn_first` must
 //!   follow on from the LSNs before it. A later segment whose `lsn_first` is
 //!   lower than the next LSN of the one before it marks the tail of that one
 //!   as abandoned (written by a write that failed and was never acknowledged).
-//! - In the last segment, an invalid record with no valid record of the same
-//!   segment after it is a torn tail: never acknowledged, dropped with a WARN.
+//! - Records are judged by the format's own bounds and their segment's size,
+//!   never by today's `max_record_bytes`.
+//! - In the last segment, an unreadable record with no valid record of the
+//!   same segment after it is a torn tail: dropped with a WARN. It is what a
+//!   crash leaves of a write that was never acknowledged, but the same bytes
+//!   could be the last acknowledged record damaged later; the scan cannot
+//!   tell the two apart, and says so.
 //! - Anything else invalid is mid-log corruption.
 
 use std::path::{Path, PathBuf};
@@ -20,9 +27,10 @@ use std::path::{Path, PathBuf};
 use crate::batch::Batch;
 use crate::config::RecoveryMode;
 use crate::error::{CorruptionKind, Error, Lsn, Result};
-use crate::wal::format::{self, Frame, Search, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::identity::StoreId;
+use crate::wal::format::{self, Frame, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
-use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name};
+use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name, segment_file_name};
 
 /// One record read back from the WAL.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,7 +83,33 @@ pub enum Repair {
         corruption: Box<Error>,
         /// Segments wholly after the cut, removed when the store opens read-write.
         removed_segments: Vec<PathBuf>,
+        /// What is dropped that could still be read.
+        dropped: Dropped,
     },
+}
+
+/// What point-in-time recovery drops beyond the damage that could still be
+/// read: records with a valid checksum of their own segment, found after the
+/// cut, whatever their order. Records whose bytes are damaged cannot be
+/// counted; the LSN where the kept prefix ends says what is certainly kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Readable records dropped.
+    pub records: u64,
+    /// The lowest and highest LSN among them.
+    pub lsn_range: Option<(Lsn, Lsn)>,
+    /// Non-zero bytes dropped after the cut in the segment holding it.
+    pub tail_bytes: u64,
+}
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.lsn_range {
+            Some((first, last)) => write!(f, "{} readable records (LSN {first}..={last})", self.records)?,
+            None => f.write_str("no readable record")?,
+        }
+        write!(f, "; {} non-zero bytes zeroed in the damaged segment from the cut on", self.tail_bytes)
+    }
 }
 
 /// The outcome of a scan.
@@ -94,25 +128,57 @@ pub struct Recovered {
     pub temporary_files: Vec<PathBuf>,
 }
 
-/// How to scan.
+/// Which segments may be in the WAL, from what `state.redb` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// A store made by format 1: no identity, and only format-1 segments.
+    Format1,
+    /// The WAL may hold acknowledged records redb lacks: every segment must
+    /// be this store's and written by the opening whose epoch redb recorded.
+    InUse {
+        /// The store.
+        store_id: StoreId,
+        /// The epoch of the opening that was using the WAL.
+        epoch: u32,
+    },
+    /// redb holds everything the WAL ever held (the last close was clean, or
+    /// no WAL-mode open ever ran): segments of this store may be left over
+    /// from an interrupted removal, but none may hold a record redb lacks.
+    Idle {
+        /// The store.
+        store_id: StoreId,
+    },
+}
+
+impl Owner {
+    fn store_id(self) -> Option<StoreId> {
+        match self {
+            Owner::Format1 => None,
+            Owner::InUse { store_id, .. } | Owner::Idle { store_id } => Some(store_id),
+        }
+    }
+}
+
+/// How to scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScanOptions {
     /// The LSN redb already holds. When unknown (`None`), the scan checks
     /// everything that does not depend on it (every header, checksum, payload
-    /// and the LSN chain) and keeps no record: the store runs this before it
-    /// touches redb, so that a refused open changes nothing on disk.
+    /// and the LSN chain) and keeps no record.
     pub applied_lsn: Option<Lsn>,
     /// What to do when the log does not end cleanly.
     pub mode: RecoveryMode,
-    /// Largest payload accepted.
-    pub payload_bytes_max: u64,
     /// Keep records at or below `applied_lsn` too (for inspection tools).
     pub keep_folded: bool,
+    /// Which segments may be in the WAL.
+    pub owner: Owner,
+    /// The redb file that says which store this is, named in a refusal.
+    pub state_path: PathBuf,
 }
 
 /// Scans the WAL directory.
 pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recovered> {
-    let ScanOptions { applied_lsn, mode, payload_bytes_max, keep_folded } = *options;
+    let ScanOptions { applied_lsn, mode, keep_folded, .. } = *options;
     let mut recovered = Recovered { lsn_last: applied_lsn.unwrap_or(0), ..Recovered::default() };
     let names = match io.list(dir) {
         Ok(names) => names,
@@ -124,7 +190,9 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
     recovered.temporary_files =
         names.iter().filter(|name| is_temporary_file_name(name)).map(|name| dir.join(name)).collect();
 
-    let mut scanner = Scanner { dir, applied_lsn, payload_bytes_max, keep_folded, recovered };
+    let owner = options.owner;
+    let state_path = options.state_path.as_path();
+    let mut scanner = Scanner { dir, applied_lsn, keep_folded, owner, state_path, recovered };
     for (index, &number) in numbers.iter().enumerate() {
         let is_last = index + 1 == numbers.len();
         if let Err(corruption) = scanner.scan_segment(io, number, is_last) {
@@ -135,12 +203,14 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
             // was kept (its summary was recorded; it is zeroed from the
             // corruption on instead).
             let kept = |path: &PathBuf| scanner.recovered.segments.iter().any(|segment| &segment.path == path);
-            let removed_segments = numbers[index..]
-                .iter()
-                .map(|&n| dir.join(crate::wal::segment::segment_file_name(n)))
-                .filter(|path| !kept(path))
-                .collect();
-            scanner.recovered.repairs.push(Repair::DropAfter { corruption: Box::new(corruption), removed_segments });
+            let removed_segments: Vec<PathBuf> =
+                numbers[index..].iter().map(|&n| dir.join(segment_file_name(n))).filter(|path| !kept(path)).collect();
+            let dropped = describe_dropped(io, &corruption, &scanner.recovered.segments, &removed_segments);
+            scanner.recovered.repairs.push(Repair::DropAfter {
+                corruption: Box::new(corruption),
+                removed_segments,
+                dropped,
+            });
             break;
         }
     }
@@ -156,8 +226,9 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
 struct Scanner<'a> {
     dir: &'a Path,
     applied_lsn: Option<Lsn>,
-    payload_bytes_max: u64,
     keep_folded: bool,
+    owner: Owner,
+    state_path: &'a Path,
     recovered: Recovered,
 }
 
@@ -171,23 +242,31 @@ impl Scanner<'_> {
     }
 
     fn scan_segment(&mut self, io: &dyn WalIo, number: u64, is_last: bool) -> Result<()> {
-        let path = self.dir.join(crate::wal::segment::segment_file_name(number));
+        let path = self.dir.join(segment_file_name(number));
         let corrupted =
             |path: &Path, offset, lsn, kind| Error::Corrupted { path: path.to_path_buf(), offset, lsn, kind };
         if let Some(previous) = self.recovered.segments.last() {
             if number != previous.header.number + 1 {
-                let missing = self.dir.join(crate::wal::segment::segment_file_name(previous.header.number + 1));
+                let missing = self.dir.join(segment_file_name(previous.header.number + 1));
                 return Err(corrupted(&missing, 0, self.lsn_expected(), CorruptionKind::MissingSegment));
             }
         }
         let bytes = io.read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
         let bytes: &[u8] = (*bytes).as_ref();
         let lsn_expected = self.lsn_expected();
-        let header = SegmentHeader::decode(bytes)
-            .ok_or_else(|| corrupted(&path, 0, lsn_expected, CorruptionKind::BadSegmentHeader))?;
+        let header = match SegmentHeader::decode(bytes) {
+            Ok(header) => header,
+            Err(HeaderError::NewerVersion(found)) => {
+                return Err(Error::UnsupportedFormatVersion { path, found, supported: FORMAT_VERSION })
+            }
+            Err(HeaderError::Invalid) => {
+                return Err(corrupted(&path, 0, lsn_expected, CorruptionKind::BadSegmentHeader))
+            }
+        };
         if header.number != number {
             return Err(corrupted(&path, 0, lsn_expected, CorruptionKind::SegmentNumberMismatch));
         }
+        self.check_owner(&path, &header)?;
         self.check_chain(&path, &header, lsn_expected)?;
 
         let mut summary = SegmentSummary {
@@ -201,6 +280,14 @@ impl Scanner<'_> {
         // The summary is kept even when the segment turns out corrupted, so
         // that point-in-time recovery keeps its valid prefix.
         let outcome = self.read_records(&path, &header, bytes, &mut summary).and_then(|lsn_next| {
+            // Segments are preallocated whole: a file of another size was
+            // cut short (or extended) after it was written, and whatever the
+            // missing part held is gone. Never a clean end.
+            let file_bytes = bytes.len() as u64;
+            if file_bytes != header.segment_bytes {
+                let kind = CorruptionKind::SegmentSizeMismatch { file_bytes, header_bytes: header.segment_bytes };
+                return Err(corrupted(&path, summary.end_offset, lsn_next, kind));
+            }
             if is_last {
                 self.check_tail(&path, &header, bytes, summary.end_offset, lsn_next)
             } else {
@@ -227,7 +314,7 @@ impl Scanner<'_> {
         loop {
             let frame = bytes
                 .get(summary.end_offset as usize..)
-                .map_or(Frame::Zeroes, |rest| format::decode_record(rest, header, self.payload_bytes_max));
+                .map_or(Frame::Zeroes, |rest| format::decode_record(rest, header, header.payload_bytes_max()));
             let Frame::Valid { lsn, payload, record_bytes } = frame else { return Ok(lsn_next) };
             if lsn != lsn_next {
                 return Ok(lsn_next);
@@ -241,7 +328,17 @@ impl Scanner<'_> {
                 lsn,
                 kind: CorruptionKind::BadPayload,
             })?;
-            let wanted = self.keep_folded || self.applied_lsn.is_some_and(|applied| lsn > applied);
+            let unfolded = self.applied_lsn.is_some_and(|applied| lsn > applied);
+            if unfolded && matches!(self.owner, Owner::Idle { .. }) {
+                return Err(self.mismatch(format!(
+                    "segment {} holds LSN {lsn}, which state.redb lacks (it holds up to LSN {}), although \
+                     state.redb says it holds everything its WAL held: the segment comes from another copy of \
+                     this store",
+                    path.display(),
+                    self.applied_lsn.unwrap_or(0)
+                )));
+            }
+            let wanted = self.keep_folded || unfolded;
             if wanted {
                 let payload_bytes = payload.len() as u64;
                 let offset = summary.end_offset;
@@ -258,6 +355,36 @@ impl Scanner<'_> {
             summary.lsn_last = Some(lsn);
             lsn_next = lsn + 1;
         }
+    }
+
+    /// A segment must belong to this store. A format-1 store (no identity
+    /// yet) reads only format-1 segments; it gets its identity when it is
+    /// next opened read-write, after those are folded and removed. While the
+    /// WAL is in use, a segment must also come from the opening that was
+    /// using it: any other is a copy of another WAL of the store (an older
+    /// or a diverged one), and reading it would mix two histories.
+    fn check_owner(&self, path: &Path, header: &SegmentHeader) -> Result<()> {
+        if header.store_id != self.owner.store_id() {
+            return Err(Error::ForeignSegment {
+                path: path.to_path_buf(),
+                segment_store: header.store_id,
+                state: self.state_path.to_path_buf(),
+                store: self.owner.store_id(),
+            });
+        }
+        match self.owner {
+            Owner::InUse { epoch, .. } if header.epoch != epoch => Err(self.mismatch(format!(
+                "segment {} was written by another opening of this store (epoch {:08x}) than the one state.redb \
+                 says was using the WAL (epoch {epoch:08x}): it comes from another copy of this store's WAL",
+                path.display(),
+                header.epoch
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn mismatch(&self, detail: String) -> Error {
+        Error::WalMismatch { wal_dir: self.dir.to_path_buf(), state: self.state_path.to_path_buf(), detail }
     }
 
     /// A segment's first LSN must follow on from what came before. A lower
@@ -297,11 +424,8 @@ impl Scanner<'_> {
     /// torn tail, or valid records after an invalid one (corruption).
     fn check_tail(&mut self, path: &Path, header: &SegmentHeader, bytes: &[u8], end: u64, lsn_next: Lsn) -> Result<()> {
         let rest = bytes.get(end as usize..).unwrap_or_default();
-        // Checksumming is bounded to a few times the segment: bytes crafted to
-        // look like endless overlapping records are refused, not scanned for
-        // minutes.
-        let budget = 4 * bytes.len() as u64 + (1 << 20);
-        let search = format::search_valid_record(rest, header, self.payload_bytes_max, budget);
+        let mut budget = checksum_budget(bytes);
+        let search = format::search_valid_record(rest, header, header.payload_bytes_max(), &mut budget);
         if let Search::Found(position, _) | Search::Undecided(position) = search {
             tracing::debug!(target: "factwal::recovery", at = end + position, ?search, "data after an invalid record");
             return Err(Error::Corrupted {
@@ -321,4 +445,75 @@ impl Scanner<'_> {
         }
         Ok(())
     }
+}
+
+/// What point-in-time recovery drops that could still be read: records
+/// after the cut in the segment holding the corruption, and every record of
+/// the segments it removes (each judged against its own header).
+fn describe_dropped(io: &dyn WalIo, corruption: &Error, kept: &[SegmentSummary], removed: &[PathBuf]) -> Dropped {
+    let mut dropped = Dropped::default();
+    let mut count = |lsns: Vec<Lsn>| {
+        for lsn in lsns {
+            dropped.records += 1;
+            dropped.lsn_range = Some(match dropped.lsn_range {
+                Some((first, last)) => (first.min(lsn), last.max(lsn)),
+                None => (lsn, lsn),
+            });
+        }
+    };
+    if let Error::Corrupted { path, offset, .. } = corruption {
+        if kept.iter().any(|segment| &segment.path == path) {
+            if let Ok(bytes) = io.read(path) {
+                let bytes: &[u8] = (*bytes).as_ref();
+                if let (Ok(header), Some(rest)) = (SegmentHeader::decode(bytes), bytes.get(*offset as usize..)) {
+                    let tail_bytes = rest.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1);
+                    let lsns = readable_records(rest, &header);
+                    count(lsns);
+                    dropped.tail_bytes = tail_bytes;
+                }
+            }
+        }
+    }
+    for path in removed {
+        if let Ok(bytes) = io.read(path) {
+            let bytes: &[u8] = (*bytes).as_ref();
+            if let (Ok(header), Some(rest)) = (SegmentHeader::decode(bytes), bytes.get(SEGMENT_HEADER_BYTES as usize..))
+            {
+                count(readable_records(rest, &header));
+            }
+        }
+    }
+    dropped
+}
+
+/// The LSNs of every record of `header`'s segment that can be read in
+/// `bytes`, in file order, skipping damage between them (bounded, as the
+/// tail check is).
+fn readable_records(bytes: &[u8], header: &SegmentHeader) -> Vec<Lsn> {
+    let payload_bytes_max = header.payload_bytes_max();
+    let mut budget = checksum_budget(bytes);
+    let mut lsns = Vec::new();
+    let mut position = 0usize;
+    while position < bytes.len() {
+        match format::decode_record(&bytes[position..], header, payload_bytes_max) {
+            Frame::Valid { lsn, record_bytes, .. } => {
+                lsns.push(lsn);
+                position += record_bytes as usize;
+            }
+            Frame::Zeroes | Frame::Invalid => {
+                match format::search_valid_record(&bytes[position..], header, payload_bytes_max, &mut budget) {
+                    Search::Found(step, _) => position += step as usize,
+                    Search::NotFound | Search::Undecided(_) => break,
+                }
+            }
+        }
+    }
+    lsns
+}
+
+/// Bytes a search after an invalid record may checksum in a segment of this
+/// size: a few times the segment, so bytes crafted to look like endless
+/// overlapping records are refused, not scanned for minutes.
+fn checksum_budget(segment: &[u8]) -> u64 {
+    4 * segment.len() as u64 + (1 << 20)
 }

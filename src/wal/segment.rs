@@ -6,12 +6,11 @@
 //! synced (invariant 10). A file with a segment's name therefore always has a
 //! durable, valid header, and the per-write sync never changes a file's size.
 
-use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Lsn, Result};
+use crate::identity::{random_u64, StoreId};
 use crate::wal::format::SegmentHeader;
 use crate::wal::io::{WalFile, WalIo};
 
@@ -104,6 +103,17 @@ pub fn discard_prepared(io: &dyn WalIo, prepared: PreparedSegment) {
     let _ = io.remove(&prepared.path);
 }
 
+/// What a new segment's header says besides its number and first LSN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentShape {
+    /// The store the segment belongs to.
+    pub store_id: StoreId,
+    /// The opening of the store that writes it.
+    pub epoch: u32,
+    /// The file's preallocated size.
+    pub segment_bytes: u64,
+}
+
 /// Turns a prepared file into segment `prepared.number`, whose first record
 /// will be `lsn_first`: writes and syncs its header, renames it into place
 /// and syncs the directory, so it is durable before any record in it is
@@ -113,10 +123,17 @@ pub fn install_segment(
     dir: &Path,
     prepared: PreparedSegment,
     lsn_first: Lsn,
-    segment_bytes: u64,
+    shape: SegmentShape,
 ) -> Result<Segment> {
     let number = prepared.number;
-    let header = SegmentHeader { number, lsn_first, salt: random_salt(number), segment_bytes };
+    let header = SegmentHeader {
+        number,
+        lsn_first,
+        salt: random_u64(("factwal segment salt", number)),
+        segment_bytes: shape.segment_bytes,
+        store_id: Some(shape.store_id),
+        epoch: shape.epoch,
+    };
     let temporary = &prepared.path;
     let written = prepared
         .file
@@ -135,17 +152,10 @@ pub fn install_segment(
 
 /// Creates segment `number` in `dir`, whose first record will be `lsn_first`,
 /// and makes it durable (file and directory) before returning.
-pub fn create_segment(io: &dyn WalIo, dir: &Path, number: u64, lsn_first: Lsn, segment_bytes: u64) -> Result<Segment> {
+pub fn create_segment(io: &dyn WalIo, dir: &Path, number: u64, lsn_first: Lsn, shape: SegmentShape) -> Result<Segment> {
     // One sync, in `install_segment`, covers the zeros and the header.
-    let prepared = zero_filled_temporary(io, dir, number, segment_bytes)?;
-    install_segment(io, dir, prepared, lsn_first, segment_bytes)
-}
-
-/// A salt that differs for every segment ever created: the process's random
-/// hasher keys mixed with the segment number and the time.
-fn random_salt(number: u64) -> u64 {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    RandomState::new().hash_one((number, nanos, std::process::id()))
+    let prepared = zero_filled_temporary(io, dir, number, shape.segment_bytes)?;
+    install_segment(io, dir, prepared, lsn_first, shape)
 }
 
 #[cfg(test)]
@@ -165,6 +175,7 @@ mod tests {
 
     #[test]
     fn salts_differ() {
-        assert_ne!(random_salt(1), random_salt(1));
+        let salt = || random_u64(("factwal segment salt", 1u64));
+        assert_ne!(salt(), salt());
     }
 }

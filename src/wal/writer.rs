@@ -46,16 +46,17 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Lsn, Result};
+use crate::identity::StoreId;
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
 use crate::wal::segment::{
-    create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment,
+    create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment, SegmentShape,
 };
 
 /// Receives durable records, in LSN order, before their writers are told.
@@ -80,6 +81,10 @@ pub struct WalOptions {
     pub dir: PathBuf,
     /// Preallocated size of each segment.
     pub segment_bytes: u64,
+    /// The store every segment belongs to (written in its header).
+    pub store_id: StoreId,
+    /// This opening of the store (written in every segment's header).
+    pub epoch: u32,
     /// Largest payload accepted.
     pub payload_bytes_max: u64,
 }
@@ -277,6 +282,10 @@ pub struct Wal<T> {
     /// takes `log` again as soon as a group is finished, and would win it
     /// from a waiting thread over and over).
     sealed: Mutex<VecDeque<SealedSegment>>,
+    /// True while `log` has an active segment. Changed under `log`, and
+    /// read and cleared under `sealed` too, so that a release never removes
+    /// the last segment while there is no active one.
+    has_active: AtomicBool,
     segments_created: AtomicU64,
     segments_prepared: AtomicU64,
     /// The next segment's file, made ahead of need by `prepare_next_segment`
@@ -288,6 +297,12 @@ pub struct Wal<T> {
     /// `log` and `spare`.
     number_next: AtomicU64,
     sink: Sink<T>,
+}
+
+impl WalOptions {
+    fn shape(&self) -> SegmentShape {
+        SegmentShape { store_id: self.store_id, epoch: self.epoch, segment_bytes: self.segment_bytes }
+    }
 }
 
 impl<T> std::fmt::Debug for Wal<T> {
@@ -312,8 +327,8 @@ impl<T> Wal<T> {
         lsn_next: Lsn,
         sink: Sink<T>,
     ) -> Result<Self> {
-        crate::store::ensure_durable_dir(&*io, &options.dir)?;
-        let segment = create_segment(&*io, &options.dir, number_next, lsn_next, options.segment_bytes)?;
+        crate::files::ensure_durable_dir(&*io, &options.dir)?;
+        let segment = create_segment(&*io, &options.dir, number_next, lsn_next, options.shape())?;
         let log = Log {
             active: Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None }),
             buffer: Vec::new(),
@@ -340,6 +355,7 @@ impl<T> Wal<T> {
             applied_changed: Condvar::new(),
             log: Mutex::new(log),
             sealed: Mutex::new(VecDeque::new()),
+            has_active: AtomicBool::new(true),
             segments_created: AtomicU64::new(1),
             segments_prepared: AtomicU64::new(0),
             spare: Mutex::new(None),
@@ -576,12 +592,12 @@ impl<T> Wal<T> {
         self.seal(log);
         let mut spare = lock(&self.spare);
         let number = self.number_next.load(Ordering::Acquire);
-        let (dir, bytes) = (&self.options.dir, self.options.segment_bytes);
+        let (dir, shape) = (&self.options.dir, self.options.shape());
         let prepared = self.take_spare_for(&mut spare, number);
         let was_prepared = prepared.is_some();
         let segment = match prepared {
-            Some(prepared) => install_segment(&*self.io, dir, prepared, lsn_first, bytes)?,
-            None => create_segment(&*self.io, dir, number, lsn_first, bytes)?,
+            Some(prepared) => install_segment(&*self.io, dir, prepared, lsn_first, shape)?,
+            None => create_segment(&*self.io, dir, number, lsn_first, shape)?,
         };
         tracing::debug!(target: "factwal::wal", path = %segment.path.display(), lsn_first, prepared = was_prepared,
             "segment created");
@@ -590,6 +606,7 @@ impl<T> Wal<T> {
         self.segments_created.fetch_add(1, Ordering::Relaxed);
         self.segments_prepared.fetch_add(u64::from(was_prepared), Ordering::Relaxed);
         log.active = Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None });
+        self.has_active.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -635,10 +652,17 @@ impl<T> Wal<T> {
     /// Removes sealed segments whose every record is at or below `lsn`, oldest
     /// first, then syncs the directory. Call only once a durable redb commit
     /// covers `lsn` (invariant 6). Returns how many were removed.
+    ///
+    /// While no segment is active (a roll failed, the disk full), the newest
+    /// sealed one stays: a WAL in use never holds no segment at all, which
+    /// the next open would take for a lost WAL.
     pub fn release_through(&self, lsn: Lsn) -> Result<usize> {
         let releasable: Vec<SealedSegment> = {
             let mut sealed = lock(&self.sealed);
-            let count = sealed.iter().take_while(|s| s.lsn_last.is_none_or(|last| last <= lsn)).count();
+            let mut count = sealed.iter().take_while(|s| s.lsn_last.is_none_or(|last| last <= lsn)).count();
+            if count == sealed.len() && !self.has_active.load(Ordering::Acquire) {
+                count = count.saturating_sub(1);
+            }
             sealed.drain(..count).collect()
         };
         self.remove_in_order(releasable)
@@ -726,12 +750,15 @@ impl<T> Wal<T> {
                 // Closing: leave no file behind (the directory sync that
                 // follows the removals covers this one too).
                 self.discard_spare();
+                return self.remove_all_segments();
             }
-            let removed = self.remove_all_segments()?;
-            if !stopped {
-                self.roll(&mut lock(&self.log), lsn_next)?;
-            }
-            Ok(removed)
+            // Still open: the fresh segment is made before the old ones go,
+            // so a WAL in use never holds no segment at all (the next open
+            // would take that for a lost WAL). If the roll fails, the old
+            // segments stay, folded, for a later pass.
+            self.roll(&mut lock(&self.log), lsn_next)?;
+            let old: Vec<SealedSegment> = lock(&self.sealed).drain(..).collect();
+            self.remove_in_order(old)
         });
 
         let next_leader = self.pass_leadership(&mut lock(&self.state));
@@ -744,7 +771,9 @@ impl<T> Wal<T> {
     /// Moves the active segment (if any) to the sealed ones.
     fn seal(&self, log: &mut Log) {
         if let Some(active) = log.active.take() {
-            lock(&self.sealed).push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
+            let mut sealed = lock(&self.sealed);
+            self.has_active.store(false, Ordering::Release);
+            sealed.push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
         }
     }
 
@@ -769,6 +798,11 @@ impl<T> Wal<T> {
     /// The WAL directory.
     pub fn dir(&self) -> &Path {
         &self.options.dir
+    }
+
+    /// The epoch written in every segment this WAL makes.
+    pub fn epoch(&self) -> u32 {
+        self.options.epoch
     }
 }
 
@@ -797,7 +831,13 @@ mod tests {
             let last = lsn_first + items.len() as u64 - 1;
             assert_eq!(seen.swap(last, Ordering::SeqCst), lsn_first - 1, "groups reach the sink in LSN order");
         });
-        let options = WalOptions { dir: dir.join("wal"), segment_bytes: 1 << 20, payload_bytes_max: 1024 };
+        let options = WalOptions {
+            dir: dir.join("wal"),
+            segment_bytes: 1 << 20,
+            store_id: StoreId::new_random(),
+            epoch: 1,
+            payload_bytes_max: 1024,
+        };
         (Arc::new(Wal::start(Arc::new(StdIo), options, 1, 1, sink).unwrap()), applied)
     }
 
@@ -914,7 +954,13 @@ mod tests {
             let last = lsn_first + items.len() as u64 - 1;
             assert_eq!(seen.swap(last, Ordering::SeqCst), lsn_first - 1, "groups reach the sink in LSN order");
         });
-        let options = WalOptions { dir: dir.path().join("wal"), segment_bytes: 1 << 20, payload_bytes_max: 1024 };
+        let options = WalOptions {
+            dir: dir.path().join("wal"),
+            segment_bytes: 1 << 20,
+            store_id: StoreId::new_random(),
+            epoch: 1,
+            payload_bytes_max: 1024,
+        };
         let wal = Arc::new(Wal::start(Arc::new(SlowSyncIo), options, 1, 1, sink).unwrap());
         let writers: Vec<_> = (0..8u64)
             .map(|writer| {

@@ -19,6 +19,22 @@ pub fn small_config(dir: &Path) -> Config {
     Config::new(dir).segment_bytes(16 * 1024).max_record_bytes(4 * 1024).wal_bytes_max(1 << 20)
 }
 
+/// Creates the store `config` describes and leaves it as a crash would,
+/// with an empty WAL directory (its first, empty segment removed): the
+/// identity and epoch that segments crafted for it must carry, so that the
+/// next open reads them as this store's WAL in use.
+pub fn crashed_empty_store(config: &Config) -> (factwal::StoreId, u32) {
+    let store = Store::open(config.clone()).unwrap();
+    let store_id = store.store_id();
+    store.simulate_crash();
+    let segments = segment_paths(&config.wal_dir());
+    assert_eq!(segments.len(), 1, "a new store has one segment");
+    let bytes = std::fs::read(&segments[0]).unwrap();
+    let header = factwal::wal::format::SegmentHeader::decode(&bytes).unwrap();
+    std::fs::remove_file(&segments[0]).unwrap();
+    (store_id, header.epoch)
+}
+
 /// Paths of the segment files of a WAL directory, in order.
 pub fn segment_paths(wal_dir: &Path) -> Vec<PathBuf> {
     factwal::segment_numbers(wal_dir)
