@@ -152,7 +152,7 @@ impl Writer {
         self.child.kill().map_err(|e| CliError::io("kill the writer process", e))?;
         self.child.wait().map_err(|e| CliError::io("reap the writer process", e))?;
         let reader = self.reader.take().ok_or_else(|| CliError::failed("acks already collected"))?;
-        reader.join().map_err(|_| CliError::failed("the ack reader thread panicked"))?
+        reader.join().map_err(|_| super::thread_panicked("the ack reader thread"))?
     }
 
     /// An error quoting the writer's last stderr line if it ended on its own.

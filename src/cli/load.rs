@@ -79,7 +79,7 @@ pub fn run(args: &LoadArgs) -> Result<(), CliError> {
             .map(|_| scope.spawn(|| write_loop(&store, &schedule, &next_seq, args.writes, &failed)))
             .collect();
         let joined = threads.into_iter().map(|thread| thread.join());
-        joined.map(|outcome| outcome.unwrap_or_else(|_| Err(CliError::failed("a writer thread panicked")))).collect()
+        joined.map(|outcome| outcome.unwrap_or_else(|_| Err(super::thread_panicked("a writer thread")))).collect()
     });
     let elapsed = started.elapsed();
     let report = store.close();

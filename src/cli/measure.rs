@@ -186,7 +186,7 @@ where
     let elapsed = started.elapsed();
     let mut latency = Histogram::default();
     for outcome in outcomes {
-        let histogram = outcome.map_err(|_| CliError::failed("a writer thread panicked"))??;
+        let histogram = outcome.map_err(|_| super::thread_panicked("a writer thread"))??;
         latency.merge(&histogram);
     }
     Ok(Measurement { writers, elapsed, latency })

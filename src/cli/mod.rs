@@ -38,6 +38,24 @@ pub const EXIT_USAGE: u8 = 64;
 /// Exit code when stdout was closed under us (`factwal facts | head`), as a
 /// process killed by SIGPIPE would report it.
 pub const EXIT_BROKEN_PIPE: u8 = 141;
+/// Exit code of an internal error (a panic that was not contained: a bug).
+pub const EXIT_INTERNAL: u8 = 70;
+
+/// The last panic's message and place. The hook only records it: a panic
+/// the library contains (redb failing on a damaged file, say) becomes an
+/// ordinary error and must not print "internal error"; one that escapes is
+/// printed by `main`, and one in a thread by whoever joins it.
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// What the last panic said, for a thread that was joined after one.
+pub fn last_panic() -> String {
+    LAST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone().unwrap_or_default()
+}
+
+/// The error to report for a thread that panicked.
+pub fn thread_panicked(what: &str) -> CliError {
+    CliError::with_code(EXIT_INTERNAL, format!("internal error (please report it): {what} panicked: {}", last_panic()))
+}
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success; 1 failure (missing or locked directory, bad config, I/O error, a WAL
@@ -168,10 +186,11 @@ impl From<Error> for CliError {
 /// Parses the command line, runs the subcommand and turns its outcome into
 /// an exit code.
 pub fn main() -> ExitCode {
-    // A panic is a bug, but the user still gets one line, not a backtrace.
+    // A panic that escapes is a bug, but the user still gets one line, not
+    // a backtrace (printed below, or by whoever joins the thread).
     std::panic::set_hook(Box::new(|info| {
         let text = info.to_string().replace('\n', " ");
-        output::eprint_line(&format!("factwal: internal error (please report it): {text}"));
+        *LAST_PANIC.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(text);
     }));
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -181,7 +200,10 @@ pub fn main() -> ExitCode {
         }
     };
     log::install(cli.log);
-    match run(cli.command) {
+    let outcome = std::panic::catch_unwind(|| run(cli.command)).unwrap_or_else(|_| {
+        Err(CliError::with_code(EXIT_INTERNAL, format!("internal error (please report it): {}", last_panic())))
+    });
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             if !error.message.is_empty() {

@@ -115,7 +115,9 @@ enum Latch {
 
 /// The redb side of the store.
 pub struct Tables {
-    db: Database,
+    /// Always `Some` until the handle is closed or dropped (redb's own drop,
+    /// which may read the damaged file, runs contained).
+    db: Option<Database>,
     path: PathBuf,
     format_version: u32,
     latch: Mutex<Option<Latch>>,
@@ -172,8 +174,12 @@ impl Tables {
         store_id: StoreId,
     ) -> Result<Tables> {
         let db = open_database(path, backend, cache_bytes)?;
-        let tables =
-            Tables { db, path: path.to_path_buf(), format_version: STATE_FORMAT_VERSION, latch: Mutex::new(None) };
+        let tables = Tables {
+            db: Some(db),
+            path: path.to_path_buf(),
+            format_version: STATE_FORMAT_VERSION,
+            latch: Mutex::new(None),
+        };
         tables.write("creating the tables", |txn, _| {
             txn.open_table(FACTS)?;
             txn.open_table(SESSIONS)?;
@@ -198,7 +204,7 @@ impl Tables {
             });
         }
         let db = open_database(path, backend, cache_bytes)?;
-        let mut tables = Tables { db, path: path.to_path_buf(), format_version: 0, latch: Mutex::new(None) };
+        let mut tables = Tables { db: Some(db), path: path.to_path_buf(), format_version: 0, latch: Mutex::new(None) };
         tables.format_version = tables.read_format_version()?;
         if tables.format_version > STATE_FORMAT_VERSION {
             return Err(Error::UnsupportedFormatVersion {
@@ -254,7 +260,8 @@ impl Tables {
             let (Latch::Panicked(error) | Latch::Io(error)) = latch;
             return Err(error.duplicate());
         }
-        let outcome = catch(&self.path, what, || body(&self.db));
+        let db = self.db.as_ref().ok_or(Error::Closed)?;
+        let outcome = catch(&self.path, what, || body(db));
         if let Err(error) = &outcome {
             let latch = match error {
                 Error::StateCorrupted { kind: StateDamage::Panicked, .. } => {
@@ -432,22 +439,36 @@ impl Tables {
             return Err(error.duplicate());
         }
         let path = self.path.clone();
-        catch(&path, "checking integrity", || self.db.check_integrity().map_err(|e| classify(&path, e)))
+        let db = self.db.as_mut().ok_or(Error::Closed)?;
+        catch(&path, "checking integrity", || db.check_integrity().map_err(|e| classify(&path, e)))
     }
 
     /// Closes redb, reporting any error it meets while doing so. A handle
     /// latched by a panic is dropped without asking redb for anything more
     /// than it does on drop, with that contained too.
-    pub fn close(self) -> Result<()> {
-        let Tables { db, path, latch, .. } = self;
-        let latched = latch.into_inner().unwrap_or_else(PoisonError::into_inner);
-        catch(&path, "closing", || match latched {
+    pub fn close(mut self) -> Result<()> {
+        let latched = self.latched();
+        let Some(db) = self.db.take() else { return Ok(()) };
+        catch(&self.path, "closing", || match latched {
             Some(Latch::Panicked(error) | Latch::Io(error)) => {
                 drop(db);
                 Err(error.duplicate())
             }
-            None => db.close().map_err(|e| classify(&path, e)),
+            None => db.close().map_err(|e| classify(&self.path, e)),
         })
+    }
+}
+
+impl Drop for Tables {
+    /// redb's drop closes the database, which can read a damaged file:
+    /// contained like every other call.
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = catch(&self.path, "closing", || {
+                drop(db);
+                Ok(())
+            });
+        }
     }
 }
 
