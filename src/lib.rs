@@ -45,6 +45,7 @@ mod files;
 mod identity;
 pub mod inspect;
 mod open;
+mod salvage;
 pub mod state;
 mod store;
 pub mod wal;
@@ -56,6 +57,7 @@ pub use error::{CorruptionKind, Error, Lsn, Result, StateDamage};
 pub use files::LOCK_FILE_NAME;
 pub use identity::StoreId;
 pub use inspect::{ReadOnlyStore, StateCheck, WalProblem};
+pub use salvage::{salvage, Loss, SalvageReport};
 pub use store::{segment_numbers, CloseReport, RecoveryReport, Store, StoreStats};
 
 /// The README's examples, compiled and run as doctests.

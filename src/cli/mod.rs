@@ -14,6 +14,7 @@ mod log;
 mod measure;
 mod output;
 mod problem;
+mod salvage;
 mod scratch;
 mod verify;
 mod workload;
@@ -90,6 +91,7 @@ enum Command {
     Dump(dump::DumpArgs),
     Verify(verify::VerifyArgs),
     Checkpoint(checkpoint::CheckpointArgs),
+    Salvage(salvage::SalvageArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -223,6 +225,7 @@ fn run(command: Command) -> Result<ExitCode, CliError> {
         Command::Dump(args) => dump::run(&args),
         Command::Verify(args) => Ok(verify::run(&args)),
         Command::Checkpoint(args) => checkpoint::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Salvage(args) => salvage::run(&args),
         Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
     }
 }

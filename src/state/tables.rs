@@ -741,9 +741,50 @@ impl Snapshot<'_> {
         Ok(sessions)
     }
 
+    /// Visits facts in key order (`reverse`: from the last), strictly after
+    /// (before) `from` when given, each with its checked value or the error
+    /// that stopped it from being read, until `visit` returns false. Stops
+    /// at an error of the iteration itself (a damaged tree). For salvage,
+    /// which walks a damaged tree from both ends.
+    pub fn walk_facts(
+        &self,
+        from: Option<(&str, &str)>,
+        reverse: bool,
+        mut visit: impl FnMut(&str, &str, Result<Vec<u8>>) -> bool,
+    ) -> Result<()> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let table = self.txn.open_table(FACTS).map_err(|e| self.error(e))?;
+        let bounds = match (from, reverse) {
+            (None, _) => (Unbounded, Unbounded),
+            (Some(key), false) => (Excluded(key), Unbounded),
+            (Some(key), true) => (Unbounded, Excluded(key)),
+        };
+        let range = table.range::<(&str, &str)>(bounds).map_err(|e| self.error(e))?;
+        let mut step = |entry: std::result::Result<_, redb::StorageError>| -> Result<bool> {
+            let (key, stored): (redb::AccessGuard<'_, (&str, &str)>, redb::AccessGuard<'_, &[u8]>) =
+                entry.map_err(|e| self.error(e))?;
+            let (session, fact) = key.value();
+            Ok(visit(session, fact, self.value(session, fact, stored.value())))
+        };
+        if reverse {
+            for entry in range.rev() {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if !step(entry)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Visits every fact in key order, each with its checked value or the
     /// error that stopped it from being read; stops at an error of the
-    /// iteration itself (a damaged tree). For `verify` and `salvage`.
+    /// iteration itself (a damaged tree). For `verify`.
     pub fn scan_facts(&self, mut visit: impl FnMut(&str, &str, Result<Vec<u8>>)) -> Result<()> {
         let table = self.txn.open_table(FACTS).map_err(|e| self.error(e))?;
         for entry in table.iter().map_err(|e| self.error(e))? {

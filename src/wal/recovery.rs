@@ -148,6 +148,12 @@ pub enum Owner {
         /// The store.
         store_id: StoreId,
     },
+    /// Salvage: any segment of this store (`None`: format 1), from any of
+    /// its openings, whatever redb says it holds.
+    Any {
+        /// The store.
+        store_id: Option<StoreId>,
+    },
 }
 
 impl Owner {
@@ -155,6 +161,7 @@ impl Owner {
         match self {
             Owner::Format1 => None,
             Owner::InUse { store_id, .. } | Owner::Idle { store_id } => Some(store_id),
+            Owner::Any { store_id } => store_id,
         }
     }
 }
