@@ -23,7 +23,6 @@ use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Lsn, Result};
 use crate::files::{self, DirState};
 use crate::identity::StoreId;
-use crate::state::overlay::SessionDelta;
 use crate::state::{Generation, StateIo, StdStateIo, StoreRecord, Tables};
 use crate::wal::format::SegmentHeader;
 use crate::wal::io::{StdIo, WalIo};
@@ -339,7 +338,7 @@ struct ChunkWriter<'a> {
 impl ChunkWriter<'_> {
     fn put(&mut self, session: &str, fact: &str, value: Vec<u8>) -> Result<()> {
         self.value_bytes += value.len() + session.len() + fact.len();
-        let delta = self.generation.sessions.entry(session.to_string()).or_insert_with(SessionDelta::default);
+        let delta = self.generation.sessions.entry(session.to_string()).or_default();
         delta.facts.insert(fact.to_string(), Some(value));
         self.generation.records += 1;
         if self.value_bytes >= CHUNK_VALUE_BYTES {
