@@ -230,7 +230,7 @@ pub enum Error {
     Closed,
 
     /// The configuration is invalid.
-    #[error("config error in {}: key `{key}` = {value}: {reason}", path.display())]
+    #[error("config error in {}: {}", path.display(), config_detail(key, value, reason))]
     Config {
         /// The config file, or `<builder>` for values set in code.
         path: PathBuf,
@@ -266,6 +266,28 @@ pub enum Error {
     /// A caller-supplied value is invalid (an empty session id, say).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+}
+
+/// "key `k` = v: reason", or "table [k]: reason" / "key `k`: reason" when
+/// there is no value to show (an unknown table, a missing key).
+fn config_detail(key: &str, value: &str, reason: &str) -> String {
+    match value {
+        "" if !key.contains('.') && !key.starts_with('<') => format!("table [{key}]: {reason}"),
+        "" => format!("key `{key}`: {reason}"),
+        value => format!("key `{key}` = {value}: {reason}"),
+    }
+}
+
+/// The error and every source under it, joined by ": ".
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The text of a caught panic's payload.

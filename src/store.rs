@@ -12,7 +12,7 @@ use crate::checkpoint::{
     self, checkpoint_pass, CheckpointMode, CheckpointState, CheckpointStats, LoopStart, PassReport,
 };
 use crate::config::Config;
-use crate::error::{Error, Lsn, Result};
+use crate::error::{error_chain, Error, Lsn, Result};
 use crate::identity::StoreId;
 use crate::open::{absolute, open_store};
 use crate::state::{Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View, WalMark};
@@ -41,12 +41,20 @@ pub struct CloseReport {
     /// False when the directory lock is kept because a checkpoint thread that
     /// did not stop still uses the store; it is released when that thread ends.
     pub lock_released: bool,
+    /// The checkpoint thread died before close (a panic, with its message):
+    /// periodic passes had stopped.
+    pub loop_failure: Option<String>,
 }
 
 impl CloseReport {
-    /// True when every step succeeded.
+    /// True when every step succeeded (and the checkpoint thread, if one
+    /// ran, lived to be stopped).
     pub fn is_clean(&self) -> bool {
-        self.loop_joined && self.truncate.is_ok() && self.redb_close.is_ok() && self.lock_released
+        self.loop_joined
+            && self.loop_failure.is_none()
+            && self.truncate.is_ok()
+            && self.redb_close.is_ok()
+            && self.lock_released
     }
 }
 
@@ -400,6 +408,12 @@ impl Store {
         self.core.checkpoint.set_delay_for_test(delay);
     }
 
+    /// Test hook: the next checkpoint pass panics, as a bug inside it would.
+    #[doc(hidden)]
+    pub fn panic_next_checkpoint_pass_for_test(&self) {
+        self.core.checkpoint.panic_next_pass_for_test();
+    }
+
     /// Test hook: the most checkpoint passes ever seen running at once.
     #[doc(hidden)]
     pub fn max_concurrent_passes_for_test(&self) -> usize {
@@ -441,6 +455,7 @@ impl Store {
             truncate: Err(Error::Closed),
             redb_close: Err(Error::Closed),
             lock_released: true,
+            loop_failure: None,
         })
     }
 
@@ -506,7 +521,8 @@ fn shutdown(core: &Core) -> Option<CloseReport> {
         tracing::error!(target: "factwal::checkpoint", path = %core.config.persistence.data_dir.display(),
             "close: directory lock kept until the checkpoint thread ends");
     }
-    Some(CloseReport { loop_joined, summary, truncate, redb_close, lock_released })
+    let loop_failure = lock(&core.checkpoint.loop_failure).clone();
+    Some(CloseReport { loop_joined, summary, truncate, redb_close, lock_released, loop_failure })
 }
 
 /// Takes redb out of the core and closes it, waiting at most `timeout` for
@@ -612,6 +628,13 @@ impl Core {
     /// lock (see `checkpoint::checkpoint_pass`, which reports it).
     pub(crate) fn run_pass(&self, mode: CheckpointMode) -> Result<PassReport> {
         let mut report = PassReport::begin(mode);
+        if let Some(wal) = self.wal.as_ref().filter(|wal| wal.sink_failed()) {
+            // The overlay may miss or half-hold records: folding it could
+            // write a half-applied batch. The WAL holds them all for the
+            // next open, which recovers from the disk.
+            let cause = wal.poisoned().unwrap_or_else(|| Arc::new(Error::Closed));
+            return Err(Error::Poisoned { cause });
+        }
         self.reopen_state_if_failed()?;
         let tables_guard = self.tables()?;
         let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
@@ -675,18 +698,6 @@ impl Core {
 /// A new opening's epoch: random, never 0 (format 1's "none").
 fn new_epoch() -> u32 {
     (crate::identity::random_u64("factwal WAL epoch") as u32).max(1)
-}
-
-/// The error and every source under it, joined by ": ".
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Numbers of the segment files in a WAL directory, sorted.

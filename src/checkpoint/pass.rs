@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use super::stats::{CheckpointStats, Samples};
 use super::thread::{LoopControl, LoopThread};
 use super::{CheckpointMode, PassReport};
+use crate::error::error_chain;
 use crate::error::{Error, Result};
-use crate::store::{error_chain, Core};
+use crate::store::Core;
 
 const TARGET: &str = "factwal::checkpoint";
 
@@ -24,8 +25,11 @@ pub(crate) struct CheckpointState {
     /// Set when a writer has asked the loop to run early; cleared by the loop.
     pub(crate) wake_pending: AtomicBool,
     pub(crate) thread: Mutex<Option<LoopThread>>,
+    /// Why the loop thread died, if it did (a panic): close reports it.
+    pub(crate) loop_failure: Mutex<Option<String>>,
     summary_emitted: AtomicBool,
     delay_for_test_ns: AtomicU64,
+    panic_for_test: AtomicBool,
     passes_active: AtomicUsize,
     passes_active_max: AtomicUsize,
 }
@@ -44,8 +48,10 @@ impl CheckpointState {
             wake: Condvar::new(),
             wake_pending: AtomicBool::new(false),
             thread: Mutex::new(None),
+            loop_failure: Mutex::new(None),
             summary_emitted: AtomicBool::new(false),
             delay_for_test_ns: AtomicU64::new(0),
+            panic_for_test: AtomicBool::new(false),
             passes_active: AtomicUsize::new(0),
             passes_active_max: AtomicUsize::new(0),
         }
@@ -92,6 +98,11 @@ impl CheckpointState {
         self.delay_for_test_ns.store(delay.as_nanos() as u64, Ordering::Release);
     }
 
+    /// Test hook: the next pass panics (as a bug inside it would).
+    pub(crate) fn panic_next_pass_for_test(&self) {
+        self.panic_for_test.store(true, Ordering::Release);
+    }
+
     /// Test hook: the most passes ever seen running at once (should be 1).
     pub(crate) fn passes_active_max(&self) -> usize {
         self.passes_active_max.load(Ordering::Acquire)
@@ -114,6 +125,10 @@ pub(crate) fn checkpoint_pass(core: &Core, mode: CheckpointMode, _held: &MutexGu
     let delay = state.delay_for_test_ns.load(Ordering::Acquire);
     if delay > 0 {
         std::thread::sleep(Duration::from_nanos(delay));
+    }
+    if state.panic_for_test.swap(false, Ordering::AcqRel) {
+        state.passes_active.fetch_sub(1, Ordering::AcqRel);
+        panic!("checkpoint pass test hook: a panic inside the pass");
     }
     let lsn_before = core.applied_lsn_cached();
     let outcome = core.run_pass(mode).map(|mut report| {

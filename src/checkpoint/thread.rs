@@ -2,6 +2,7 @@
 //! running a PASSIVE pass on every tick, or earlier when writers report that
 //! `checkpoint.wal_bytes_trigger` unfolded bytes have built up.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, PoisonError};
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use super::pass::{checkpoint_pass, lock};
 use super::CheckpointMode;
-use crate::error::{Error, Result};
+use crate::config::CHECKPOINT_INTERVAL_S_MAX;
+use crate::error::{panic_message, Error, Result};
 use crate::store::Core;
 
 const TARGET: &str = "factwal::checkpoint";
@@ -45,6 +47,12 @@ pub enum LoopStart {
 /// Starts the loop thread unless one runs or `interval` is zero. The thread
 /// inherits the caller's tracing dispatcher.
 pub(crate) fn start_loop(core: &Arc<Core>, interval: Duration) -> Result<LoopStart> {
+    let interval_max = Duration::from_secs_f64(CHECKPOINT_INTERVAL_S_MAX);
+    if interval > interval_max {
+        return Err(Error::InvalidArgument(format!(
+            "checkpoint interval {interval:?} is above the limit of {interval_max:?} (0 disables the loop)"
+        )));
+    }
     if interval.is_zero() {
         tracing::info!(target: TARGET, interval_s = 0.0, "checkpoint loop disabled: interval is 0, no thread started");
         return Ok(LoopStart::Disabled);
@@ -60,7 +68,16 @@ pub(crate) fn start_loop(core: &Arc<Core>, interval: Duration) -> Result<LoopSta
     let loop_core = core.clone();
     let spawned = std::thread::Builder::new().name("factwal-checkpoint".into()).spawn(move || {
         let _ended = ended_sender;
-        tracing::dispatcher::with_default(&dispatch, || run_loop(&loop_core, interval));
+        tracing::dispatcher::with_default(&dispatch, || {
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_loop(&loop_core, interval)));
+            if let Err(payload) = outcome {
+                let message = panic_message(&*payload);
+                tracing::error!(target: TARGET, panic = %message,
+                    "checkpoint thread died: no more periodic passes (writers still fold under back-pressure)");
+                *lock(&loop_core.checkpoint.loop_failure) = Some(message);
+                lock(&loop_core.checkpoint.control).running = false;
+            }
+        });
     });
     match spawned {
         Ok(handle) => {

@@ -8,7 +8,13 @@ use factwal::wal::recovery::RecoveredRecord;
 use factwal::{Op, WalProblem};
 use serde::Serialize;
 
-use super::output::{self, Out};
+use super::output::{self, plain_text, Out};
+
+/// An id in a plain dump line: quoted when it could be misread (a `/`
+/// separates session and fact there).
+fn id(text: &str) -> std::borrow::Cow<'_, str> {
+    plain_text(text, &['/', ','])
+}
 use super::problem::{self, open_read_only};
 use super::{CliError, StoreArgs, EXIT_CORRUPTED};
 
@@ -107,9 +113,11 @@ fn plain_line(record: &RecordJson) -> String {
         .ops
         .iter()
         .map(|op| match op {
-            OpJson::Assert { session, fact, value_bytes } => format!("assert {session}/{fact} ({value_bytes} bytes)"),
-            OpJson::Retract { session, fact } => format!("retract {session}/{fact}"),
-            OpJson::DropSession { session } => format!("drop {session}"),
+            OpJson::Assert { session, fact, value_bytes } => {
+                format!("assert {}/{} ({value_bytes} bytes)", id(session), id(fact))
+            }
+            OpJson::Retract { session, fact } => format!("retract {}/{}", id(session), id(fact)),
+            OpJson::DropSession { session } => format!("drop {}", id(session)),
         })
         .collect();
     let folded = if record.folded { "folded" } else { "unfolded" };

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::output::{json_value, Out};
+use super::output::{json_value, plain_text, plain_value, Out};
 use super::problem::{open_read_only, refusal};
 use super::{CliError, StoreArgs};
 
@@ -53,10 +53,12 @@ pub fn run(args: &FactsArgs) -> Result<(), CliError> {
             let (value, encoding) = json_value(&bytes);
             if args.json {
                 out.json(&FactJson { session, fact: &fact, value, encoding })?;
-            } else if encoding.is_some() {
-                out.line(format_args!("{session} {fact} base64:{value}"))?;
             } else {
-                out.line(format_args!("{session} {fact} {value}"))?;
+                let (session, fact) = (plain_text(session, &[]), plain_text(&fact, &[]));
+                match encoding {
+                    Some(_) => out.line(format_args!("{session} {fact} base64:{value}"))?,
+                    None => out.line(format_args!("{session} {fact} {}", plain_value(&value)))?,
+                }
             }
         }
     }

@@ -58,8 +58,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "R", default_value_t = 0)]
     retract_every: u64,
     /// Milliseconds between checkpoint passes (0: no checkpoint loop).
-    #[arg(long, value_name = "MS", default_value_t = 100)]
-    checkpoint_interval_ms: u64,
+    /// Default: `checkpoint.interval_s` of --config, else 100.
+    #[arg(long, value_name = "MS")]
+    checkpoint_interval_ms: Option<u64>,
 }
 
 pub fn run(args: &LoadArgs) -> Result<(), CliError> {
@@ -69,8 +70,16 @@ pub fn run(args: &LoadArgs) -> Result<(), CliError> {
         retract_every: args.retract_every,
         value_bytes: args.value_bytes as usize,
     };
-    let store = Store::open(args.store.config()?)?;
-    store.start_checkpoint_loop(Duration::from_millis(args.checkpoint_interval_ms))?;
+    let config = args.store.config()?;
+    // The flag overrides the config file's key, as every flag does; with
+    // neither, the loop runs every 100 ms.
+    let interval = match (args.checkpoint_interval_ms, &args.store.config) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, Some(_)) => config.checkpoint_interval().unwrap_or_default(),
+        (None, None) => Duration::from_millis(100),
+    };
+    let store = Store::open(config)?;
+    store.start_checkpoint_loop(interval)?;
     let next_seq = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let started = Instant::now();

@@ -131,6 +131,42 @@ pub fn json_value(bytes: &[u8]) -> (String, Option<&'static str>) {
     }
 }
 
+/// An id or a text value as plain output shows it: as it is when that is
+/// unambiguous, else as a JSON string (quoted, with `\n`, `\"`, `\\` and
+/// `\uXXXX` escapes, as the JSON output writes it). Quoted: anything empty,
+/// holding whitespace, a control character, a quote, a backslash or one of
+/// `also`, or starting with `base64:` (the plain form of a binary value).
+/// So no id can forge a line or a column.
+pub fn plain_text<'a>(text: &'a str, also: &[char]) -> std::borrow::Cow<'a, str> {
+    let ambiguous = text.is_empty()
+        || text.starts_with("base64:")
+        || text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\' || also.contains(&c));
+    if ambiguous {
+        std::borrow::Cow::Owned(serde_json::to_string(text).unwrap_or_else(|_| format!("{text:?}")))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// A text value as the last column of a plain line: as it is (inner spaces
+/// included, the value is the rest of the line) unless it could forge a
+/// line or be misread: a control character, a leading quote, leading or
+/// trailing whitespace, or the `base64:` prefix of a binary value. Then it
+/// is a JSON string, as [`plain_text`] writes one.
+pub fn plain_value(text: &str) -> std::borrow::Cow<'_, str> {
+    let ambiguous = text.is_empty()
+        || text.starts_with('"')
+        || text.starts_with("base64:")
+        || text.starts_with(char::is_whitespace)
+        || text.ends_with(char::is_whitespace)
+        || text.chars().any(char::is_control);
+    if ambiguous {
+        std::borrow::Cow::Owned(serde_json::to_string(text).unwrap_or_else(|_| format!("{text:?}")))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// `41233` as `41,233`, for figures people read.
 pub fn grouped(number: u64) -> String {
     let digits = number.to_string();
@@ -172,6 +208,25 @@ mod tests {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }
         assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn plain_text_quotes_what_could_forge_a_line_or_a_column() {
+        assert_eq!(plain_text("s1", &[]), "s1");
+        assert_eq!(plain_text("café", &[]), "café");
+        assert_eq!(plain_text("a b", &[]), "\"a b\"");
+        assert_eq!(plain_text("x\ns0 f0 forged", &[]), "\"x\\ns0 f0 forged\"");
+        assert_eq!(plain_text("say \"hi\"", &[]), "\"say \\\"hi\\\"\"");
+        assert_eq!(plain_text("", &[]), "\"\"");
+        assert_eq!(plain_text("base64:Zg==", &[]), "\"base64:Zg==\"");
+        assert_eq!(plain_text("a/b", &['/']), "\"a/b\"");
+        assert_eq!(plain_text("a/b", &[]), "a/b");
+        assert_eq!(plain_value("hello world"), "hello world");
+        assert_eq!(plain_value("two\nlines"), "\"two\\nlines\"");
+        assert_eq!(plain_value(" padded"), "\" padded\"");
+        assert_eq!(plain_value("\"quoted\""), "\"\\\"quoted\\\"\"");
+        assert_eq!(plain_value("base64:Zg=="), "\"base64:Zg==\"");
+        assert_eq!(plain_value(""), "\"\"");
     }
 
     #[test]

@@ -45,13 +45,14 @@
 //! the log continues.
 
 use std::collections::VecDeque;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Lsn, Result};
+use crate::error::{error_chain, panic_message, Error, Lsn, Result};
 use crate::identity::StoreId;
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
@@ -288,6 +289,8 @@ pub struct Wal<T> {
     has_active: AtomicBool,
     segments_created: AtomicU64,
     segments_prepared: AtomicU64,
+    /// Set when the sink panicked (see `sink_failed`).
+    sink_failed: AtomicBool,
     /// The next segment's file, made ahead of need by `prepare_next_segment`
     /// (a checkpoint pass) so that a roll does not zero-fill a segment while
     /// every writer waits. Held by a roll for all of it, and by a
@@ -358,6 +361,7 @@ impl<T> Wal<T> {
             has_active: AtomicBool::new(true),
             segments_created: AtomicU64::new(1),
             segments_prepared: AtomicU64::new(0),
+            sink_failed: AtomicBool::new(false),
             spare: Mutex::new(None),
             number_next: AtomicU64::new(number_next + 1),
             sink,
@@ -425,19 +429,27 @@ impl<T> Wal<T> {
             let started = Instant::now();
             let (durable, error) = match poisoned {
                 Some(cause) => (0, Some(GroupError::Poisoned(cause))),
-                None => self.write_group(&group, lsn_first),
+                None => self.write_group_contained(&group, lsn_first),
             };
             let sync_elapsed = started.elapsed();
             let group_count = group.len();
             let mut completion = Completion::of(group, lsn_first, durable, error.as_ref());
-            if let Some(index) = completion.members.iter().position(|(waiter, _)| Arc::ptr_eq(waiter, own)) {
+            let own_here = completion.members.iter().position(|(waiter, _)| Arc::ptr_eq(waiter, own));
+            if let Some(index) = own_here {
                 own_outcome = Some(completion.members.swap_remove(index).1);
             }
+            let mut finish = |completion| {
+                if let Some(cause) = self.finish(completion) {
+                    if own_here.is_some() {
+                        own_outcome = Some(Err(Error::Poisoned { cause }));
+                    }
+                }
+            };
 
-            state = lock(&self.state);
             if let Some(GroupError::Poisoned(cause)) = &error {
-                state.poisoned.get_or_insert_with(|| cause.clone());
+                self.poison(cause);
             }
+            state = lock(&self.state);
             state.lsn_next += durable as u64;
             state.group_last_count = group_count;
             state.counters.groups += 1;
@@ -450,7 +462,7 @@ impl<T> Wal<T> {
             let keep_leading = error.is_none() && !state.queue.is_empty() && groups_led < LEAD_GROUPS_MAX;
             if keep_leading {
                 drop(state);
-                self.finish(completion);
+                finish(completion);
                 state = lock(&self.state);
                 continue;
             }
@@ -459,17 +471,51 @@ impl<T> Wal<T> {
             if let Some(next) = next_leader {
                 next.tell(Wake::Lead);
             }
-            self.finish(completion);
+            finish(completion);
             break;
         }
         own_outcome.expect("a leader's own record is in the first group it leads")
     }
 
+    /// `write_group`, with a panic under it (a bug in the I/O layer, say)
+    /// turned into a failure that poisons the WAL: the group's writers are
+    /// told, and leadership moves on instead of staying with a thread that
+    /// unwound, which would leave `close` waiting for it forever.
+    fn write_group_contained(&self, group: &[Queued<T>], lsn_first: Lsn) -> (usize, Option<GroupError>) {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.write_group(group, lsn_first))) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                let error = Error::Panicked { what: "writing a group of WAL records", message };
+                (0, Some(GroupError::Poisoned(Arc::new(error))))
+            }
+        }
+    }
+
+    /// Poisons the WAL with `cause` unless it already is, and says so at
+    /// once (ERROR): no later write is acknowledged until the store is
+    /// reopened.
+    fn poison(&self, cause: &Arc<Error>) {
+        let first = {
+            let mut state = lock(&self.state);
+            let first = state.poisoned.is_none();
+            state.poisoned.get_or_insert_with(|| cause.clone());
+            first
+        };
+        if first {
+            tracing::error!(target: "factwal::wal", wal_dir = %self.options.dir.display(), cause = %error_chain(&**cause),
+                "WAL poisoned: no later write is acknowledged until the store is reopened");
+        }
+    }
+
     /// Gives a written group's durable records to the sink, after every
     /// earlier group's, then posts each member's outcome and wakes the
-    /// members as a binary tree (see `Relay`).
-    fn finish(&self, completion: Completion<T>) {
+    /// members as a binary tree (see `Relay`). A panic in the sink poisons
+    /// the WAL and fails the group's writes (their records are durable, but
+    /// whether they became visible is unknown); the cause is returned.
+    fn finish(&self, completion: Completion<T>) -> Option<Arc<Error>> {
         let Completion { lsn_first, items, members } = completion;
+        let mut failure = None;
         if !items.is_empty() {
             let mut applied = lock(&self.applied);
             while *applied + 1 != lsn_first {
@@ -477,18 +523,33 @@ impl<T> Wal<T> {
                 applied = self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
             }
             let lsn_last = lsn_first + items.len() as u64 - 1;
-            (self.sink)(lsn_first, items);
+            let sunk = panic::catch_unwind(AssertUnwindSafe(|| (self.sink)(lsn_first, items)));
+            // The turn passes on even after a panic: later groups, `stop`
+            // and `truncate_with` wait for it.
             *applied = lsn_last;
             self.applied_changed.notify_all();
+            drop(applied);
+            if let Err(payload) = sunk {
+                let message = panic_message(&*payload);
+                let cause = Arc::new(Error::Panicked { what: "making durable records visible", message });
+                self.sink_failed.store(true, Ordering::Release);
+                self.poison(&cause);
+                failure = Some(cause);
+            }
         }
         let (waiters, outcomes): (Vec<_>, Vec<_>) = members.into_iter().unzip();
         let waiters: Arc<[Arc<Waiter>]> = waiters.into();
         for (index, outcome) in outcomes.into_iter().enumerate() {
+            let outcome = match (&failure, outcome) {
+                (Some(cause), Ok(_)) => Err(Error::Poisoned { cause: cause.clone() }),
+                (_, outcome) => outcome,
+            };
             waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
         }
         for waiter in waiters.iter().take(2) {
             waiter.thread.unpark();
         }
+        failure
     }
 
     /// Waits until the sink has seen every record made durable so far. Call
@@ -795,6 +856,13 @@ impl<T> Wal<T> {
         lock(&self.state).poisoned.clone()
     }
 
+    /// True when the sink panicked: what it holds (the store's overlay) may
+    /// miss or half-hold records, so it must not be folded; the records are
+    /// in the WAL for the next open.
+    pub fn sink_failed(&self) -> bool {
+        self.sink_failed.load(Ordering::Acquire)
+    }
+
     /// The WAL directory.
     pub fn dir(&self) -> &Path {
         &self.options.dir
@@ -935,6 +1003,130 @@ mod tests {
         fn len_bytes(&self) -> std::io::Result<u64> {
             self.0.len_bytes()
         }
+    }
+
+    /// The real file system, whose `write_at` panics from its `nth` call on.
+    #[derive(Debug)]
+    struct PanickingIo {
+        writes: Arc<AtomicU64>,
+        nth: u64,
+    }
+
+    #[derive(Debug)]
+    struct PanickingFile {
+        file: Arc<dyn WalFile>,
+        writes: Arc<AtomicU64>,
+        nth: u64,
+    }
+
+    impl WalIo for PanickingIo {
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            StdIo.create_dir_all(path)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+            StdIo.list(dir)
+        }
+        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
+            Ok(Arc::new(PanickingFile { file: StdIo.create(path)?, writes: self.writes.clone(), nth: self.nth }))
+        }
+        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
+            Ok(Arc::new(PanickingFile { file: StdIo.open(path)?, writes: self.writes.clone(), nth: self.nth }))
+        }
+        fn read(&self, path: &Path) -> std::io::Result<crate::wal::io::FileBytes> {
+            StdIo.read(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            StdIo.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> std::io::Result<()> {
+            StdIo.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            StdIo.sync_dir(dir)
+        }
+    }
+
+    impl WalFile for PanickingFile {
+        fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+            // Record writes only (the segment header is written at offset 0).
+            if offset > 0 && self.writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.nth {
+                panic!("a bug in the I/O layer");
+            }
+            self.file.write_at(offset, bytes)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+        fn allocate(&self, bytes: u64) -> std::io::Result<()> {
+            self.file.allocate(bytes)
+        }
+        fn set_len(&self, bytes: u64) -> std::io::Result<()> {
+            self.file.set_len(bytes)
+        }
+        fn len_bytes(&self) -> std::io::Result<u64> {
+            self.file.len_bytes()
+        }
+    }
+
+    fn options_in(dir: &Path) -> WalOptions {
+        WalOptions {
+            dir: dir.join("wal"),
+            segment_bytes: 1 << 20,
+            store_id: StoreId::new_random(),
+            epoch: 1,
+            payload_bytes_max: 1024,
+        }
+    }
+
+    #[test]
+    fn a_panic_under_the_leader_poisons_tells_every_writer_and_lets_stop_return() {
+        // Eight writers append while the I/O layer panics on the fifth
+        // record write. The panic must not leave a leader flag set: every
+        // writer returns (a record acknowledged before, or Poisoned naming
+        // the panic), later appends are refused, and `stop`, which waits for
+        // no leader to be active, returns.
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(PanickingIo { writes: Arc::new(AtomicU64::new(0)), nth: 5 });
+        let sink: Sink<()> = Box::new(|_, _| {});
+        let wal = Arc::new(Wal::start(io, options_in(dir.path()), 1, 1, sink).unwrap());
+        let outcomes: Vec<Result<Lsn>> =
+            append_from_threads(&wal, 8, 20).into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let acknowledged = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert!(acknowledged >= 1, "the writes before the panic were acknowledged");
+        for outcome in outcomes.iter().filter(|o| o.is_err()) {
+            match outcome {
+                Err(Error::Poisoned { cause }) => assert!(matches!(**cause, Error::Panicked { .. }), "{cause}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(matches!(wal.append(vec![1; 40], ()), Err(Error::Poisoned { .. })));
+        assert_eq!(wal.lsn_next(), acknowledged as u64 + 1, "LSNs went only to acknowledged records");
+        assert!(!wal.sink_failed(), "the sink never failed");
+        wal.stop();
+    }
+
+    #[test]
+    fn a_panic_in_the_sink_fails_that_group_and_marks_the_sink_unreliable() {
+        // The sink panics on its second group. That write is durable but its
+        // visibility is unknown: it fails with Poisoned, the WAL refuses
+        // what follows, `sink_failed` says the sink's state cannot be folded,
+        // and `stop` returns (the turn counter moved past the group).
+        let dir = tempfile::tempdir().unwrap();
+        let calls = AtomicU64::new(0);
+        let sink: Sink<()> = Box::new(move |_, _| {
+            if calls.fetch_add(1, Ordering::SeqCst) == 1 {
+                panic!("a bug in the sink");
+            }
+        });
+        let wal = Wal::start(Arc::new(StdIo), options_in(dir.path()), 1, 1, sink).unwrap();
+        assert_eq!(wal.append(vec![1; 40], ()).unwrap(), 1);
+        match wal.append(vec![2; 40], ()) {
+            Err(Error::Poisoned { cause }) => assert!(cause.to_string().contains("a bug in the sink"), "{cause}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(wal.sink_failed());
+        assert!(matches!(wal.append(vec![3; 40], ()), Err(Error::Poisoned { .. })));
+        wal.stop();
     }
 
     #[test]
