@@ -143,7 +143,8 @@ fn report_state(
     }
     out.line(format_args!("redb: {} sessions, {} facts with a sound checksum", state.sessions, state.facts_sound))?;
     if !state.is_sound() {
-        failures.push(format!("{} is damaged: {} problem(s) found", path.display(), state.problems_found));
+        let first = state.problems.first().map_or_else(String::new, |problem| format!(", the first: {problem}"));
+        failures.push(format!("{} is damaged: {} problem(s) found{first}", path.display(), state.problems_found));
     }
     Ok(())
 }
