@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{error_chain, Error, Lsn, Result};
 use crate::identity::StoreId;
 use crate::open::{absolute, open_store};
-use crate::state::{Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View, WalMark};
+use crate::state::{FactLookup, Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View, WalMark};
 use crate::wal::io::{StdIo, WalIo};
 use crate::wal::recovery::Repair;
 use crate::wal::segment::parse_segment_file_name;
@@ -341,7 +341,10 @@ impl Store {
     }
 
     fn view<R>(&self, read: impl FnOnce(&View<'_>) -> Result<R>) -> Result<R> {
-        self.core.reopen_state_if_failed()?;
+        if self.core.state_reopen_failed() {
+            // A failure here is the one `tables` reports.
+            let _ = self.core.reopen_state_if_failed();
+        }
         let tables = self.tables()?;
         let tables = tables.as_ref().ok_or(Error::Closed)?;
         read(&View { overlay: &self.core.overlay, tables })
@@ -349,7 +352,13 @@ impl Store {
 
     /// One fact's value, as of every write acknowledged before this call.
     pub fn fact(&self, session: &str, fact: &str) -> Result<Option<Vec<u8>>> {
-        self.view(|view| view.fact(session, fact))
+        // What the overlay knows needs no redb (which may be closed while a
+        // full disk keeps it from reopening).
+        match self.core.overlay.fact(session, fact) {
+            FactLookup::Value(value) => Ok(Some(value)),
+            FactLookup::Absent => Ok(None),
+            FactLookup::Base => self.view(|view| view.fact(session, fact)),
+        }
     }
 
     /// Every fact of a session, by fact id.
@@ -571,6 +580,12 @@ impl Core {
             });
         }
         Ok(guard)
+    }
+
+    /// True when redb is closed because its reopen after an I/O failure
+    /// failed: readers then try the reopen themselves.
+    pub(crate) fn state_reopen_failed(&self) -> bool {
+        lock(&self.state_failure).is_some()
     }
 
     /// After an I/O failure that redb latched (a full disk during a fold,

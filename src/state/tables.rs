@@ -256,8 +256,10 @@ impl Tables {
     /// Runs `body` on the database unless the handle is latched; a panic
     /// becomes `StateCorrupted`, and it and a latching I/O error latch.
     fn contain<R>(&self, what: &'static str, body: impl FnOnce(&Database) -> Result<R>) -> Result<R> {
-        if let Some(latch) = self.latched() {
-            let (Latch::Panicked(error) | Latch::Io(error)) = latch;
+        // After a panic redb's state is unknown: it is asked nothing more.
+        // After an I/O failure it refuses writes itself ("previous I/O
+        // error") but may still serve reads from what it holds.
+        if let Some(Latch::Panicked(error)) = self.latched() {
             return Err(error.duplicate());
         }
         let db = self.db.as_ref().ok_or(Error::Closed)?;

@@ -1,0 +1,140 @@
+//! Faults under redb: a full disk while folding (or, in direct mode, while
+//! writing) must not stick. redb latches an I/O failure ("previous I/O
+//! error") until it is reopened; the store reopens it, and once space
+//! returns, folding and writing resume with nothing lost. The faults are
+//! injected by the simulated disk under redb's storage backend.
+
+use std::sync::Arc;
+
+use factwal::fault::{OpKind, Side, SimDisk};
+use factwal::{Batch, CheckpointMode, Config, Error, Store};
+
+mod common;
+
+const ENOSPC: i32 = 28;
+
+fn config(dir: &std::path::Path) -> Config {
+    common::small_config(dir)
+}
+
+fn open(disk: &Arc<SimDisk>, config: Config) -> Store {
+    Store::open_with(config, disk.wal_io(), disk.state_io()).unwrap()
+}
+
+fn is_out_of_space(error: &Error) -> bool {
+    let text = factwal_error_chain(error);
+    text.contains("No space left on device") || text.contains("os error 28")
+}
+
+fn factwal_error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[test]
+fn a_full_disk_inside_a_fold_recovers_once_space_returns() {
+    // WAL mode: redb's writes fail with ENOSPC from some point on. Writes go
+    // on (they only need the WAL) while checkpoint passes fail; once space
+    // returns, the next pass reopens redb and folds everything, close is
+    // clean, and a reopen holds every acknowledged write. Before the fix,
+    // every later pass (and close) failed with "previous I/O error" for
+    // good, and writes failed once back-pressure needed a pass.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = open(&disk, config(dir.path()));
+    for i in 0..20 {
+        store.assert("s", &format!("before{i}"), b"x").unwrap();
+    }
+    disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
+    for i in 0..20 {
+        store.assert("s", &format!("during{i}"), b"y").unwrap();
+    }
+    let failed = store.checkpoint(CheckpointMode::Passive).unwrap_err();
+    assert!(is_out_of_space(&failed), "{failed}");
+    // The next pass tries to reopen redb, whose repair needs space too.
+    let failed = store.checkpoint(CheckpointMode::Passive).unwrap_err();
+    assert!(is_out_of_space(&failed), "{failed}");
+    // An unfolded fact is read from the overlay alone.
+    assert_eq!(store.fact("s", "during7").unwrap(), Some(b"y".to_vec()));
+    disk.heal();
+    // A read reopens redb too, once there is space.
+    assert_eq!(store.facts("s").unwrap().len(), 40);
+    for i in 0..20 {
+        store.assert("s", &format!("after{i}"), b"z").unwrap();
+    }
+    let pass = store.checkpoint(CheckpointMode::Passive).unwrap();
+    assert_eq!(pass.applied_lsn, 60, "the pass after the reopen folds everything");
+    assert_eq!(store.stats().unwrap().applied_lsn, 60);
+    assert!(store.close().is_clean());
+    let store = open(&disk, config(dir.path()));
+    assert_eq!(store.facts("s").unwrap().len(), 60);
+    assert!(store.close().is_clean());
+}
+
+#[test]
+fn a_full_disk_under_back_pressure_does_not_stop_writes_after_space_returns() {
+    // A WAL bound so small that writers fold themselves: while redb has no
+    // space the writes that need a pass fail with ENOSPC (nothing of them is
+    // acknowledged); once space returns they succeed again, without a reopen
+    // of the store.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new(dir.path());
+    let config = Config::new(dir.path()).segment_bytes(16 * 1024).max_record_bytes(4096).wal_bytes_max(16 * 1024);
+    let store = open(&disk, config.clone());
+    disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for i in 0..100 {
+        match store.write(Batch::new().assert("s", format!("f{i}"), vec![b'v'; 500])) {
+            Ok(_) => acknowledged.push(i),
+            Err(error) => {
+                assert!(is_out_of_space(&error), "{error}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "back-pressure needed a pass while redb had no space");
+    disk.heal();
+    for i in 100..200 {
+        store.write(Batch::new().assert("s", format!("f{i}"), vec![b'v'; 500])).unwrap();
+        acknowledged.push(i);
+    }
+    assert!(store.close().is_clean());
+    let store = open(&disk, config);
+    let facts = store.facts("s").unwrap();
+    for i in &acknowledged {
+        assert!(facts.contains_key(&format!("f{i}")), "acknowledged write f{i} lost");
+    }
+    assert!(store.close().is_clean());
+}
+
+#[test]
+fn a_full_disk_in_direct_mode_fails_that_write_and_the_next_ones_succeed() {
+    // Direct mode: each write is a redb commit. While redb has no space the
+    // writes fail; once space returns, the next write succeeds (redb is
+    // reopened first) with the next LSN after what redb holds.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = open(&disk, config(dir.path()).wal_enabled(false));
+    assert_eq!(store.assert("s", "a", b"1").unwrap(), 1);
+    disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
+    for fact in ["b", "c"] {
+        let error = store.assert("s", fact, b"2").unwrap_err();
+        assert!(is_out_of_space(&error), "{error}");
+    }
+    disk.heal();
+    let lsn = store.assert("s", "d", b"3").unwrap();
+    assert_eq!(lsn, store.stats().unwrap().applied_lsn);
+    assert_eq!(store.fact("s", "d").unwrap(), Some(b"3".to_vec()));
+    assert_eq!(store.fact("s", "a").unwrap(), Some(b"1".to_vec()));
+    assert!(store.close().is_clean());
+    let store = open(&disk, config(dir.path()).wal_enabled(false));
+    assert_eq!(store.fact("s", "d").unwrap(), Some(b"3".to_vec()));
+    assert!(store.close().is_clean());
+}
