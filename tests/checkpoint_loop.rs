@@ -332,3 +332,50 @@ fn close_does_not_hang_on_a_loop_that_will_not_stop() {
         all
     })));
 }
+
+#[test]
+fn an_interval_beyond_a_day_is_refused_and_starts_no_thread() {
+    // Duration::MAX (or anything above the config's own limit of a day) is
+    // refused with InvalidArgument, before any thread starts; the store is
+    // then closed cleanly. Before the fix the call said Started and the
+    // thread panicked on an overflowing deadline, while close said clean.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    for interval in [Duration::MAX, Duration::from_secs(86_401)] {
+        match store.start_checkpoint_loop(interval) {
+            Err(factwal::Error::InvalidArgument(text)) => assert!(text.contains("above the limit"), "{text}"),
+            other => panic!("{interval:?}: {other:?}"),
+        }
+    }
+    assert_eq!(store.start_checkpoint_loop(Duration::from_secs(86_400)).unwrap(), LoopStart::Started);
+    assert!(store.close().is_clean());
+}
+
+#[test]
+fn a_loop_thread_that_dies_is_an_error_event_and_makes_close_unclean() {
+    // A pass of the loop panics (a bug): the loop thread dies with an ERROR
+    // naming the panic, writes go on, and close reports the death
+    // (loop_failure, is_clean false) instead of calling the close clean.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(small_config(dir.path())).unwrap();
+    let (report, events) = capture(|| {
+        store.panic_next_checkpoint_pass_for_test();
+        store.start_checkpoint_loop(Duration::from_millis(5)).unwrap();
+        store.write(Batch::new().assert("s", "f", b"v".to_vec())).unwrap();
+        // The pass that panics has begun once one was seen running.
+        assert!(wait_until(Duration::from_secs(10), || store.max_concurrent_passes_for_test() == 1));
+        store.write(Batch::new().assert("s", "g", b"after".to_vec())).unwrap();
+        // Close joins the loop thread: its last words are in by then.
+        store.close()
+    });
+    let died: Vec<_> = events.iter().filter(|e| e.message.starts_with("checkpoint thread died")).collect();
+    assert_eq!(died.len(), 1, "{events:?}");
+    assert_eq!(died[0].level, tracing::Level::ERROR);
+    assert!(died[0].fields["panic"].contains("test hook"), "{:?}", died[0].fields);
+    assert!(!report.is_clean(), "{report:?}");
+    assert!(report.loop_failure.as_deref().is_some_and(|text| text.contains("test hook")), "{report:?}");
+    assert!(report.truncate.is_ok(), "the final pass still ran: {report:?}");
+    let store = Store::open(small_config(dir.path())).unwrap();
+    assert_eq!(store.fact("s", "g").unwrap(), Some(b"after".to_vec()));
+    assert!(store.close().is_clean());
+}

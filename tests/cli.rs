@@ -15,7 +15,7 @@ use serde_json::Value;
 mod common;
 use common::{small_config, snapshot_files};
 
-const SUBCOMMANDS: [&str; 8] = ["demo", "load", "facts", "inspect", "dump", "verify", "checkpoint", "bench"];
+const SUBCOMMANDS: [&str; 9] = ["demo", "load", "facts", "inspect", "dump", "verify", "checkpoint", "salvage", "bench"];
 /// The same small segments as `common::small_config`, as a config file.
 const SMALL_CONFIG_TOML: &str =
     "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\nwal_bytes_max = 1048576\n";
@@ -456,4 +456,102 @@ fn bench_json_has_every_cell_with_stable_keys() {
         }
     }
     assert!(!dir.exists(), "bench removes its directory");
+}
+
+#[test]
+fn a_fifo_or_a_directory_named_like_a_segment_is_refused_at_once() {
+    // A FIFO named like a segment used to make facts and verify wait for a
+    // writer forever; a directory named like one gave "No such device".
+    // Both are refused at once, naming the file and what it is.
+    let fixture = Fixture::new().crashed_store(10);
+    let wal = fixture.store().join("wal");
+    let next = factwal::segment_numbers(&wal).unwrap().last().unwrap() + 1;
+    let fifo = wal.join(format!("{next:020}.wal"));
+    let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    for subcommand in ["facts", "verify", "inspect", "checkpoint"] {
+        let output = fixture.run(subcommand, &[]);
+        let code = if subcommand == "verify" { 3 } else { 1 };
+        expect_one_error_line(&output, code, &[&fifo.display().to_string(), "is a FIFO, not a regular file"]);
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(30), "a tool waited on the FIFO");
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::create_dir(&fifo).unwrap();
+    let output = fixture.run("facts", &[]);
+    expect_one_error_line(&output, 1, &[&fifo.display().to_string(), "is a directory, not a regular file"]);
+}
+
+#[test]
+fn wrong_kinds_of_paths_are_named_for_what_they_are() {
+    // --dir naming a file, and a state.redb that is a directory: each error
+    // says what the path is, not "no such directory" or "not a store".
+    let fixture = Fixture::new();
+    let file = fixture.root.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let file_arg = file.display().to_string();
+    for subcommand in ["facts", "checkpoint"] {
+        let output = factwal(&[subcommand, "--dir", &file_arg]);
+        expect_one_error_line(&output, 1, &[&file_arg, "is a regular file, not a directory"]);
+    }
+    let store = fixture.store();
+    std::fs::create_dir_all(store.join("state.redb")).unwrap();
+    let state = store.join("state.redb").display().to_string();
+    for subcommand in ["facts", "checkpoint"] {
+        let output = fixture.run(subcommand, &[]);
+        expect_one_error_line(&output, 1, &[&state, "is a directory, not a regular file"]);
+    }
+}
+
+#[test]
+fn load_takes_its_checkpoint_interval_from_its_config_unless_the_flag_is_given() {
+    // `checkpoint.interval_s` of --config decides load's loop (0: none); the
+    // flag overrides it; with neither, 100 ms. Before the fix load always
+    // ran its loop every 100 ms, config or not.
+    let fixture = Fixture::new();
+    let config = fixture.root.path().join("no-loop.toml");
+    std::fs::write(&config, format!("{SMALL_CONFIG_TOML}[checkpoint]\ninterval_s = 0\n")).unwrap();
+    let (dir, config) = (fixture.store().display().to_string(), config.display().to_string());
+    let base = ["load", "--dir", &dir, "--sessions", "2", "--writes", "3", "--log", "info"];
+    let run = |extra: &[&str]| {
+        let output = factwal(&[&base[..], extra].concat());
+        expect_code(&output, 0);
+        stderr(&output)
+    };
+    let from_config = run(&["--config", &config]);
+    assert!(from_config.contains("checkpoint loop disabled"), "{from_config}");
+    let flag = run(&["--config", &config, "--checkpoint-interval-ms", "250"]);
+    assert!(flag.contains("checkpoint loop started interval_s=0.25"), "{flag}");
+    let neither = run(&[]);
+    assert!(neither.contains("checkpoint loop started interval_s=0.1"), "{neither}");
+}
+
+#[test]
+fn plain_facts_and_dump_quote_ids_that_could_forge_a_line() {
+    // An id holding a newline (or a space, a quote, a slash in dump) would
+    // let one fact print as two lines or shift columns. Plain output quotes
+    // such ids (and such values) as JSON strings; ordinary ones stay bare.
+    let fixture = Fixture::new();
+    let store = Store::open(small_config(&fixture.store())).unwrap();
+    store.assert("s1\ns2 f0 forged", "f", b"v").unwrap();
+    store.assert("plain", "two words", b"line one\nline two").unwrap();
+    store.assert("plain", "x/y", b"ok").unwrap();
+    store.simulate_crash();
+    let plain = fixture.run("facts", &[]);
+    expect_code(&plain, 0);
+    assert_eq!(
+        stdout(&plain),
+        "plain \"two words\" \"line one\\nline two\"\nplain x/y ok\n\"s1\\ns2 f0 forged\" f v\n"
+    );
+    let dump = fixture.run("dump", &[]);
+    expect_code(&dump, 0);
+    let lines: Vec<String> = stdout(&dump).lines().map(|line| line.split(": ").nth(1).unwrap().to_string()).collect();
+    assert_eq!(
+        lines,
+        vec![
+            "assert \"s1\\ns2 f0 forged\"/f (1 bytes)",
+            "assert plain/\"two words\" (17 bytes)",
+            "assert plain/\"x/y\" (2 bytes)"
+        ]
+    );
 }

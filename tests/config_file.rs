@@ -237,3 +237,68 @@ fn example_file_loads_as_the_defaults_and_names_every_key() {
     assert_eq!(keys_of(&text), keys_of(&toml::to_string(&Config::default()).unwrap()));
     assert!(text.lines().any(|line| line.starts_with("# wal_path = ")), "wal_path is documented");
 }
+
+#[test]
+fn an_empty_wal_path_is_refused_wherever_it_comes_from() {
+    // `wal_path = ""` once meant "the current directory": a 64 MiB segment
+    // appeared wherever the process ran. It is refused, from a file, from
+    // the builder and from the command line, naming the key.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "empty.toml", "[persistence]\nwal_path = \"\"\n");
+    match Config::from_file(&path).unwrap_err() {
+        factwal::Error::Config { key, value, reason, .. } => {
+            assert_eq!((key.as_str(), value.as_str()), ("persistence.wal_path", "\"\""));
+            assert!(reason.contains("must not be empty"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let error = Config::new(dir.path()).wal_path("").validate().unwrap_err();
+    assert!(matches!(error, factwal::Error::Config { ref key, .. } if key == "persistence.wal_path"), "{error}");
+    assert!(factwal::Store::open(Config::new(dir.path().join("store")).wal_path("")).is_err());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_factwal"))
+        .args([
+            "load",
+            "--dir",
+            &dir.path().join("cli").display().to_string(),
+            "--wal-path",
+            "",
+            "--sessions",
+            "1",
+            "--writes",
+            "1",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    // The command line refuses an empty value itself (a usage error).
+    assert_eq!(output.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--wal-path"));
+    let stray: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(stray.iter().all(|name| !name.to_string_lossy().ends_with(".wal")), "{stray:?}");
+}
+
+#[test]
+fn an_unknown_table_is_named_as_a_table() {
+    // `[x]` is an unknown table: the error says so, without an empty value.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "table.toml", "[x]\na = 1\n");
+    let text = Config::from_file(&path).unwrap_err().to_string();
+    assert!(text.contains("table [x]: unknown field `x`"), "{text}");
+    assert!(!text.contains("= :"), "{text}");
+}
+
+#[test]
+fn the_redb_cache_is_bounded() {
+    // redb_cache_bytes is checked against its limits and reaches redb.
+    let dir = tempfile::tempdir().unwrap();
+    for bytes in [0, (1 << 20) - 1, (64u64 << 30) + 1] {
+        let error = Config::new(dir.path()).redb_cache_bytes(bytes).validate().unwrap_err();
+        assert!(
+            matches!(error, factwal::Error::Config { ref key, .. } if key == "persistence.redb_cache_bytes"),
+            "{error}"
+        );
+    }
+    let store = factwal::Store::open(Config::new(dir.path()).redb_cache_bytes(1 << 20)).unwrap();
+    store.assert("s", "f", b"v").unwrap();
+    assert!(store.close().is_clean());
+}

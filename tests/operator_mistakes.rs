@@ -342,7 +342,7 @@ fn a_wal_without_its_state_redb_is_refused() {
     let wal_arg = path_arg(&store.join("wal"));
     let before = snapshot_files(root.path());
     let output = factwal(&["checkpoint", "--dir", &other, "--wal-path", &wal_arg]);
-    expect(&output, 1, &["no factwal store here"]);
+    expect(&output, 1, &["open data directory", "no such directory"]);
     let output = factwal(&["load", "--dir", &other, "--wal-path", &wal_arg, "--sessions", "1", "--writes", "1"]);
     expect(&output, 1, &["there is no state.redb", wal_arg.as_str()]);
     let mut after = snapshot_files(root.path());

@@ -42,9 +42,21 @@ struct PassJson {
 pub fn run(args: &CheckpointArgs) -> Result<(), CliError> {
     let config = args.store.config()?;
     // Store::open would create a missing store; an operator command must not.
+    // Anything else in the way (a file for a directory, a directory for a
+    // file) Store::open names itself.
     let state_path = config.state_path();
-    if !state_path.is_file() {
+    let missing = std::fs::symlink_metadata(&state_path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    if missing && config.persistence.data_dir.is_dir() {
         return Err(CliError::failed(format!("no factwal store here: {} does not exist", state_path.display())));
+    }
+    if missing {
+        let data_dir = &config.persistence.data_dir;
+        let what = match std::fs::metadata(data_dir) {
+            Ok(metadata) if metadata.is_file() => "is a regular file, not a directory",
+            Ok(_) => "is not a directory",
+            Err(_) => "no such directory",
+        };
+        return Err(CliError::failed(format!("I/O error: open data directory {}: {what}", data_dir.display())));
     }
     let store = Store::open(config)?;
     let replayed_at_open = store.recovery().records_replayed;
