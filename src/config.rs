@@ -28,11 +28,13 @@ pub const CHECKPOINT_INTERVAL_S_MAX: f64 = 86_400.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum RecoveryMode {
-    /// Truncate a torn tail (a partial last record, never acknowledged) with a
-    /// WARN; refuse to open on corruption anywhere else.
+    /// Drop an unreadable last record (what a crash leaves of a write it cut
+    /// short, never acknowledged; or the last acknowledged record damaged
+    /// later, which nothing tells apart) with a WARN; refuse to open on
+    /// corruption anywhere else.
     #[default]
     TolerateCorruptedTail,
-    /// Refuse to open even on a torn tail.
+    /// Refuse to open even on an unreadable last record.
     AbsoluteConsistency,
     /// Keep the valid prefix of the log and drop everything after the first
     /// invalid record, with an ERROR. The operator's explicit choice.

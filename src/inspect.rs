@@ -17,7 +17,7 @@ use crate::files::{self, DirState};
 use crate::open::{judge_wal, owner_of, WalFacts};
 use crate::state::{Generation, Overlay, StoreRecord, Tables, View};
 use crate::wal::io::StdIo;
-use crate::wal::recovery::{self, RecoveredRecord, Repair, ScanOptions, SegmentSummary};
+use crate::wal::recovery::{self, Dropped, RecoveredRecord, Repair, ScanOptions, SegmentSummary};
 
 /// What is wrong with the end of a WAL, if anything.
 #[derive(Debug)]
@@ -81,6 +81,7 @@ pub struct ReadOnlyStore {
     segments: Vec<SegmentSummary>,
     records: Vec<RecoveredRecord>,
     problem: Option<WalProblem>,
+    dropped: Option<Dropped>,
     _locks: Vec<File>,
 }
 
@@ -129,9 +130,13 @@ impl ReadOnlyStore {
             state_path,
         };
         let recovered = recovery::scan(&StdIo, &wal_dir, &options)?;
+        let mut dropped = None;
         let problem = recovered.repairs.into_iter().next().map(|repair| match repair {
             Repair::TornTail { path, offset, bytes } => WalProblem::TornTail { path, offset, bytes },
-            Repair::DropAfter { corruption, .. } => WalProblem::Corrupted(*corruption),
+            Repair::DropAfter { corruption, dropped: drops, .. } => {
+                dropped = Some(drops);
+                WalProblem::Corrupted(*corruption)
+            }
         });
         let mut generation = Generation::default();
         for record in recovered.records.iter().filter(|r| r.lsn > options.applied_lsn.unwrap_or(0)) {
@@ -147,6 +152,7 @@ impl ReadOnlyStore {
             segments: recovered.segments,
             records: recovered.records,
             problem,
+            dropped,
             _locks: locks,
         })
     }
@@ -201,6 +207,12 @@ impl ReadOnlyStore {
     /// records, if any.
     pub fn problem(&self) -> Option<&WalProblem> {
         self.problem.as_ref()
+    }
+
+    /// Under corruption: what point-in-time recovery would drop that can
+    /// still be read (records after the damage, and their LSNs).
+    pub fn point_in_time_drops(&self) -> Option<&Dropped> {
+        self.dropped.as_ref()
     }
 
     /// The configuration in force.

@@ -24,7 +24,7 @@ use super::{CliError, StoreArgs, EXIT_CORRUPTED};
 /// already holds the record (folded), and its operations
 /// (`assert s1/f3 (12 bytes)`, `retract s1/f4`, `drop s2`). Read-only.
 ///
-/// Records are listed up to the first problem. A torn tail is then reported
+/// Records are listed up to the first problem. An unreadable last record is then reported
 /// on stderr (exit 0: a crash leaves one); corruption is reported on stderr
 /// naming file, offset and LSN, with exit 2.
 #[derive(Debug, clap::Args)]
@@ -76,7 +76,7 @@ pub fn run(args: &DumpArgs) -> Result<ExitCode, CliError> {
     match store.problem() {
         None => Ok(ExitCode::SUCCESS),
         Some(torn @ WalProblem::TornTail { .. }) => {
-            output::eprint_line(&format!("factwal: the WAL ends in a {}", problem::describe(torn)));
+            output::eprint_line(&format!("factwal: the WAL ends in an {}", problem::describe(torn)));
             Ok(ExitCode::SUCCESS)
         }
         Some(WalProblem::Corrupted(error)) => {
