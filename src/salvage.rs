@@ -8,9 +8,10 @@
 //! the sessions table names in between is tried on its own. Each fact's
 //! checksum is checked; a damaged one is reported, never copied. What the
 //! WAL holds after `applied_lsn` (all of it, when `state.redb` cannot say)
-//! is replayed on top, in LSN order, up to its first damage: replaying a
+//! is replayed on top, in LSN order, every readable batch of it: replaying a
 //! suffix of the log over a state that already holds part of it gives the
-//! same state, so this is exact either way. A loss that a replayed record
+//! same state, so this is exact either way, and a damaged batch is skipped
+//! (and named by its LSN) rather than ending the replay. A loss that a replayed record
 //! overwrites (the fact asserted or retracted again, its session dropped)
 //! is no loss and is reported as restored.
 
@@ -19,15 +20,16 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::{Config, RecoveryMode};
+use crate::batch::Batch;
+use crate::config::Config;
 use crate::error::{Error, Lsn, Result};
 use crate::files::{self, DirState};
 use crate::identity::StoreId;
 use crate::state::{Generation, StateIo, StdStateIo, StoreRecord, Tables};
-use crate::wal::format::SegmentHeader;
+use crate::wal::format::{HeaderError, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::wal::io::{StdIo, WalIo};
-use crate::wal::recovery::{self, Owner, RecoveredRecord, Repair, ScanOptions};
-use crate::wal::segment::parse_segment_file_name;
+use crate::wal::recovery::{readable_records, RecoveredRecord};
+use crate::wal::segment::{parse_segment_file_name, segment_file_name};
 
 /// Value bytes gathered before they are written to the new store in one
 /// transaction: bounds salvage's memory whatever the store's size.
@@ -70,11 +72,21 @@ pub enum Loss {
         /// Why.
         reason: String,
     },
-    /// The WAL is damaged: records from this LSN on could not be replayed.
-    WalAfter {
-        /// The first LSN not replayed.
-        lsn: Lsn,
-        /// What was found there.
+    /// WAL records (whole batches) that could not be read: damaged, or in a
+    /// segment that could not be. The records around them were replayed.
+    WalRecords {
+        /// The first LSN lost.
+        lsn_first: Lsn,
+        /// The last LSN lost.
+        lsn_last: Lsn,
+    },
+    /// A WAL segment file whose header could not be read: none of its
+    /// records could be (a gap in the LSNs says which, when a later segment
+    /// follows).
+    WalSegment {
+        /// The segment file.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -94,7 +106,15 @@ impl std::fmt::Display for Loss {
                 write!(f, "facts between {} and {} unreadable", key(after), key(before))
             }
             Loss::State { reason } => write!(f, "state.redb unreadable ({reason}): only the WAL was salvaged"),
-            Loss::WalAfter { lsn, reason } => write!(f, "WAL records from LSN {lsn} on lost: {reason}"),
+            Loss::WalRecords { lsn_first, lsn_last } if lsn_first == lsn_last => {
+                write!(f, "WAL record LSN {lsn_first} unreadable: its batch is lost, the records after it were kept")
+            }
+            Loss::WalRecords { lsn_first, lsn_last } => write!(
+                f,
+                "WAL records LSN {lsn_first}..={lsn_last} unreadable: their batches are lost, the records after them \
+                 were kept"
+            ),
+            Loss::WalSegment { path, reason } => write!(f, "WAL segment {} unreadable: {reason}", path.display()),
         }
     }
 }
@@ -206,63 +226,120 @@ fn check_destination(to: &Path, damaged: &Config) -> Result<()> {
     Ok(())
 }
 
-/// What the damaged WAL gives: the records to replay, in order, and what
-/// stopped it early.
+/// What the damaged WAL gives: the records to replay, in LSN order, and
+/// what could not be read.
 struct WalHarvest {
     records: Vec<RecoveredRecord>,
     torn_tail: Option<String>,
-    lost: Option<Loss>,
+    lost: Vec<Loss>,
 }
 
+/// Every readable record of the WAL after `applied_lsn` (all of them when
+/// `state.redb` cannot say), damage skipped rather than stopped at: unlike a
+/// point-in-time open, which keeps only the prefix before the first damage,
+/// salvage keeps every batch it can read and names the LSNs it could not.
+/// Replaying all but a damaged batch gives the state the store would have
+/// had if that one write had failed: each fact holds its last write that
+/// could be read. The LSN chain says exactly which batches are missing.
 fn read_wal(config: &Config, record: Option<&StoreRecord>) -> Result<WalHarvest> {
     let wal_dir = config.wal_dir();
-    // Salvage reads the store's whole history that is there: segments of
-    // any of its openings, records redb may lack whatever it says.
     let store_id = match record {
         Some(record) => record.store_id,
         None => store_of_segments(&wal_dir)?,
     };
-    let applied_lsn = record.map(|r| r.applied_lsn);
-    let options = ScanOptions {
-        // With no applied LSN known, every record is kept and replayed: a
-        // suffix of the log replayed over a state holding part of it gives
-        // the same state.
-        applied_lsn: Some(applied_lsn.unwrap_or(0)),
-        mode: RecoveryMode::PointInTime,
-        keep_folded: applied_lsn.is_none(),
-        owner: Owner::Any { store_id },
-        state_path: config.state_path(),
-    };
-    let recovered = recovery::scan(&StdIo, &wal_dir, &options)?;
-    let mut harvest = WalHarvest { records: recovered.records, torn_tail: None, lost: None };
-    for repair in recovered.repairs {
-        match repair {
-            Repair::TornTail { path, offset, bytes } => {
-                harvest.torn_tail = Some(format!("{} bytes at offset {offset} of {}", bytes, path.display()));
+    let mut harvest = WalHarvest { records: Vec::new(), torn_tail: None, lost: Vec::new() };
+    let mut segments: Vec<(PathBuf, SegmentHeader, Vec<RecoveredRecord>)> = Vec::new();
+    for number in segment_numbers_in(&wal_dir)? {
+        let path = wal_dir.join(segment_file_name(number));
+        let unreadable = |reason: String| Loss::WalSegment { path: path.clone(), reason };
+        let bytes = match StdIo.read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                harvest.lost.push(unreadable(error.to_string()));
+                continue;
             }
-            Repair::DropAfter { corruption, dropped, .. } => {
-                let lsn = match &*corruption {
-                    Error::Corrupted { lsn, .. } => *lsn,
-                    _ => recovered.lsn_last + 1,
-                };
-                harvest.lost = Some(Loss::WalAfter { lsn, reason: format!("{corruption}; {dropped}") });
+        };
+        let bytes: &[u8] = (*bytes).as_ref();
+        let header = match SegmentHeader::decode(bytes) {
+            Ok(header) if header.number == number => header,
+            Ok(_) => {
+                harvest.lost.push(unreadable("its header names another segment number".into()));
+                continue;
             }
+            Err(HeaderError::NewerVersion(found)) => {
+                return Err(Error::UnsupportedFormatVersion { path, found, supported: FORMAT_VERSION });
+            }
+            Err(HeaderError::Invalid) => {
+                harvest.lost.push(unreadable("bad segment header".into()));
+                continue;
+            }
+        };
+        if header.store_id != store_id {
+            return Err(Error::ForeignSegment {
+                path,
+                segment_store: header.store_id,
+                state: config.state_path(),
+                store: store_id,
+            });
+        }
+        let body = bytes.get(SEGMENT_HEADER_BYTES as usize..).unwrap_or_default();
+        let found = readable_records(body, &header);
+        let records: Vec<RecoveredRecord> = found
+            .iter()
+            .filter_map(|&(offset, lsn, payload)| {
+                let batch = Batch::decode(payload)?;
+                let offset = offset + SEGMENT_HEADER_BYTES;
+                let payload_bytes = payload.len() as u64;
+                Some(RecoveredRecord { lsn, segment_number: number, offset, batch, payload_bytes })
+            })
+            .collect();
+        let end = found.last().map_or(0, |&(offset, _, payload)| offset as usize + 32 + payload.len());
+        let tail = body.get(end..).unwrap_or_default();
+        let garbage = tail.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+        harvest.torn_tail = (garbage > 0)
+            .then(|| format!("{garbage} bytes at offset {} of {}", end as u64 + SEGMENT_HEADER_BYTES, path.display()));
+        segments.push((path, header, records));
+    }
+    // A segment's records at or above the next segment's first LSN were
+    // abandoned (a write that failed for lack of space, never acknowledged):
+    // the next segment holds the log from there.
+    let firsts: Vec<Lsn> = segments.iter().map(|(_, header, _)| header.lsn_first).collect();
+    let mut by_lsn: BTreeMap<Lsn, RecoveredRecord> = BTreeMap::new();
+    for (index, (_, _, records)) in segments.into_iter().enumerate() {
+        let next_first = firsts.get(index + 1).copied().unwrap_or(Lsn::MAX);
+        for record in records.into_iter().filter(|record| record.lsn < next_first) {
+            by_lsn.insert(record.lsn, record);
         }
     }
+    let applied = record.map(|r| r.applied_lsn);
+    by_lsn.retain(|&lsn, _| applied.is_none_or(|applied| lsn > applied));
+    let mut expected = applied.map(|applied| applied + 1).or_else(|| by_lsn.keys().next().copied());
+    for &lsn in by_lsn.keys() {
+        if let Some(first) = expected.filter(|&first| first < lsn) {
+            harvest.lost.push(Loss::WalRecords { lsn_first: first, lsn_last: lsn - 1 });
+        }
+        expected = Some(lsn + 1);
+    }
+    harvest.records = by_lsn.into_values().collect();
     Ok(harvest)
+}
+
+/// Numbers of the segment files in `dir`, sorted (none when it is missing).
+fn segment_numbers_in(dir: &Path) -> Result<Vec<u64>> {
+    let mut numbers: Vec<u64> = match StdIo.list(dir) {
+        Ok(names) => names.iter().filter_map(|name| parse_segment_file_name(name)).collect(),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(Error::io(dir, "list WAL directory", error)),
+    };
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 /// When `state.redb` cannot say whose the WAL is: the first readable
 /// segment header does (`None`: format 1, or no segment).
 fn store_of_segments(wal_dir: &Path) -> Result<Option<StoreId>> {
-    let mut numbers: Vec<u64> = match StdIo.list(wal_dir) {
-        Ok(names) => names.iter().filter_map(|name| parse_segment_file_name(name)).collect(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io(wal_dir, "list WAL directory", error)),
-    };
-    numbers.sort_unstable();
-    for number in numbers {
-        let path = wal_dir.join(crate::wal::segment::segment_file_name(number));
+    for number in segment_numbers_in(wal_dir)? {
+        let path = wal_dir.join(segment_file_name(number));
         let Ok(bytes) = StdIo.read(&path) else { continue };
         if let Ok(header) = SegmentHeader::decode((*bytes).as_ref()) {
             return Ok(header.store_id);
@@ -304,12 +381,10 @@ fn build(
     let lsn_last = wal.records.last().map_or(record.map_or(0, |r| r.applied_lsn), |last| last.lsn);
     let mut replayed = Generation::default();
     for record in wal.records {
-        replayed.apply(record.lsn, record.batch, record.payload_bytes);
+        replayed.apply_after_gap(record.lsn, record.batch, record.payload_bytes);
     }
     let mut losses = harvest.losses;
-    if let Some(lost) = wal.lost {
-        losses.push(lost);
-    }
+    losses.extend(wal.lost);
     let (lost, restored) = settle(losses, &replayed);
     report.lost = lost;
     report.restored = restored;

@@ -18,6 +18,16 @@ mod common;
 
 const PAGE: usize = 4096;
 
+/// Held while a test spawns a process, and while one holds store locks in
+/// this process: a child forked meanwhile would hold a copy of a lock file's
+/// descriptor until it execs, and a store opened right then would find
+/// itself locked (docs/DESIGN.md, "Locking").
+static FORK_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
+    FORK_GUARD.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 type Facts = BTreeMap<(String, String), Vec<u8>>;
 
 /// A closed store of 40 sessions x 12 facts (150-byte values): its
@@ -33,6 +43,7 @@ fn config(dir: &Path) -> Config {
 }
 
 fn pristine() -> Pristine {
+    let _guard = fork_guard();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     let mut facts = Facts::new();
@@ -110,6 +121,7 @@ fn damaged_pages_never_panic_and_never_give_a_wrong_value() {
     let mut seen = 0;
     let damages = damages(&pristine);
     for (what, state) in &damages {
+        let _guard = fork_guard();
         let work = damaged_copy(&pristine, state);
         let config = config(work.path());
         let state_path = config.state_path();
@@ -147,6 +159,7 @@ fn salvage_copies_every_readable_fact_and_names_every_loss() {
     let pristine = pristine();
     let mut partial = 0;
     for (what, state) in damages(&pristine) {
+        let _guard = fork_guard();
         let work = damaged_copy(&pristine, &state);
         let config = config(work.path());
         let before = common::snapshot_files(work.path());
@@ -222,6 +235,7 @@ fn salvage_replays_the_wal_and_restores_what_it_rewrote() {
 }
 
 fn factwal(args: &[&str]) -> Output {
+    let _guard = fork_guard();
     Command::new(env!("CARGO_BIN_EXE_factwal")).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
@@ -248,12 +262,15 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
         let dir = work.path().display().to_string();
         let state_path = work.path().join("state.redb").display().to_string();
         for subcommand in ["facts", "inspect", "verify"] {
-            let output = Command::new(env!("CARGO_BIN_EXE_factwal"))
-                .args([subcommand, "--dir", &dir])
-                .env("TMPDIR", temp.path())
-                .stdin(Stdio::null())
-                .output()
-                .unwrap();
+            let output = {
+                let _guard = fork_guard();
+                Command::new(env!("CARGO_BIN_EXE_factwal"))
+                    .args([subcommand, "--dir", &dir])
+                    .env("TMPDIR", temp.path())
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap()
+            };
             let err = text(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{what}: {subcommand}: {err}");
             // verify leads with redb's own integrity finding, which its page
@@ -268,18 +285,24 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
     // A crashed store (redb must repair it to read it): the tools work on it
     // and still leave nothing in the temporary directory.
     let crashed = tempfile::tempdir().unwrap();
-    let store = Store::open(config(crashed.path())).unwrap();
-    store.assert("s", "f", b"v").unwrap();
-    store.checkpoint(factwal::CheckpointMode::Passive).unwrap();
-    store.simulate_crash();
+    {
+        let _guard = fork_guard();
+        let store = Store::open(config(crashed.path())).unwrap();
+        store.assert("s", "f", b"v").unwrap();
+        store.checkpoint(factwal::CheckpointMode::Passive).unwrap();
+        store.simulate_crash();
+    }
     let dir = crashed.path().display().to_string();
     for subcommand in ["facts", "inspect", "verify", "dump"] {
-        let output = Command::new(env!("CARGO_BIN_EXE_factwal"))
-            .args([subcommand, "--dir", &dir])
-            .env("TMPDIR", temp.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let output = {
+            let _guard = fork_guard();
+            Command::new(env!("CARGO_BIN_EXE_factwal"))
+                .args([subcommand, "--dir", &dir])
+                .env("TMPDIR", temp.path())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        };
         assert_eq!(output.status.code(), Some(0), "{subcommand}: {}", text(&output.stderr));
     }
     let left: Vec<PathBuf> = std::fs::read_dir(temp.path()).unwrap().map(|e| e.unwrap().path()).collect();
@@ -313,10 +336,13 @@ fn salvage_from_the_command_line_and_the_runbook_recipe() {
     std::fs::rename(&new, &store).unwrap();
     let output = factwal(&["verify", "--dir", &store_arg]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-    let reopened = Store::open(config(&store)).unwrap();
-    assert_eq!(reopened.facts("s9").unwrap().len(), 11);
-    assert_eq!(reopened.fact("s8", "f2").unwrap(), pristine.facts.get(&("s8".into(), "f2".into())).cloned());
-    assert!(reopened.close().is_clean());
+    {
+        let _guard = fork_guard();
+        let reopened = Store::open(config(&store)).unwrap();
+        assert_eq!(reopened.facts("s9").unwrap().len(), 11);
+        assert_eq!(reopened.fact("s8", "f2").unwrap(), pristine.facts.get(&("s8".into(), "f2".into())).cloned());
+        assert!(reopened.close().is_clean());
+    }
     // The destination must be new.
     let output = factwal(&["salvage", "--dir", &store_arg, "--to", &store_arg]);
     assert_eq!(output.status.code(), Some(1));

@@ -42,6 +42,7 @@ fn expect(output: &Output, code: i32, needles: &[&str]) {
 /// One acknowledged write of `factwal load`: `ack <lsn> <session> <fact> <seq> <op>`.
 #[derive(Debug, Clone)]
 struct Ack {
+    lsn: u64,
     session: String,
     fact: String,
     seq: u64,
@@ -65,7 +66,8 @@ fn load_and_kill(args: &[&str], acks_wanted: usize) -> Vec<Ack> {
         let line = lines.next().expect("load ended before enough acks").unwrap();
         let fields: Vec<&str> = line.split(' ').collect();
         assert_eq!(fields[0], "ack", "{line}");
-        acks.push(Ack { session: fields[2].into(), fact: fields[3].into(), seq: fields[4].parse().unwrap() });
+        let lsn = fields[1].parse().unwrap();
+        acks.push(Ack { lsn, session: fields[2].into(), fact: fields[3].into(), seq: fields[4].parse().unwrap() });
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -348,4 +350,49 @@ fn a_wal_without_its_state_redb_is_refused() {
     let mut after = snapshot_files(root.path());
     after.retain(|path, _| !path.starts_with(root.path().join("elsewhere")));
     assert_eq!(after, before, "the WAL was changed");
+}
+
+#[test]
+fn salvage_keeps_every_readable_wal_record_after_a_damaged_one() {
+    // One record in the middle of the WAL is damaged (a flipped bit in its
+    // payload). Point-in-time recovery would keep only the records before
+    // it; salvage keeps every readable batch and loses only the damaged one,
+    // naming its LSN: each fact then holds its last acknowledged write other
+    // than that one, exactly.
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let store_arg = path_arg(&store);
+    let config = write_config(
+        root.path(),
+        "small.toml",
+        "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\nwal_bytes_max = 1048576\n",
+    );
+    let config_arg = path_arg(&config);
+    let acks = load_and_kill(&["--dir", &store_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"], 600);
+    let segments = common::segment_paths(&store.join("wal"));
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    let damaged = common::records_in(&segments[1])[3];
+    let mut bytes = std::fs::read(&segments[1]).unwrap();
+    bytes[(damaged.offset + 40) as usize] ^= 0x01;
+    std::fs::write(&segments[1], bytes).unwrap();
+    let args = ["--dir", store_arg.as_str(), "--config", config_arg.as_str()];
+    expect(&factwal(&[&["verify"], &args[..]].concat()), 2, &[]);
+
+    let salvaged = root.path().join("salvaged");
+    let output = factwal(&[&["salvage"], &args[..], &["--to", &path_arg(&salvaged), "--json"]].concat());
+    expect(&output, 2, &[]);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["lost"],
+        serde_json::json!([{"kind": "wal_records", "lsn_first": damaged.lsn, "lsn_last": damaged.lsn}])
+    );
+    let kept: Vec<Ack> = acks.iter().filter(|ack| ack.lsn != damaged.lsn).cloned().collect();
+    let facts = facts(&["--dir", &path_arg(&salvaged)]);
+    assert_acks_present(&facts, &kept, "after salvage");
+    // The damaged batch's fact holds its previous acknowledged value, unless
+    // a later acknowledged write (or one in flight) replaced it.
+    let lost = acks.iter().find(|ack| ack.lsn == damaged.lsn).unwrap();
+    let value = facts.get(&(lost.session.clone(), lost.fact.clone()));
+    let seq = value.and_then(|v| v.split('/').nth(2)).and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
+    assert_ne!(seq, Some(lost.seq), "the damaged batch's write came back");
 }

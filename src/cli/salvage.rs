@@ -15,10 +15,10 @@ use super::{CliError, StoreArgs, EXIT_CORRUPTED};
 ///
 /// Reads the damaged store (changing nothing: it is locked shared, and
 /// state.redb is read through a private scratch copy in memory), copies
-/// every fact whose checksum holds into a new store in --to, replays the
-/// WAL on top (up to its first damage), and prints what could not be
-/// recovered: damaged facts, sessions missing facts, key ranges that could
-/// not be read, WAL records lost. A loss that a later WAL record wrote again
+/// every fact whose checksum holds into a new store in --to, replays every
+/// readable WAL record on top (a damaged one is skipped, not an end), and
+/// prints what could not be recovered: damaged facts, sessions missing
+/// facts, key ranges that could not be read, WAL records (by LSN) lost. A loss that a later WAL record wrote again
 /// is reported as restored. The new store has its own identity; move it into
 /// place and give it a fresh WAL directory (see README, "Damaged state.redb").
 ///
@@ -61,7 +61,8 @@ enum LossJson {
     Session { session: String, recorded: u64, found: u64 },
     Range { after: Option<(String, String)>, before: Option<(String, String)> },
     State { reason: String },
-    WalAfter { lsn: u64, reason: String },
+    WalRecords { lsn_first: u64, lsn_last: u64 },
+    WalSegment { path: String, reason: String },
     Other { detail: String },
 }
 
@@ -73,7 +74,10 @@ fn loss_json(loss: &Loss) -> LossJson {
         }
         Loss::Range { after, before } => LossJson::Range { after: after.clone(), before: before.clone() },
         Loss::State { reason } => LossJson::State { reason: reason.clone() },
-        Loss::WalAfter { lsn, reason } => LossJson::WalAfter { lsn: *lsn, reason: reason.clone() },
+        Loss::WalRecords { lsn_first, lsn_last } => LossJson::WalRecords { lsn_first: *lsn_first, lsn_last: *lsn_last },
+        Loss::WalSegment { path, reason } => {
+            LossJson::WalSegment { path: path.display().to_string(), reason: reason.clone() }
+        }
         other => LossJson::Other { detail: other.to_string() },
     }
 }

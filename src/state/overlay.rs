@@ -42,6 +42,17 @@ impl Generation {
     /// Applies one record's operations, in order.
     pub fn apply(&mut self, lsn: Lsn, batch: Batch, payload_bytes: u64) {
         debug_assert!(self.records == 0 || lsn == self.lsn_last + 1, "records are applied in LSN order");
+        self.apply_ops(lsn, batch, payload_bytes);
+    }
+
+    /// Applies one record where the records before it may be missing (a
+    /// salvage skipping damaged WAL records): LSNs still increase.
+    pub(crate) fn apply_after_gap(&mut self, lsn: Lsn, batch: Batch, payload_bytes: u64) {
+        debug_assert!(self.records == 0 || lsn > self.lsn_last, "records are applied in LSN order");
+        self.apply_ops(lsn, batch, payload_bytes);
+    }
+
+    fn apply_ops(&mut self, lsn: Lsn, batch: Batch, payload_bytes: u64) {
         for op in Vec::from(batch) {
             match op {
                 Op::Assert { session, fact, value } => {

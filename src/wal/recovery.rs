@@ -474,8 +474,7 @@ fn describe_dropped(io: &dyn WalIo, corruption: &Error, kept: &[SegmentSummary],
                 let bytes: &[u8] = (*bytes).as_ref();
                 if let (Ok(header), Some(rest)) = (SegmentHeader::decode(bytes), bytes.get(*offset as usize..)) {
                     let tail_bytes = rest.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1);
-                    let lsns = readable_records(rest, &header);
-                    count(lsns);
+                    count(readable_records(rest, &header).into_iter().map(|(_, lsn, _)| lsn).collect());
                     dropped.tail_bytes = tail_bytes;
                 }
             }
@@ -486,25 +485,26 @@ fn describe_dropped(io: &dyn WalIo, corruption: &Error, kept: &[SegmentSummary],
             let bytes: &[u8] = (*bytes).as_ref();
             if let (Ok(header), Some(rest)) = (SegmentHeader::decode(bytes), bytes.get(SEGMENT_HEADER_BYTES as usize..))
             {
-                count(readable_records(rest, &header));
+                count(readable_records(rest, &header).into_iter().map(|(_, lsn, _)| lsn).collect());
             }
         }
     }
     dropped
 }
 
-/// The LSNs of every record of `header`'s segment that can be read in
-/// `bytes`, in file order, skipping damage between them (bounded, as the
-/// tail check is).
-fn readable_records(bytes: &[u8], header: &SegmentHeader) -> Vec<Lsn> {
+/// Every record of `header`'s segment that can be read in `bytes`, in file
+/// order, skipping damage between them (the search is bounded, as the tail
+/// check's is): offset in `bytes`, LSN and payload. For what point-in-time
+/// recovery drops, and for salvage, which keeps what follows damage.
+pub fn readable_records<'a>(bytes: &'a [u8], header: &SegmentHeader) -> Vec<(u64, Lsn, &'a [u8])> {
     let payload_bytes_max = header.payload_bytes_max();
     let mut budget = checksum_budget(bytes);
-    let mut lsns = Vec::new();
+    let mut found = Vec::new();
     let mut position = 0usize;
     while position < bytes.len() {
         match format::decode_record(&bytes[position..], header, payload_bytes_max) {
-            Frame::Valid { lsn, record_bytes, .. } => {
-                lsns.push(lsn);
+            Frame::Valid { lsn, payload, record_bytes } => {
+                found.push((position as u64, lsn, payload));
                 position += record_bytes as usize;
             }
             Frame::Zeroes | Frame::Invalid => {
@@ -515,7 +515,7 @@ fn readable_records(bytes: &[u8], header: &SegmentHeader) -> Vec<Lsn> {
             }
         }
     }
-    lsns
+    found
 }
 
 /// Bytes a search after an invalid record may checksum in a segment of this
