@@ -68,7 +68,7 @@ impl Pristine {
     /// A fresh copy of the crashed store to damage.
     fn copy(&self) -> TempDir {
         let work = tempfile::tempdir().unwrap();
-        copy_dir(self.dir.path(), work.path());
+        common::copy_dir(self.dir.path(), work.path());
         work
     }
 
@@ -76,19 +76,6 @@ impl Pristine {
     fn segment(&self, work: &TempDir, number: usize) -> (PathBuf, Vec<RecordAt>) {
         let (relative, records) = &self.segments[number - 1];
         (work.path().join(relative), records.clone())
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
     }
 }
 

@@ -239,6 +239,13 @@ fn factwal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_factwal")).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
+/// `factwal <args>` with TMPDIR pointing at `tmpdir`.
+fn factwal_with_tmpdir(args: &[&str], tmpdir: &Path) -> Output {
+    let _guard = fork_guard();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_factwal"));
+    command.args(args).env("TMPDIR", tmpdir).stdin(Stdio::null()).output().unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -262,15 +269,7 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
         let dir = work.path().display().to_string();
         let state_path = work.path().join("state.redb").display().to_string();
         for subcommand in ["facts", "inspect", "verify"] {
-            let output = {
-                let _guard = fork_guard();
-                Command::new(env!("CARGO_BIN_EXE_factwal"))
-                    .args([subcommand, "--dir", &dir])
-                    .env("TMPDIR", temp.path())
-                    .stdin(Stdio::null())
-                    .output()
-                    .unwrap()
-            };
+            let output = factwal_with_tmpdir(&[subcommand, "--dir", &dir], temp.path());
             let err = text(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{what}: {subcommand}: {err}");
             // verify leads with redb's own integrity finding, which its page
@@ -294,15 +293,7 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
     }
     let dir = crashed.path().display().to_string();
     for subcommand in ["facts", "inspect", "verify", "dump"] {
-        let output = {
-            let _guard = fork_guard();
-            Command::new(env!("CARGO_BIN_EXE_factwal"))
-                .args([subcommand, "--dir", &dir])
-                .env("TMPDIR", temp.path())
-                .stdin(Stdio::null())
-                .output()
-                .unwrap()
-        };
+        let output = factwal_with_tmpdir(&[subcommand, "--dir", &dir], temp.path());
         assert_eq!(output.status.code(), Some(0), "{subcommand}: {}", text(&output.stderr));
     }
     let left: Vec<PathBuf> = std::fs::read_dir(temp.path()).unwrap().map(|e| e.unwrap().path()).collect();

@@ -17,21 +17,8 @@ mod common;
 fn fixture_copy() -> tempfile::TempDir {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/store");
     let work = tempfile::tempdir().unwrap();
-    copy_dir(&source, &work.path().join("store"));
+    common::copy_dir(&source, &work.path().join("store"));
     work
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 fn config(store: &Path) -> Config {

@@ -58,23 +58,10 @@ fn pristine() -> Pristine {
     Pristine { dir, last_segment, last_record }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
 /// A fresh copy of the pristine store, and the path of its last segment.
 fn fresh_copy(pristine: &Pristine) -> (TempDir, PathBuf) {
     let work = tempfile::tempdir().unwrap();
-    copy_dir(pristine.dir.path(), work.path());
+    common::copy_dir(pristine.dir.path(), work.path());
     let relative = pristine.last_segment.strip_prefix(pristine.dir.path()).unwrap();
     let last_segment = work.path().join(relative);
     (work, last_segment)

@@ -126,24 +126,19 @@ impl ScratchBackend {
     /// Fills `out` with the bytes at `offset`: written pages, else the file
     /// (up to `base_end`), else zeros.
     fn read_into(&self, state: &Scratch, offset: u64, out: &mut [u8]) -> io::Result<()> {
-        let mut done = 0usize;
-        while done < out.len() {
-            let at = offset + done as u64;
-            let page = at / SCRATCH_PAGE_BYTES;
-            let within = (at % SCRATCH_PAGE_BYTES) as usize;
-            let chunk = (SCRATCH_PAGE_BYTES as usize - within).min(out.len() - done);
-            let target = &mut out[done..done + chunk];
-            match state.pages.get(&page) {
-                Some(bytes) => target.copy_from_slice(&bytes[within..within + chunk]),
+        for piece in pieces(offset, out.len()) {
+            let target = &mut out[piece.done..piece.done + piece.len];
+            match state.pages.get(&piece.page) {
+                Some(bytes) => target.copy_from_slice(&bytes[piece.within..piece.within + piece.len]),
                 None => {
                     target.fill(0);
-                    let readable = state.base_end.saturating_sub(at).min(chunk as u64) as usize;
+                    let at = offset + piece.done as u64;
+                    let readable = state.base_end.saturating_sub(at).min(piece.len as u64) as usize;
                     if readable > 0 {
                         self.file.read_exact_at(&mut target[..readable], at)?;
                     }
                 }
             }
-            done += chunk;
         }
         Ok(())
     }
@@ -182,12 +177,7 @@ impl StorageBackend for ScratchBackend {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         let mut state = self.state();
-        let mut done = 0usize;
-        while done < data.len() {
-            let at = offset + done as u64;
-            let page = at / SCRATCH_PAGE_BYTES;
-            let within = (at % SCRATCH_PAGE_BYTES) as usize;
-            let chunk = (SCRATCH_PAGE_BYTES as usize - within).min(data.len() - done);
+        for Piece { page, within, done, len } in pieces(offset, data.len()) {
             if !state.pages.contains_key(&page) {
                 if (state.pages.len() as u64 + 1) * SCRATCH_PAGE_BYTES > self.bytes_max {
                     let text = format!("inspection needs more than {} bytes of scratch memory", self.bytes_max);
@@ -198,13 +188,40 @@ impl StorageBackend for ScratchBackend {
                 state.pages.insert(page, bytes);
             }
             let bytes = state.pages.get_mut(&page).expect("the page was just inserted");
-            bytes[within..within + chunk].copy_from_slice(&data[done..done + chunk]);
-            done += chunk;
+            bytes[within..within + len].copy_from_slice(&data[done..done + len]);
         }
         let end = offset + data.len() as u64;
         state.len = state.len.max(end);
         Ok(())
     }
+}
+
+/// The part of a byte range that falls in one scratch page.
+struct Piece {
+    /// The page's number.
+    page: u64,
+    /// Where in the page the part begins.
+    within: usize,
+    /// Bytes of the range before this part.
+    done: usize,
+    /// The part's length.
+    len: usize,
+}
+
+/// `len` bytes at `offset`, page by page.
+fn pieces(offset: u64, len: usize) -> impl Iterator<Item = Piece> {
+    let mut done = 0usize;
+    std::iter::from_fn(move || {
+        if done >= len {
+            return None;
+        }
+        let at = offset + done as u64;
+        let within = (at % SCRATCH_PAGE_BYTES) as usize;
+        let part = (SCRATCH_PAGE_BYTES as usize - within).min(len - done);
+        let piece = Piece { page: at / SCRATCH_PAGE_BYTES, within, done, len: part };
+        done += part;
+        Some(piece)
+    })
 }
 
 #[cfg(test)]

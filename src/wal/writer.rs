@@ -951,110 +951,85 @@ mod tests {
         }
     }
 
-    /// The real file system, with every `sync_data` taking at least 3 ms:
-    /// long enough for every woken writer to queue again during a sync.
-    #[derive(Debug)]
-    struct SlowSyncIo;
+    /// What a `HookedIo` does before a file operation.
+    type Hook = Arc<dyn Fn(u64) + Send + Sync>;
 
-    #[derive(Debug)]
-    struct SlowSyncFile(Arc<dyn WalFile>);
+    /// The real file system, with a hook run before every `write_at` (given
+    /// its offset) and every `sync_data`.
+    #[derive(Clone)]
+    struct HookedIo {
+        before_write: Hook,
+        before_sync: Hook,
+    }
 
-    impl WalIo for SlowSyncIo {
-        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-            StdIo.create_dir_all(path)
-        }
-        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-            StdIo.list(dir)
-        }
-        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-            Ok(Arc::new(SlowSyncFile(StdIo.create(path)?)))
-        }
-        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-            Ok(Arc::new(SlowSyncFile(StdIo.open(path)?)))
-        }
-        fn read(&self, path: &Path) -> std::io::Result<crate::wal::io::FileBytes> {
-            StdIo.read(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            StdIo.rename(from, to)
-        }
-        fn remove(&self, path: &Path) -> std::io::Result<()> {
-            StdIo.remove(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-            StdIo.sync_dir(dir)
+    impl std::fmt::Debug for HookedIo {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("HookedIo")
         }
     }
 
-    impl WalFile for SlowSyncFile {
-        fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-            self.0.write_at(offset, bytes)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            std::thread::sleep(Duration::from_millis(3));
-            self.0.sync_data()
-        }
-        fn allocate(&self, bytes: u64) -> std::io::Result<()> {
-            self.0.allocate(bytes)
-        }
-        fn set_len(&self, bytes: u64) -> std::io::Result<()> {
-            self.0.set_len(bytes)
-        }
-        fn len_bytes(&self) -> std::io::Result<u64> {
-            self.0.len_bytes()
-        }
-    }
-
-    /// The real file system, whose `write_at` panics from its `nth` call on.
-    #[derive(Debug)]
-    struct PanickingIo {
-        writes: Arc<AtomicU64>,
-        nth: u64,
-    }
-
-    #[derive(Debug)]
-    struct PanickingFile {
-        file: Arc<dyn WalFile>,
-        writes: Arc<AtomicU64>,
-        nth: u64,
-    }
-
-    impl WalIo for PanickingIo {
-        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-            StdIo.create_dir_all(path)
-        }
-        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-            StdIo.list(dir)
-        }
-        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-            Ok(Arc::new(PanickingFile { file: StdIo.create(path)?, writes: self.writes.clone(), nth: self.nth }))
-        }
-        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-            Ok(Arc::new(PanickingFile { file: StdIo.open(path)?, writes: self.writes.clone(), nth: self.nth }))
-        }
-        fn read(&self, path: &Path) -> std::io::Result<crate::wal::io::FileBytes> {
-            StdIo.read(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            StdIo.rename(from, to)
-        }
-        fn remove(&self, path: &Path) -> std::io::Result<()> {
-            StdIo.remove(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-            StdIo.sync_dir(dir)
-        }
-    }
-
-    impl WalFile for PanickingFile {
-        fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-            // Record writes only (the segment header is written at offset 0).
-            if offset > 0 && self.writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.nth {
-                panic!("a bug in the I/O layer");
+    impl HookedIo {
+        /// Every `sync_data` takes at least 3 ms: long enough for every woken
+        /// writer to queue again during a sync.
+        fn slow_syncs() -> HookedIo {
+            HookedIo {
+                before_write: Arc::new(|_| {}),
+                before_sync: Arc::new(|_| std::thread::sleep(Duration::from_millis(3))),
             }
+        }
+
+        /// Record writes (past the header at offset 0) panic from the `nth` on.
+        fn panicking_writes(nth: u64) -> HookedIo {
+            let writes = AtomicU64::new(0);
+            let before_write: Hook = Arc::new(move |offset| {
+                if offset > 0 && writes.fetch_add(1, Ordering::SeqCst) + 1 >= nth {
+                    panic!("a bug in the I/O layer");
+                }
+            });
+            HookedIo { before_write, before_sync: Arc::new(|_| {}) }
+        }
+    }
+
+    #[derive(Debug)]
+    struct HookedFile {
+        file: Arc<dyn WalFile>,
+        io: HookedIo,
+    }
+
+    impl WalIo for HookedIo {
+        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+            StdIo.create_dir_all(path)
+        }
+        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
+            StdIo.list(dir)
+        }
+        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
+            Ok(Arc::new(HookedFile { file: StdIo.create(path)?, io: self.clone() }))
+        }
+        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
+            Ok(Arc::new(HookedFile { file: StdIo.open(path)?, io: self.clone() }))
+        }
+        fn read(&self, path: &Path) -> std::io::Result<crate::wal::io::FileBytes> {
+            StdIo.read(path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            StdIo.rename(from, to)
+        }
+        fn remove(&self, path: &Path) -> std::io::Result<()> {
+            StdIo.remove(path)
+        }
+        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            StdIo.sync_dir(dir)
+        }
+    }
+
+    impl WalFile for HookedFile {
+        fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+            (self.io.before_write)(offset);
             self.file.write_at(offset, bytes)
         }
         fn sync_data(&self) -> std::io::Result<()> {
+            (self.io.before_sync)(0);
             self.file.sync_data()
         }
         fn allocate(&self, bytes: u64) -> std::io::Result<()> {
@@ -1086,7 +1061,7 @@ mod tests {
         // the panic), later appends are refused, and `stop`, which waits for
         // no leader to be active, returns.
         let dir = tempfile::tempdir().unwrap();
-        let io = Arc::new(PanickingIo { writes: Arc::new(AtomicU64::new(0)), nth: 5 });
+        let io = Arc::new(HookedIo::panicking_writes(5));
         let sink: Sink<()> = Box::new(|_, _| {});
         let wal = Arc::new(Wal::start(io, options_in(dir.path()), 1, 1, sink).unwrap());
         let outcomes: Vec<Result<Lsn>> =
@@ -1153,7 +1128,7 @@ mod tests {
             epoch: 1,
             payload_bytes_max: 1024,
         };
-        let wal = Arc::new(Wal::start(Arc::new(SlowSyncIo), options, 1, 1, sink).unwrap());
+        let wal = Arc::new(Wal::start(Arc::new(HookedIo::slow_syncs()), options, 1, 1, sink).unwrap());
         let writers: Vec<_> = (0..8u64)
             .map(|writer| {
                 let wal = wal.clone();
