@@ -46,6 +46,24 @@ pub(crate) struct Opened {
 /// Opens (or creates) the store described by `config`; see the module
 /// documentation for the order of steps.
 pub(crate) fn open_store(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo) -> Result<Opened> {
+    let checked = check(config, io)?;
+    recover(config, io, state_io, checked)
+}
+
+/// Everything decided before anything on disk changes (but the data
+/// directory and its lock file, created when missing).
+struct Checked {
+    locks: Vec<File>,
+    wal_exists: bool,
+    scan: ScanOptions,
+    early: Recovered,
+    verdict: Verdict,
+    new_id: StoreId,
+}
+
+/// Steps 1 to 3: locks, what `state.redb` says, the decision table and the
+/// scan. A refusal here changes nothing on disk.
+fn check(config: &Config, io: &dyn WalIo) -> Result<Checked> {
     config.validate()?;
     let data_dir = &config.persistence.data_dir;
     if files::dir_state(data_dir, "open data directory")? == DirState::Missing {
@@ -58,29 +76,32 @@ pub(crate) fn open_store(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo
         locks.push(files::lock_exclusive(&wal_dir)?);
     }
     let state_path = config.state_path();
-    let cache_bytes = config.persistence.redb_cache_bytes as usize;
-    let record = read_record_unchanged(&state_path, cache_bytes)?;
+    let record = read_record_unchanged(&state_path, config.persistence.redb_cache_bytes as usize)?;
     let mode = config.persistence.recovery_mode;
     let verdict = judge_wal(&WalFacts::gather(io, record.as_ref(), &wal_dir, mode)?);
-    if verdict == Verdict::WithoutWal {
-        tracing::error!(target: "factwal::recovery", wal_dir = %wal_dir.display(), state = %state_path.display(),
-            "point-in-time recovery: the WAL is missing although the last close was not clean; opening with \
-             state.redb alone, so writes acknowledged after its applied LSN are lost");
+    if let Verdict::Refuse(detail) = &verdict {
+        let (wal_dir, state, detail) = (wal_dir.clone(), state_path.clone(), detail.clone());
+        return Err(Error::WalMismatch { wal_dir, state, detail });
     }
-    let moved_from = verdict.into_result(&wal_dir, &state_path)?;
-
     let new_id = StoreId::new_random();
     let scan = ScanOptions {
         applied_lsn: Some(record.as_ref().map_or(0, |r| r.applied_lsn)),
         mode,
         keep_folded: false,
         owner: owner_of(record.as_ref(), new_id),
-        state_path: state_path.clone(),
+        state_path,
     };
     let early = recovery::scan(io, &wal_dir, &scan)?;
+    Ok(Checked { locks, wal_exists, scan, early, verdict, new_id })
+}
 
-    // Nothing has changed on disk so far. From here on the open goes ahead.
-    let mut tables = open_state(io, state_io, data_dir, &state_path, cache_bytes, new_id)?;
+/// Step 4: redb opened for writing, the repairs made, the unfolded records
+/// folded, the old segments removed, a format-1 store upgraded.
+fn recover(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo, checked: Checked) -> Result<Opened> {
+    let Checked { mut locks, wal_exists, scan, early, verdict, new_id } = checked;
+    let (data_dir, wal_dir, state_path) = (&config.persistence.data_dir, config.wal_dir(), config.state_path());
+    let mut tables =
+        open_state(io, state_io, data_dir, &state_path, config.persistence.redb_cache_bytes as usize, new_id)?;
     let now = tables.record()?;
     let recovered = match scan.applied_lsn {
         Some(applied) if applied == now.applied_lsn => early,
@@ -90,10 +111,17 @@ pub(crate) fn open_store(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo
     let mut recovery = RecoveryReport::from_repairs(&recovered.repairs);
     recovery.records_replayed = recovered.records.len() as u64;
     recovery.segments_removed = recovered.segments.len();
-    if let Some(previous) = moved_from {
-        tracing::info!(target: "factwal::recovery", from = %previous.display(), to = %wal_dir.display(),
-            "WAL directory changed since the last open (the store was moved or copied, or wal_path changed)");
-        recovery.wal_moved_from = Some(previous);
+    match verdict {
+        Verdict::WithoutWal => tracing::error!(target: "factwal::recovery", wal_dir = %wal_dir.display(),
+            state = %state_path.display(),
+            "point-in-time recovery: the WAL is missing although the last close was not clean; opening with \
+             state.redb alone, so writes acknowledged after its applied LSN are lost"),
+        Verdict::Moved(previous) => {
+            tracing::info!(target: "factwal::recovery", from = %previous.display(), to = %wal_dir.display(),
+                "WAL directory changed since the last open (the store was moved or copied, or wal_path changed)");
+            recovery.wal_moved_from = Some(previous);
+        }
+        Verdict::Proceed | Verdict::Refuse(_) => {}
     }
     // The WAL location recorded with the clean mark: where it was, unless
     // this open moves it.

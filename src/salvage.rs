@@ -248,80 +248,99 @@ fn read_wal(config: &Config, record: Option<&StoreRecord>) -> Result<WalHarvest>
         None => store_of_segments(&wal_dir)?,
     };
     let mut harvest = WalHarvest { records: Vec::new(), torn_tail: None, lost: Vec::new() };
-    let mut segments: Vec<(PathBuf, SegmentHeader, Vec<RecoveredRecord>)> = Vec::new();
+    let mut segments = Vec::new();
     for number in segment_numbers_in(&wal_dir)? {
         let path = wal_dir.join(segment_file_name(number));
-        let unreadable = |reason: String| Loss::WalSegment { path: path.clone(), reason };
-        let bytes = match StdIo.read(&path) {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                harvest.lost.push(unreadable(error.to_string()));
-                continue;
+        match read_segment(config, &path, number, store_id)? {
+            Ok(segment) => {
+                harvest.torn_tail = segment.garbage.clone();
+                segments.push(segment);
             }
-        };
-        let bytes: &[u8] = (*bytes).as_ref();
-        let header = match SegmentHeader::decode(bytes) {
-            Ok(header) if header.number == number => header,
-            Ok(_) => {
-                harvest.lost.push(unreadable("its header names another segment number".into()));
-                continue;
-            }
-            Err(HeaderError::NewerVersion(found)) => {
-                return Err(Error::UnsupportedFormatVersion { path, found, supported: FORMAT_VERSION });
-            }
-            Err(HeaderError::Invalid) => {
-                harvest.lost.push(unreadable("bad segment header".into()));
-                continue;
-            }
-        };
-        if header.store_id != store_id {
-            return Err(Error::ForeignSegment {
-                path,
-                segment_store: header.store_id,
-                state: config.state_path(),
-                store: store_id,
-            });
+            Err(reason) => harvest.lost.push(Loss::WalSegment { path, reason }),
         }
-        let body = bytes.get(SEGMENT_HEADER_BYTES as usize..).unwrap_or_default();
-        let found = readable_records(body, &header);
-        let records: Vec<RecoveredRecord> = found
-            .iter()
-            .filter_map(|&(offset, lsn, payload)| {
-                let batch = Batch::decode(payload)?;
-                let offset = offset + SEGMENT_HEADER_BYTES;
-                let payload_bytes = payload.len() as u64;
-                Some(RecoveredRecord { lsn, segment_number: number, offset, batch, payload_bytes })
-            })
-            .collect();
-        let end = found.last().map_or(0, |&(offset, _, payload)| offset as usize + 32 + payload.len());
-        let tail = body.get(end..).unwrap_or_default();
-        let garbage = tail.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
-        harvest.torn_tail = (garbage > 0)
-            .then(|| format!("{garbage} bytes at offset {} of {}", end as u64 + SEGMENT_HEADER_BYTES, path.display()));
-        segments.push((path, header, records));
     }
-    // A segment's records at or above the next segment's first LSN were
-    // abandoned (a write that failed for lack of space, never acknowledged):
-    // the next segment holds the log from there.
-    let firsts: Vec<Lsn> = segments.iter().map(|(_, header, _)| header.lsn_first).collect();
+    let (records, gaps) = in_lsn_order(segments, record.map(|r| r.applied_lsn));
+    harvest.records = records;
+    harvest.lost.extend(gaps);
+    Ok(harvest)
+}
+
+/// What salvage reads of one segment.
+struct SegmentRead {
+    header: SegmentHeader,
+    records: Vec<RecoveredRecord>,
+    /// Non-zero bytes after its last readable record, described.
+    garbage: Option<String>,
+}
+
+/// Every readable record of one segment, or why none can be read. Another
+/// store's segment, or one of a newer format, stops salvage (an error).
+fn read_segment(
+    config: &Config,
+    path: &Path,
+    number: u64,
+    store_id: Option<StoreId>,
+) -> Result<std::result::Result<SegmentRead, String>> {
+    let bytes = match StdIo.read(path) {
+        Ok(bytes) => bytes,
+        Err(error) => return Ok(Err(error.to_string())),
+    };
+    let bytes: &[u8] = (*bytes).as_ref();
+    let header = match SegmentHeader::decode(bytes) {
+        Ok(header) if header.number == number => header,
+        Ok(_) => return Ok(Err("its header names another segment number".into())),
+        Err(HeaderError::NewerVersion(found)) => {
+            return Err(Error::UnsupportedFormatVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION })
+        }
+        Err(HeaderError::Invalid) => return Ok(Err("bad segment header".into())),
+    };
+    if header.store_id != store_id {
+        let state = config.state_path();
+        let (path, segment_store) = (path.to_path_buf(), header.store_id);
+        return Err(Error::ForeignSegment { path, segment_store, state, store: store_id });
+    }
+    let body = bytes.get(SEGMENT_HEADER_BYTES as usize..).unwrap_or_default();
+    let found = readable_records(body, &header);
+    let records = found
+        .iter()
+        .filter_map(|&(offset, lsn, payload)| {
+            let batch = Batch::decode(payload)?;
+            let offset = offset + SEGMENT_HEADER_BYTES;
+            Some(RecoveredRecord { lsn, segment_number: number, offset, batch, payload_bytes: payload.len() as u64 })
+        })
+        .collect();
+    let end = found.last().map_or(0, |&(offset, _, payload)| offset as usize + 32 + payload.len());
+    let tail = body.get(end..).unwrap_or_default();
+    let garbage = tail.iter().rposition(|&b| b != 0).map(|last| {
+        format!("{} bytes at offset {} of {}", last + 1, end as u64 + SEGMENT_HEADER_BYTES, path.display())
+    });
+    Ok(Ok(SegmentRead { header, records, garbage }))
+}
+
+/// The records to replay (after `applied_lsn`, all when unknown), in LSN
+/// order, and the LSN ranges missing among them. A segment's records at or
+/// above the next segment's first LSN were abandoned (a write that failed
+/// for lack of space, never acknowledged): the next segment holds the log
+/// from there.
+fn in_lsn_order(segments: Vec<SegmentRead>, applied: Option<Lsn>) -> (Vec<RecoveredRecord>, Vec<Loss>) {
+    let firsts: Vec<Lsn> = segments.iter().map(|segment| segment.header.lsn_first).collect();
     let mut by_lsn: BTreeMap<Lsn, RecoveredRecord> = BTreeMap::new();
-    for (index, (_, _, records)) in segments.into_iter().enumerate() {
+    for (index, segment) in segments.into_iter().enumerate() {
         let next_first = firsts.get(index + 1).copied().unwrap_or(Lsn::MAX);
-        for record in records.into_iter().filter(|record| record.lsn < next_first) {
+        for record in segment.records.into_iter().filter(|record| record.lsn < next_first) {
             by_lsn.insert(record.lsn, record);
         }
     }
-    let applied = record.map(|r| r.applied_lsn);
     by_lsn.retain(|&lsn, _| applied.is_none_or(|applied| lsn > applied));
+    let mut gaps = Vec::new();
     let mut expected = applied.map(|applied| applied + 1).or_else(|| by_lsn.keys().next().copied());
     for &lsn in by_lsn.keys() {
         if let Some(first) = expected.filter(|&first| first < lsn) {
-            harvest.lost.push(Loss::WalRecords { lsn_first: first, lsn_last: lsn - 1 });
+            gaps.push(Loss::WalRecords { lsn_first: first, lsn_last: lsn - 1 });
         }
         expected = Some(lsn + 1);
     }
-    harvest.records = by_lsn.into_values().collect();
-    Ok(harvest)
+    (by_lsn.into_values().collect(), gaps)
 }
 
 /// Numbers of the segment files in `dir`, sorted (none when it is missing).
