@@ -527,14 +527,18 @@ fn fold_session(
         count = 0;
     }
     let count_damaged = || WriteError::Damage(StateDamage::CountMismatch, format!("session {session:?}"));
+    // One buffer for every value this session's facts store (checksum and
+    // value), instead of an allocation per fact.
+    let mut stored = Vec::new();
     for (fact, value) in &delta.facts {
         let key = (session, fact.as_str());
         match value {
             Some(value) => {
-                let stored = match format_version {
-                    1 => value.clone(),
-                    _ => encode_fact(session, fact, value),
-                };
+                stored.clear();
+                if format_version > 1 {
+                    stored.extend_from_slice(&fact_checksum(session, fact, value).to_le_bytes());
+                }
+                stored.extend_from_slice(value);
                 let old = facts.insert(key, stored.as_slice())?;
                 count += u64::from(old.is_none());
                 stats.facts_written += 1;
