@@ -396,3 +396,39 @@ fn salvage_keeps_every_readable_wal_record_after_a_damaged_one() {
     let seq = value.and_then(|v| v.split('/').nth(2)).and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
     assert_ne!(seq, Some(lost.seq), "the damaged batch's write came back");
 }
+
+#[test]
+fn a_lost_wal_is_refused_and_point_in_time_opens_from_state_redb_alone() {
+    // The writer is killed and its WAL directory deleted. Every tool refuses
+    // (the last close was not clean, so acknowledged writes were in that
+    // WAL); point-in-time recovery is the documented way on, and opens with
+    // state.redb alone, saying so with an ERROR, keeping what was folded.
+    let root = tempfile::tempdir().unwrap();
+    let store = root.path().join("store");
+    let store_arg = path_arg(&store);
+    let acks = load_and_kill(&["--dir", &store_arg, "--checkpoint-interval-ms", "5"], 300);
+    let inspect = factwal(&["inspect", "--json", "--dir", &store_arg]);
+    expect(&inspect, 0, &[]);
+    let summary: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let applied = summary["applied_lsn"].as_u64().unwrap();
+    std::fs::remove_dir_all(store.join("wal")).unwrap();
+    expect(&factwal(&["facts", "--dir", &store_arg]), 1, &["last close was not clean", "holds no segment"]);
+    expect(&factwal(&["checkpoint", "--dir", &store_arg]), 1, &["last close was not clean"]);
+    let pit = write_config(root.path(), "pit.toml", "[persistence]\nrecovery_mode = \"point-in-time\"\n");
+    let pit_arg = path_arg(&pit);
+    let output = factwal(&["checkpoint", "--dir", &store_arg, "--config", &pit_arg, "--log", "error"]);
+    expect(&output, 0, &["the WAL is missing", "writes acknowledged after its applied LSN are lost"]);
+    // The state is state.redb's: each fact holds its last write up to the
+    // applied LSN (one writer thread: LSNs follow seqs), none after it.
+    let after = facts(&["--dir", &store_arg]);
+    let folded: Vec<&Ack> = acks.iter().filter(|ack| ack.lsn <= applied).collect();
+    let folded_owned: Vec<Ack> = folded.iter().map(|ack| (*ack).clone()).collect();
+    assert!(!folded.is_empty(), "the loop folded something before the kill (applied LSN {applied})");
+    assert_acks_present(&after, &folded_owned, "state.redb alone");
+    for (key, value) in &after {
+        let seq: u64 = value.split('/').nth(2).unwrap().trim_end_matches('.').parse().unwrap();
+        let later = acks.iter().find(|ack| ack.seq == seq).is_some_and(|ack| ack.lsn > applied);
+        assert!(!later, "{key:?} holds a write from after the applied LSN {applied}");
+    }
+    expect(&factwal(&["verify", "--dir", &store_arg]), 0, &[]);
+}

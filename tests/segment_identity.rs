@@ -348,3 +348,65 @@ fn zeroed_preallocated_tail_replays_exactly_the_valid_records_without_a_warning(
     assert_eq!(store.facts("s").unwrap().keys().collect::<Vec<_>>(), vec!["g1", "g2"]);
     assert_eq!(store.write(assert_batch("g3", "v")).unwrap(), 3);
 }
+
+#[test]
+fn a_segment_from_another_opening_of_the_store_is_refused() {
+    // A crashed store's WAL (in use, epoch E) gets a segment written by
+    // another opening of the same store (epoch E'): a copy of another WAL of
+    // this store, e.g. of a backup that diverged. Refused with WalMismatch
+    // naming the segment and both epochs; nothing changes. Identity alone
+    // (the same store) would let it through.
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::small_config(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    for i in 1..=3 {
+        store.write(assert_batch(&format!("f{i}"), "v")).unwrap();
+    }
+    store.simulate_crash();
+    let path = segment_path(&config, 1);
+    let (header, _, bytes) = read_segment(&path);
+    let other = SegmentHeader { epoch: header.epoch ^ 0x1, number: 2, lsn_first: 4, ..header };
+    let mut next = other.encode().to_vec();
+    next.resize(bytes.len(), 0);
+    std::fs::write(segment_path(&config, 2), next).unwrap();
+    let before = common::snapshot_files(dir.path());
+    match Store::open(config.clone()) {
+        Err(factwal::Error::WalMismatch { detail, .. }) => {
+            assert!(detail.contains("written by another opening of this store"), "{detail}");
+            assert!(detail.contains(&format!("{:08x}", other.epoch)), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(common::snapshot_files(dir.path()), before);
+}
+
+#[test]
+fn a_record_newer_than_state_redb_after_a_clean_close_is_refused() {
+    // After a clean close state.redb holds everything its WAL ever held. A
+    // segment of the same store holding a newer record (copied from another
+    // copy of the store that went on writing) is refused, not replayed.
+    let payloads = payloads_of(vec![assert_batch("elsewhere", "written by another copy")]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::small_config(dir.path());
+    let store = Store::open(config.clone()).unwrap();
+    let store_id = store.store_id();
+    store.write(assert_batch("f1", "v")).unwrap();
+    assert!(store.close().is_clean());
+    let header = SegmentHeader {
+        number: 1,
+        lsn_first: 2,
+        salt: 99,
+        segment_bytes: SEGMENT_BYTES,
+        store_id: Some(store_id),
+        epoch: 7,
+    };
+    craft_segment(&segment_path(&config, 1), &header, &[(header, 2, &payloads[0])]);
+    let before = common::snapshot_files(dir.path());
+    match Store::open(config.clone()) {
+        Err(factwal::Error::WalMismatch { detail, .. }) => {
+            assert!(detail.contains("holds LSN 2, which state.redb lacks"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(common::snapshot_files(dir.path()), before);
+}
