@@ -126,7 +126,8 @@ fn recover(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo, checked: Che
     // The WAL location recorded with the clean mark: where it was, unless
     // this open moves it.
     let recorded_dir = now.wal_dir.clone().unwrap_or_else(|| absolute(&wal_dir));
-    let (lsn_last, number_next) = replay(io, &wal_dir, &tables, recovered, now.wal_in_use, &recorded_dir)?;
+    let (lsn_last, number_next) =
+        replay(io, &wal_dir, &tables, recovered, now.wal_in_use, now.wal_epoch, &recorded_dir)?;
     if tables.format_version() < crate::state::STATE_FORMAT_VERSION {
         tables.upgrade(new_id)?;
         tracing::info!(target: "factwal::recovery", path = %state_path.display(), store_id = %new_id,
@@ -285,12 +286,14 @@ pub(crate) fn judge_wal(facts: &WalFacts<'_>) -> Verdict {
 /// new store, whose identity will be `new_id`).
 pub(crate) fn owner_of(record: Option<&StoreRecord>, new_id: StoreId) -> Owner {
     match record {
-        None => Owner::Idle { store_id: new_id },
+        None => Owner::Idle { store_id: new_id, epoch: 0 },
         Some(StoreRecord { store_id: None, .. }) => Owner::Format1,
         Some(StoreRecord { store_id: Some(store_id), wal_in_use: true, wal_epoch, .. }) => {
             Owner::InUse { store_id: *store_id, epoch: *wal_epoch }
         }
-        Some(StoreRecord { store_id: Some(store_id), .. }) => Owner::Idle { store_id: *store_id },
+        Some(StoreRecord { store_id: Some(store_id), wal_epoch, .. }) => {
+            Owner::Idle { store_id: *store_id, epoch: *wal_epoch }
+        }
     }
 }
 
@@ -387,6 +390,7 @@ fn replay(
     tables: &Tables,
     recovered: Recovered,
     wal_in_use: bool,
+    wal_epoch: u32,
     recorded_dir: &Path,
 ) -> Result<(Lsn, u64)> {
     let number_next = recovered.segments.last().map_or(1, |segment| segment.header.number + 1);
@@ -400,7 +404,7 @@ fn replay(
             generation.apply(record.lsn, record.batch, record.payload_bytes);
         }
         let lsn = if replayed > 0 { generation.lsn_last } else { recovered.lsn_last };
-        let mark = WalMark { dir: recorded_dir, in_use: false, epoch: 0 };
+        let mark = WalMark { dir: recorded_dir, in_use: false, epoch: wal_epoch };
         tables.fold(&[Arc::new(generation)], lsn, Some(mark))?;
         if replayed > 0 {
             tracing::info!(target: "factwal::recovery", records = replayed, lsn_last = lsn, "replayed WAL into redb");
@@ -468,9 +472,9 @@ mod tests {
     fn the_owner_follows_the_record() {
         let new_id = StoreId::from_u64(99).unwrap();
         let id = StoreId::from_u64(7).unwrap();
-        assert_eq!(owner_of(None, new_id), Owner::Idle { store_id: new_id });
+        assert_eq!(owner_of(None, new_id), Owner::Idle { store_id: new_id, epoch: 0 });
         assert_eq!(owner_of(Some(&record(None, true)), new_id), Owner::InUse { store_id: id, epoch: 3 });
-        assert_eq!(owner_of(Some(&record(None, false)), new_id), Owner::Idle { store_id: id });
+        assert_eq!(owner_of(Some(&record(None, false)), new_id), Owner::Idle { store_id: id, epoch: 3 });
         let format_1 = StoreRecord { store_id: None, format_version: 1, ..record(None, false) };
         assert_eq!(owner_of(Some(&format_1), new_id), Owner::Format1);
     }

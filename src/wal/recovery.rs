@@ -141,12 +141,18 @@ pub enum Owner {
         /// The epoch of the opening that was using the WAL.
         epoch: u32,
     },
-    /// redb holds everything the WAL ever held (the last close was clean, or
-    /// no WAL-mode open ever ran): segments of this store may be left over
-    /// from an interrupted removal, but none may hold a record redb lacks.
+    /// redb holds everything acknowledged that the WAL ever held (the last
+    /// close was clean, or no WAL-mode open ever ran). Segments of this store
+    /// may be left over from a removal that failed or was cut short. Only
+    /// the opening that marked the store clean (`epoch`) can have left a
+    /// record redb lacks: a write of its that failed, never acknowledged.
+    /// Such a record in a segment of any other opening comes from another
+    /// copy of the store.
     Idle {
         /// The store.
         store_id: StoreId,
+        /// The opening that marked the store clean (0: none).
+        epoch: u32,
     },
     /// Salvage: any segment of this store (`None`: format 1), from any of
     /// its openings, whatever redb says it holds.
@@ -160,7 +166,7 @@ impl Owner {
     fn store_id(self) -> Option<StoreId> {
         match self {
             Owner::Format1 => None,
-            Owner::InUse { store_id, .. } | Owner::Idle { store_id } => Some(store_id),
+            Owner::InUse { store_id, .. } | Owner::Idle { store_id, .. } => Some(store_id),
             Owner::Any { store_id } => store_id,
         }
     }
@@ -221,6 +227,9 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
             break;
         }
     }
+    // After the whole scan, when records abandoned by a failed write are
+    // already dropped: nothing redb lacks may come from another opening.
+    scanner.check_idle()?;
     if mode == RecoveryMode::AbsoluteConsistency {
         if let Some(Repair::TornTail { path, offset, .. }) = scanner.recovered.repairs.first() {
             let lsn = scanner.recovered.lsn_last + 1;
@@ -336,15 +345,6 @@ impl Scanner<'_> {
                 kind: CorruptionKind::BadPayload,
             })?;
             let unfolded = self.applied_lsn.is_some_and(|applied| lsn > applied);
-            if unfolded && matches!(self.owner, Owner::Idle { .. }) {
-                return Err(self.mismatch(format!(
-                    "segment {} holds LSN {lsn}, which state.redb lacks (it holds up to LSN {}), although \
-                     state.redb says it holds everything its WAL held: the segment comes from another copy of \
-                     this store",
-                    path.display(),
-                    self.applied_lsn.unwrap_or(0)
-                )));
-            }
             let wanted = self.keep_folded || unfolded;
             if wanted {
                 let payload_bytes = payload.len() as u64;
@@ -387,6 +387,27 @@ impl Scanner<'_> {
                 header.epoch
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// Under an `Idle` owner: a record redb lacks may only come from the
+    /// opening that marked the store clean (see `Owner::Idle`).
+    fn check_idle(&self) -> Result<()> {
+        let (Owner::Idle { epoch, .. }, Some(applied)) = (self.owner, self.applied_lsn) else { return Ok(()) };
+        let segments = &self.recovered.segments;
+        let foreign = self.recovered.records.iter().filter(|record| record.lsn > applied).find_map(|record| {
+            let segment = segments.iter().find(|s| s.header.number == record.segment_number)?;
+            (segment.header.epoch != epoch).then_some((segment, record.lsn))
+        });
+        match foreign {
+            None => Ok(()),
+            Some((segment, lsn)) => Err(self.mismatch(format!(
+                "segment {} holds LSN {lsn}, which state.redb lacks (it holds up to LSN {applied}), although \
+                 state.redb says it holds everything acknowledged (the segment was written by another opening, \
+                 epoch {:08x}): it comes from another copy of this store",
+                segment.path.display(),
+                segment.header.epoch
+            ))),
         }
     }
 
