@@ -15,56 +15,22 @@
 //! `FACTWAL_KILL9_SEED` replays the kill timings of a failed run (the seed is
 //! printed).
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::acks::{self, Ack, Facts};
 use factwal::{Config, Store};
 
-const SESSIONS: u64 = 16;
-const FACTS_PER_SESSION: u64 = 8;
-const RETRACT_EVERY: u64 = 5;
-const VALUE_BYTES: usize = 48;
 const THREADS: u64 = 4;
-
-/// Key and operation of write `seq`, as `factwal load --help` defines them.
-fn write_of(seq: u64) -> ((String, String), bool) {
-    let key = (format!("s{}", seq % SESSIONS), format!("f{}", (seq / SESSIONS) % FACTS_PER_SESSION));
-    (key, !seq.is_multiple_of(RETRACT_EVERY))
-}
-
-fn value_of(seq: u64) -> Vec<u8> {
-    let (key, _) = write_of(seq);
-    let mut value = format!("{}/{}/{seq}", key.0, key.1).into_bytes();
-    if value.len() < VALUE_BYTES {
-        value.resize(VALUE_BYTES, b'.');
-    }
-    value
-}
-
-struct Ack {
-    lsn: u64,
-    seq: u64,
-}
-
-fn parse_ack(line: &str) -> Ack {
-    let fields: Vec<&str> = line.split(' ').collect();
-    assert_eq!(fields.len(), 6, "ack line: {line:?}");
-    assert_eq!(fields[0], "ack", "{line:?}");
-    let (lsn, seq) = (fields[1].parse().unwrap(), fields[4].parse().unwrap());
-    let ((session, fact), assert) = write_of(seq);
-    assert_eq!((fields[2], fields[3]), (session.as_str(), fact.as_str()), "{line:?}");
-    assert_eq!(fields[5], if assert { "assert" } else { "retract" }, "{line:?}");
-    Ack { lsn, seq }
-}
 
 fn spawn_load(dir: &Path, config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_factwal"))
-        .args(["load", "--log", "off", "--sessions", &SESSIONS.to_string(), "--writes", "10000000"])
-        .args(["--facts-per-session", &FACTS_PER_SESSION.to_string(), "--value-bytes", &VALUE_BYTES.to_string()])
-        .args(["--threads", &THREADS.to_string(), "--retract-every", &RETRACT_EVERY.to_string()])
+        .args(["load", "--log", "off", "--threads", &THREADS.to_string()])
+        .args(acks::load_args())
         .args(["--checkpoint-interval-ms", "3", "--config"])
         .arg(config)
         .arg("--dir")
@@ -88,7 +54,7 @@ fn round(dir: &Path, config: &Path, kill_after: Duration) -> Vec<Ack> {
             if acks.is_empty() {
                 let _ = sender.send(());
             }
-            acks.push(parse_ack(&line));
+            acks.push(acks::parse_ack(&line).unwrap());
         }
         acks
     });
@@ -104,53 +70,15 @@ fn round(dir: &Path, config: &Path, kill_after: Duration) -> Vec<Ack> {
 }
 
 /// Checks the reopened store against the previous state and this round's acks.
-fn check(store: &Store, before: &BTreeMap<(String, String), Vec<u8>>, acks: &[Ack], context: &str) {
-    let max_seq = acks.iter().map(|a| a.seq).max().unwrap_or(0);
-    let acked: HashMap<u64, u64> = acks.iter().map(|a| (a.seq, a.lsn)).collect();
-    // The acknowledged write with the highest LSN, per fact.
-    let mut last_acked: HashMap<(String, String), (u64, u64)> = HashMap::new();
-    for ack in acks {
-        let (key, _) = write_of(ack.seq);
-        let entry = last_acked.entry(key).or_insert((ack.lsn, ack.seq));
-        if ack.lsn > entry.0 {
-            *entry = (ack.lsn, ack.seq);
-        }
-    }
-    // Writes handed out but not acknowledged: at most one in flight per
-    // thread, all with seq below max_seq + THREADS.
-    let in_flight = |key: &(String, String)| -> Vec<u64> {
-        (1..=max_seq + THREADS).filter(|seq| !acked.contains_key(seq) && &write_of(*seq).0 == key).collect()
-    };
-    for session in 0..SESSIONS {
-        for fact in 0..FACTS_PER_SESSION {
-            let key = (format!("s{session}"), format!("f{fact}"));
-            let recovered = store.fact(&key.0, &key.1).unwrap();
-            let pending = in_flight(&key);
-            let explained = match (&recovered, last_acked.get(&key)) {
-                (Some(value), Some(&(_, seq))) => {
-                    value == &value_of(seq) || pending.iter().any(|&p| write_of(p).1 && value == &value_of(p))
-                }
-                (Some(value), None) => {
-                    before.get(&key) == Some(value) || pending.iter().any(|&p| write_of(p).1 && value == &value_of(p))
-                }
-                (None, Some(&(_, seq))) => !write_of(seq).1 || pending.iter().any(|&p| !write_of(p).1),
-                (None, None) => !before.contains_key(&key) || pending.iter().any(|&p| !write_of(p).1),
-            };
-            assert!(
-                explained,
-                "{context}: {key:?} recovered as {:?}; last acknowledged write {:?}; in flight {pending:?}",
-                recovered.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
-                last_acked.get(&key)
-            );
-        }
-    }
+fn check(store: &Store, before: &Facts, acks: &[Ack], context: &str) {
     let lsn_last = store.stats().unwrap().lsn_last;
-    let acked_max = acks.iter().map(|a| a.lsn).max().unwrap_or(0);
-    assert!(lsn_last >= acked_max, "{context}: last LSN {lsn_last} below an acknowledged {acked_max}");
+    if let Err(problem) = acks::check(&state_of(store), lsn_last, before, acks, THREADS) {
+        panic!("{context}: {problem}");
+    }
 }
 
-fn state_of(store: &Store) -> BTreeMap<(String, String), Vec<u8>> {
-    let mut state = BTreeMap::new();
+fn state_of(store: &Store) -> Facts {
+    let mut state = Facts::new();
     for session in store.sessions().unwrap() {
         for (fact, value) in store.facts(&session).unwrap() {
             state.insert((session.clone(), fact), value);
@@ -173,7 +101,7 @@ fn kill9_rounds_lose_no_acknowledged_write() {
     let config = Config::from_file(&config_path).unwrap();
     let config =
         Config { persistence: factwal::PersistenceConfig { data_dir: dir.clone(), ..config.persistence }, ..config };
-    let mut state = BTreeMap::new();
+    let mut state = Facts::new();
     let mut acked_total = 0;
     let started = Instant::now();
     let mut rng = seed | 1;

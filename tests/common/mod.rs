@@ -2,6 +2,8 @@
 //! capture, and a fault-injecting WAL I/O layer.
 #![allow(dead_code)]
 
+pub mod acks;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
