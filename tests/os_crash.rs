@@ -117,6 +117,9 @@ const WAL_POINTS: &[(&str, u64)] = &[
     ("state-sync-before", 40),
     ("state-sync-after", 40),
 ];
+/// Where an open that recovers a crashed WAL store syncs and removes.
+const RECOVERY_POINTS: &[(&str, u64)] =
+    &[("state-sync-before", 3), ("state-sync-after", 3), ("segment-unlink", 3), ("dir-sync-before", 3)];
 const DIRECT_POINTS: &[(&str, u64)] = &[("state-sync-before", 400), ("state-sync-after", 400)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -253,8 +256,15 @@ impl Boot {
             assert!(started.elapsed() < Duration::from_secs(30), "the guest's processes outlived SIGKILL by 30 s");
             std::thread::sleep(Duration::from_millis(2));
         }
-        while let Ok(Console::Line(line)) = self.console.try_recv() {
-            self.transcript.push(line);
+        // Every line the guest's console wrote before the kill, to the end of
+        // the pipe: an ack printed after the host decided to kill, and before
+        // the kill landed, is an ack all the same.
+        loop {
+            match self.console.recv_timeout(Duration::from_secs(30)) {
+                Ok(Console::Line(line)) => self.transcript.push(line),
+                Ok(Console::Closed) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("the guest's console stayed open 30 s after its kernel died"),
+            }
         }
         self.transcript
     }
@@ -437,7 +447,14 @@ fn write_and_kill(machine: &Machine, mode: Mode, threads: u64, kill: &Kill, cont
             fail(boot, format!("the writer stopped by itself: {line}"));
         }
     }
-    boot.kill();
+    // The acks are read again from the whole transcript, up to the end of
+    // the console: the kill came after the last line read above.
+    let transcript = boot.kill();
+    let acks = transcript
+        .iter()
+        .filter(|line| line.starts_with("ack "))
+        .map(|line| acks::parse_ack(line).unwrap_or_else(|e| fail_now(context, &e)))
+        .collect();
     Written { acks, point }
 }
 
@@ -517,6 +534,9 @@ struct Tally {
     points: BTreeSet<(Mode, String)>,
     points_missed: u64,
     kills: BTreeMap<&'static str, u64>,
+    /// Kills that landed before the writer's first ack: while it opened
+    /// (and recovered) the store.
+    before_first_ack: u64,
     torn_tails: u64,
 }
 
@@ -540,8 +560,16 @@ fn campaign(fs: &'static FileSystem) {
         let mode = if index % 2 == 0 { Mode::Wal } else { Mode::Direct };
         let threads = if rng.below(2) == 0 { 1 } else { 4 };
         let kill = match rng.below(8) {
-            0..=2 => Kill::AfterFirstAck(Duration::from_millis(rng.below(3000))),
-            3 => Kill::AfterMount(Duration::from_millis(rng.below(2500))),
+            0..=1 => Kill::AfterFirstAck(Duration::from_millis(rng.below(3000))),
+            // The writer starts within ~100 ms of the mount and opens a
+            // small store in tens of ms: most of these land in the open.
+            2 => Kill::AfterMount(Duration::from_millis(rng.below(400))),
+            // The first syncs and removals of an open: those of recovery
+            // when the last round left records to fold.
+            3 => {
+                let points = if mode == Mode::Wal { RECOVERY_POINTS } else { DIRECT_POINTS };
+                Kill::At(points[rng.below(points.len() as u64) as usize].0, 1 + rng.below(3))
+            }
             _ => {
                 let points = if mode == Mode::Wal { WAL_POINTS } else { DIRECT_POINTS };
                 let (point, most) = points[rng.below(points.len() as u64) as usize];
@@ -583,6 +611,7 @@ fn campaign(fs: &'static FileSystem) {
         before.insert(mode, checked.map(|c| c.facts).unwrap_or_default());
         tally.rounds += 1;
         tally.acked += written.acks.len() as u64;
+        tally.before_first_ack += u64::from(written.acks.is_empty());
         *tally
             .kills
             .entry(match kill {
@@ -600,12 +629,13 @@ fn campaign(fs: &'static FileSystem) {
         }
     }
     println!(
-        "os_crash {}: {} rounds, {} acknowledged writes checked, 0 lost; kills {:?}; {} distinct crash points \
+        "os_crash {}: {} rounds, {} acknowledged writes checked, 0 lost; kills {:?}, {} of them before the first ack (opening or recovering the store); {} distinct crash points \
          reached ({} not reached in {POINT_WAIT_MAX:?}); {} recoveries dropped an unreadable last record; {:.1} s",
         fs.name,
         tally.rounds,
         tally.acked,
         tally.kills,
+        tally.before_first_ack,
         tally.points.len(),
         tally.points_missed,
         tally.torn_tails,
