@@ -170,13 +170,16 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 fn tools(fs: &FileSystem) -> Result<Tools, String> {
-    let kernel = match std::env::var_os("FACTWAL_UML") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => find_program("linux.uml").or_else(|| find_program("linux")),
-    };
     let missing = |what: &str, package: &str| format!("{what} not found (Debian package {package})");
+    let kernel = match std::env::var_os("FACTWAL_UML") {
+        Some(path) => Some(PathBuf::from(path))
+            .filter(|path| path.is_file())
+            .ok_or_else(|| format!("FACTWAL_UML={} names no file", std::env::var("FACTWAL_UML").unwrap_or_default()))?,
+        None => find_program("linux.uml")
+            .ok_or_else(|| missing("the User-Mode Linux kernel linux.uml", "user-mode-linux"))?,
+    };
     Ok(Tools {
-        kernel: kernel.ok_or_else(|| missing("the User-Mode Linux kernel linux.uml", "user-mode-linux"))?,
+        kernel,
         mkfs: find_program(fs.mkfs[0])
             .ok_or_else(|| missing(fs.mkfs[0], if fs.fstype == "ext4" { "e2fsprogs" } else { &fs.mkfs[0][5..] }))?,
         cc: find_program("cc").or_else(|| find_program("gcc")).ok_or_else(|| missing("a C compiler", "gcc"))?,
