@@ -487,13 +487,6 @@ impl WalFile for SimWalFile {
         Ok(())
     }
 
-    fn set_len(&self, bytes: u64) -> io::Result<()> {
-        self.disk.check(OpKind::Resize, Side::Wal)?;
-        self.file.set_len(bytes)?;
-        self.disk.record(self.id, Pending::SetLen(bytes));
-        Ok(())
-    }
-
     fn len_bytes(&self) -> io::Result<u64> {
         self.file.len_bytes()
     }

@@ -15,7 +15,7 @@
 //! nothing the engine saw is missing.
 //!
 //! Acknowledged records live in an in-memory overlay that reads consult
-//! first, until a checkpoint pass folds them into [redb](redb), where session
+//! first, until a checkpoint pass folds them into [redb], where session
 //! state is kept, in one durable transaction. Reopening after any crash gives
 //! back every acknowledged write and nothing half-applied.
 //!
@@ -34,31 +34,62 @@
 //! this way; `docs/FORMAT.md` gives the on-disk format byte by byte.
 
 #![deny(missing_docs)]
+// Every type a public item returns or holds can be named by the user.
+#![deny(unnameable_types)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+/// Declares a function `pub` with the `testing` feature and `pub(crate)`
+/// without: for methods of public types that only the crate itself (and its
+/// white-box tests) may call.
+macro_rules! pub_for_testing {
+    ($(#[$meta:meta])* fn $($rest:tt)*) => {
+        #[cfg(feature = "testing")]
+        $(#[$meta])* pub fn $($rest)*
+        #[cfg(not(feature = "testing"))]
+        $(#[$meta])* pub(crate) fn $($rest)*
+    };
+}
+
 mod batch;
-pub mod checkpoint;
-pub mod config;
+mod checkpoint;
+mod config;
 mod error;
-pub mod fault;
 mod files;
 mod identity;
-pub mod inspect;
+mod inspect;
 mod open;
 mod salvage;
-pub mod state;
 mod store;
+
+// The engine's layers are private. The `testing` feature (enabled by the
+// crate's own tests, benches and fuzz targets, never by a user) makes them
+// public for white-box tests, and adds the simulated disk.
+#[cfg(feature = "testing")]
+pub mod fault;
+#[cfg(feature = "testing")]
+pub mod state;
+#[cfg(not(feature = "testing"))]
+mod state;
+#[cfg(feature = "testing")]
 pub mod wal;
+#[cfg(not(feature = "testing"))]
+mod wal;
 
 pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
 pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
-pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
+pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode, RECORD_BYTES_MAX};
 pub use error::{CorruptionKind, Error, Lsn, Result, StateDamage};
 pub use files::LOCK_FILE_NAME;
 pub use identity::StoreId;
 pub use inspect::{ReadOnlyStore, StateCheck, WalProblem};
 pub use salvage::{salvage, Loss, SalvageReport};
-pub use store::{segment_numbers, CloseReport, RecoveryReport, Store, StoreStats};
+pub use state::{OverlayStats, StoreRecord};
+#[cfg(feature = "testing")]
+pub use store::segment_numbers;
+pub use store::{CloseReport, RecoveryReport, Store, StoreStats};
+pub use wal::format::SegmentHeader;
+pub use wal::recovery::{Dropped, RecoveredRecord, SegmentSummary};
+pub use wal::WalCounters;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

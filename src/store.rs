@@ -18,7 +18,6 @@ use crate::open::{absolute, open_store};
 use crate::state::{FactLookup, Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View, WalMark};
 use crate::wal::io::{StdIo, WalIo};
 use crate::wal::recovery::Repair;
-use crate::wal::segment::parse_segment_file_name;
 use crate::wal::{Wal, WalCounters, WalOptions};
 
 type Record = (Batch, u64);
@@ -175,19 +174,25 @@ impl Store {
     /// Opens (or creates) the store described by `config`, recovering
     /// whatever the WAL holds. Starts no thread.
     pub fn open(config: Config) -> Result<Store> {
-        Store::open_with_io(config, Arc::new(StdIo))
+        Store::open_on(config, Arc::new(StdIo), Arc::new(StdStateIo))
     }
 
-    /// Opens with a given WAL I/O layer (fault injection in tests).
-    #[doc(hidden)]
+    /// Opens with a given WAL I/O layer (fault injection in tests; feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
     pub fn open_with_io(config: Config, io: Arc<dyn WalIo>) -> Result<Store> {
-        Store::open_with(config, io, Arc::new(StdStateIo))
+        Store::open_on(config, io, Arc::new(StdStateIo))
     }
 
     /// Opens with given I/O layers under the WAL and under redb (the
-    /// fault-injecting simulator).
-    #[doc(hidden)]
+    /// fault-injecting simulator; feature `testing`).
+    #[cfg(feature = "testing")]
     pub fn open_with(config: Config, io: Arc<dyn WalIo>, state_io: Arc<dyn StateIo>) -> Result<Store> {
+        Store::open_on(config, io, state_io)
+    }
+
+    /// Opens over the given I/O layers under the WAL and under redb.
+    fn open_on(config: Config, io: Arc<dyn WalIo>, state_io: Arc<dyn StateIo>) -> Result<Store> {
         let opened = open_store(&config, &*io, &*state_io)?;
         let applied_lsn = opened.tables.applied_lsn()?;
         let wal_dir = config.wal_dir();
@@ -412,21 +417,21 @@ impl Store {
     }
 
     /// Test hook: every later pass sleeps this long inside its measured time.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn set_checkpoint_delay_for_test(&self, delay: Duration) {
-        self.core.checkpoint.set_delay_for_test(delay);
+        self.core.checkpoint.hooks.set_delay(delay);
     }
 
     /// Test hook: the next checkpoint pass panics, as a bug inside it would.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn panic_next_checkpoint_pass_for_test(&self) {
-        self.core.checkpoint.panic_next_pass_for_test();
+        self.core.checkpoint.hooks.panic_next_pass();
     }
 
     /// Test hook: the most checkpoint passes ever seen running at once.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn max_concurrent_passes_for_test(&self) -> usize {
-        self.core.checkpoint.passes_active_max()
+        self.core.checkpoint.hooks.passes_active_max()
     }
 
     /// LSNs, and how much is waiting to be folded.
@@ -471,7 +476,7 @@ impl Store {
     /// Drops the store the way a crashed process would leave it: no final
     /// pass, no truncation; only file handles and the lock are released. For
     /// tests of recovery.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn simulate_crash(self) {
         self.core.closed.store(true, Ordering::Release);
         if let Some(wal) = &self.core.wal {
@@ -716,10 +721,12 @@ fn new_epoch() -> u32 {
 }
 
 /// Numbers of the segment files in a WAL directory, sorted.
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub fn segment_numbers(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().and_then(|e| parse_segment_file_name(&e.file_name().to_string_lossy())))
+        .filter_map(|entry| {
+            entry.ok().and_then(|e| crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
+        })
         .collect();
     numbers.sort_unstable();
     Ok(numbers)

@@ -481,8 +481,12 @@ fn read_back(machine: &Machine, mode: Mode, context: &str) -> Option<Checked> {
     std::fs::create_dir(&out).unwrap();
     let bin = machine.bin.display();
     let store = machine.store_args(mode);
+    // A store exists once its state.redb does: the first open creates it
+    // under a temporary name and renames it into place, so a kill during
+    // that open leaves a directory without one (and `verify` rightly says
+    // "not a factwal store"); the next read-write open creates it afresh.
     let body = format!(
-        "if [ -d {mnt}/{name} ]; then\n\
+        "if [ -f {mnt}/{name}/state.redb ]; then\n\
          {bin} verify {store} > out/verify.txt 2>&1; echo $? > out/verify.rc\n\
          {bin} inspect --json {store} > out/inspect.json 2> out/inspect.err\n\
          {bin} facts --json {store} > out/facts.json 2> out/facts.err\n\

@@ -663,9 +663,6 @@ impl factwal::wal::io::WalFile for PanickingFile {
     fn allocate(&self, bytes: u64) -> std::io::Result<()> {
         self.file.allocate(bytes)
     }
-    fn set_len(&self, bytes: u64) -> std::io::Result<()> {
-        self.file.set_len(bytes)
-    }
     fn len_bytes(&self) -> std::io::Result<u64> {
         self.file.len_bytes()
     }

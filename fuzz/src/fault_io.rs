@@ -34,15 +34,13 @@ pub enum IoCall {
     SyncData,
     /// `WalFile::allocate`.
     Allocate,
-    /// `WalFile::set_len`.
-    SetLen,
     /// `WalFile::len_bytes`.
     LenBytes,
 }
 
 impl IoCall {
     /// Every kind, in a fixed order (the fuzz input picks by index).
-    pub const ALL: [IoCall; 13] = [
+    pub const ALL: [IoCall; 12] = [
         IoCall::CreateDirAll,
         IoCall::List,
         IoCall::Create,
@@ -54,7 +52,6 @@ impl IoCall {
         IoCall::WriteAt,
         IoCall::SyncData,
         IoCall::Allocate,
-        IoCall::SetLen,
         IoCall::LenBytes,
     ];
 }
@@ -159,10 +156,6 @@ impl WalFile for FaultFile {
     fn allocate(&self, bytes: u64) -> io::Result<()> {
         self.io.guard(IoCall::Allocate)?;
         self.inner.allocate(bytes)
-    }
-    fn set_len(&self, bytes: u64) -> io::Result<()> {
-        self.io.guard(IoCall::SetLen)?;
-        self.inner.set_len(bytes)
     }
     fn len_bytes(&self) -> io::Result<u64> {
         self.io.guard(IoCall::LenBytes)?;

@@ -18,7 +18,7 @@
 
 use std::path::Path;
 
-use factwal::config::RECORD_BYTES_MAX;
+use factwal::RECORD_BYTES_MAX;
 use factwal::wal::format::{decode_record, encode_record, find_valid_record_after, Frame, SegmentHeader};
 use factwal::wal::recovery::{scan, Owner, ScanOptions};
 use factwal::{CorruptionKind, Error, Op, RecoveryMode, StoreId, BATCH_OPS_MAX, ID_BYTES_MAX};

@@ -1,6 +1,8 @@
 //! One checkpoint pass, instrumented: events, samples, and the test hooks.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "testing")]
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -28,10 +30,56 @@ pub(crate) struct CheckpointState {
     /// Why the loop thread died, if it did (a panic): close reports it.
     pub(crate) loop_failure: Mutex<Option<String>>,
     summary_emitted: AtomicBool,
-    delay_for_test_ns: AtomicU64,
-    panic_for_test: AtomicBool,
+    #[cfg(feature = "testing")]
+    pub(crate) hooks: TestHooks,
+}
+
+/// What the tests may make a pass do, and what they may ask of it (feature
+/// `testing`; a production build has none of it).
+#[cfg(feature = "testing")]
+#[derive(Debug, Default)]
+pub(crate) struct TestHooks {
+    delay_ns: AtomicU64,
+    panic_next: AtomicBool,
     passes_active: AtomicUsize,
     passes_active_max: AtomicUsize,
+}
+
+#[cfg(feature = "testing")]
+impl TestHooks {
+    /// Makes every later pass sleep this long inside its measured time.
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.delay_ns.store(delay.as_nanos() as u64, Ordering::Release);
+    }
+
+    /// The next pass panics (as a bug inside it would).
+    pub(crate) fn panic_next_pass(&self) {
+        self.panic_next.store(true, Ordering::Release);
+    }
+
+    /// The most passes ever seen running at once (should be 1).
+    pub(crate) fn passes_active_max(&self) -> usize {
+        self.passes_active_max.load(Ordering::Acquire)
+    }
+
+    /// A pass begins: counted, delayed, or made to panic.
+    fn enter(&self) {
+        let active = self.passes_active.fetch_add(1, Ordering::AcqRel) + 1;
+        self.passes_active_max.fetch_max(active, Ordering::AcqRel);
+        let delay = self.delay_ns.load(Ordering::Acquire);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_nanos(delay));
+        }
+        if self.panic_next.swap(false, Ordering::AcqRel) {
+            self.passes_active.fetch_sub(1, Ordering::AcqRel);
+            panic!("checkpoint pass test hook: a panic inside the pass");
+        }
+    }
+
+    /// A pass ends.
+    fn leave(&self) {
+        self.passes_active.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub(crate) fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
@@ -50,10 +98,8 @@ impl CheckpointState {
             thread: Mutex::new(None),
             loop_failure: Mutex::new(None),
             summary_emitted: AtomicBool::new(false),
-            delay_for_test_ns: AtomicU64::new(0),
-            panic_for_test: AtomicBool::new(false),
-            passes_active: AtomicUsize::new(0),
-            passes_active_max: AtomicUsize::new(0),
+            #[cfg(feature = "testing")]
+            hooks: TestHooks::default(),
         }
     }
 
@@ -92,21 +138,6 @@ impl CheckpointState {
             _ => tracing::info!(target: TARGET, n = 0, "checkpoint summary"),
         }
     }
-
-    /// Test hook: makes every pass sleep this long inside its measured time.
-    pub(crate) fn set_delay_for_test(&self, delay: Duration) {
-        self.delay_for_test_ns.store(delay.as_nanos() as u64, Ordering::Release);
-    }
-
-    /// Test hook: the next pass panics (as a bug inside it would).
-    pub(crate) fn panic_next_pass_for_test(&self) {
-        self.panic_for_test.store(true, Ordering::Release);
-    }
-
-    /// Test hook: the most passes ever seen running at once (should be 1).
-    pub(crate) fn passes_active_max(&self) -> usize {
-        self.passes_active_max.load(Ordering::Acquire)
-    }
 }
 
 /// Milliseconds with microsecond resolution, for events.
@@ -119,24 +150,17 @@ pub(crate) fn millis(duration: Duration) -> f64 {
 /// failed. Its duration goes into the samples either way.
 pub(crate) fn checkpoint_pass(core: &Core, mode: CheckpointMode, _held: &MutexGuard<'_, ()>) -> Result<PassReport> {
     let state = &core.checkpoint;
-    let active = state.passes_active.fetch_add(1, Ordering::AcqRel) + 1;
-    state.passes_active_max.fetch_max(active, Ordering::AcqRel);
     let started = Instant::now();
-    let delay = state.delay_for_test_ns.load(Ordering::Acquire);
-    if delay > 0 {
-        std::thread::sleep(Duration::from_nanos(delay));
-    }
-    if state.panic_for_test.swap(false, Ordering::AcqRel) {
-        state.passes_active.fetch_sub(1, Ordering::AcqRel);
-        panic!("checkpoint pass test hook: a panic inside the pass");
-    }
+    #[cfg(feature = "testing")]
+    state.hooks.enter();
     let lsn_before = core.applied_lsn_cached();
     let outcome = core.run_pass(mode).map(|mut report| {
         report.elapsed = started.elapsed();
         report
     });
     let elapsed = started.elapsed();
-    state.passes_active.fetch_sub(1, Ordering::AcqRel);
+    #[cfg(feature = "testing")]
+    state.hooks.leave();
     lock(&state.samples).record(elapsed);
     match &outcome {
         Ok(report) => report_pass(report, state.warn_ms),

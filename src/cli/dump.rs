@@ -3,9 +3,7 @@
 
 use std::process::ExitCode;
 
-use factwal::wal::format::RECORD_HEADER_BYTES;
-use factwal::wal::recovery::RecoveredRecord;
-use factwal::{Op, WalProblem};
+use factwal::{Op, RecoveredRecord, WalProblem};
 use serde::Serialize;
 
 use super::output::{self, plain_text, Out};
@@ -100,9 +98,9 @@ fn record_json(record: &RecoveredRecord, applied_lsn: u64) -> RecordJson {
         .collect();
     RecordJson {
         lsn: record.lsn,
-        segment: factwal::wal::segment::segment_file_name(record.segment_number),
+        segment: record.segment_file_name(),
         offset: record.offset,
-        bytes: RECORD_HEADER_BYTES + record.payload_bytes,
+        bytes: record.bytes(),
         folded: record.lsn <= applied_lsn,
         ops,
     }

@@ -6,7 +6,13 @@ pub mod overlay;
 pub mod tables;
 pub mod view;
 
-pub use io::{ScratchBackend, StateIo, StdStateIo};
-pub use overlay::{FactLookup, Generation, Overlay, OverlayStats, SessionView};
-pub use tables::{FoldStats, Snapshot, StoreRecord, Tables, WalMark, STATE_FORMAT_VERSION};
+pub use io::{StateIo, StdStateIo};
+pub use overlay::{FactLookup, Generation, Overlay, OverlayStats};
+pub use tables::{StoreRecord, Tables, WalMark, STATE_FORMAT_VERSION};
 pub use view::View;
+#[cfg(feature = "testing")]
+pub use {
+    io::ScratchBackend,
+    overlay::SessionView,
+    tables::{FoldStats, Snapshot},
+};

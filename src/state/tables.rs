@@ -223,11 +223,6 @@ impl Tables {
         Tables::open(path, Box::new(backend), cache_bytes)
     }
 
-    /// The redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// The file's format version.
     pub fn format_version(&self) -> u32 {
         self.format_version

@@ -75,65 +75,69 @@ impl SegmentHeader {
         }
     }
 
-    /// Encodes the header, checksum included: format 2 with a store identity,
-    /// format 1 without.
-    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
-        let mut bytes = [0u8; SEGMENT_HEADER_BYTES as usize];
-        bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        bytes[8..12].copy_from_slice(&self.version().to_le_bytes());
-        bytes[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
-        bytes[16..24].copy_from_slice(&self.number.to_le_bytes());
-        bytes[24..32].copy_from_slice(&self.lsn_first.to_le_bytes());
-        bytes[32..40].copy_from_slice(&self.salt.to_le_bytes());
-        bytes[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
-        if let Some(store_id) = self.store_id {
-            bytes[STORE_ID_AT..STORE_ID_AT + 8].copy_from_slice(&store_id.get().to_le_bytes());
-            bytes[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&self.epoch.to_le_bytes());
+    pub_for_testing! {
+        /// Encodes the header, checksum included: format 2 with a store identity,
+        /// format 1 without.
+        fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+            let mut bytes = [0u8; SEGMENT_HEADER_BYTES as usize];
+            bytes[0..8].copy_from_slice(&SEGMENT_MAGIC);
+            bytes[8..12].copy_from_slice(&self.version().to_le_bytes());
+            bytes[12..16].copy_from_slice(&(SEGMENT_HEADER_BYTES as u32).to_le_bytes());
+            bytes[16..24].copy_from_slice(&self.number.to_le_bytes());
+            bytes[24..32].copy_from_slice(&self.lsn_first.to_le_bytes());
+            bytes[32..40].copy_from_slice(&self.salt.to_le_bytes());
+            bytes[40..48].copy_from_slice(&self.segment_bytes.to_le_bytes());
+            if let Some(store_id) = self.store_id {
+                bytes[STORE_ID_AT..STORE_ID_AT + 8].copy_from_slice(&store_id.get().to_le_bytes());
+                bytes[EPOCH_AT..EPOCH_AT + 4].copy_from_slice(&self.epoch.to_le_bytes());
+            }
+            let crc = crc32fast::hash(&bytes[..SEGMENT_CRC_AT]);
+            bytes[SEGMENT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            bytes
         }
-        let crc = crc32fast::hash(&bytes[..SEGMENT_CRC_AT]);
-        bytes[SEGMENT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
-        bytes
     }
 
-    /// Decodes and checks a header of format 1 or 2.
-    pub fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
-        if bytes.get(..8) == Some(&SEGMENT_MAGIC[..]) && bytes.len() >= 16 {
+    pub_for_testing! {
+        /// Decodes and checks a header of format 1 or 2.
+        fn decode(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+            if bytes.get(..8) == Some(&SEGMENT_MAGIC[..]) && bytes.len() >= 16 {
+                let version = read_u32(bytes, 8);
+                if version > FORMAT_VERSION {
+                    return Err(later_version(bytes, version));
+                }
+            }
+            let bytes = bytes.get(..SEGMENT_HEADER_BYTES as usize).ok_or(HeaderError::Invalid)?;
             let version = read_u32(bytes, 8);
-            if version > FORMAT_VERSION {
-                return Err(later_version(bytes, version));
+            let reserved_from = if version == FORMAT_VERSION { SEGMENT_CRC_AT } else { STORE_ID_AT };
+            if bytes[0..8] != SEGMENT_MAGIC
+                || !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version)
+                || u64::from(read_u32(bytes, 12)) != SEGMENT_HEADER_BYTES
+                || bytes[reserved_from..SEGMENT_CRC_AT].iter().any(|&b| b != 0)
+                || crc32fast::hash(&bytes[..SEGMENT_CRC_AT]) != read_u32(bytes, SEGMENT_CRC_AT)
+            {
+                return Err(HeaderError::Invalid);
             }
-        }
-        let bytes = bytes.get(..SEGMENT_HEADER_BYTES as usize).ok_or(HeaderError::Invalid)?;
-        let version = read_u32(bytes, 8);
-        let reserved_from = if version == FORMAT_VERSION { SEGMENT_CRC_AT } else { STORE_ID_AT };
-        if bytes[0..8] != SEGMENT_MAGIC
-            || !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version)
-            || u64::from(read_u32(bytes, 12)) != SEGMENT_HEADER_BYTES
-            || bytes[reserved_from..SEGMENT_CRC_AT].iter().any(|&b| b != 0)
-            || crc32fast::hash(&bytes[..SEGMENT_CRC_AT]) != read_u32(bytes, SEGMENT_CRC_AT)
-        {
-            return Err(HeaderError::Invalid);
-        }
-        let (store_id, epoch) = match version {
-            FORMAT_VERSION => {
-                let store_id = StoreId::from_u64(read_u64(bytes, STORE_ID_AT)).ok_or(HeaderError::Invalid)?;
-                (Some(store_id), read_u32(bytes, EPOCH_AT))
+            let (store_id, epoch) = match version {
+                FORMAT_VERSION => {
+                    let store_id = StoreId::from_u64(read_u64(bytes, STORE_ID_AT)).ok_or(HeaderError::Invalid)?;
+                    (Some(store_id), read_u32(bytes, EPOCH_AT))
+                }
+                _ => (None, 0),
+            };
+            let header = SegmentHeader {
+                number: read_u64(bytes, 16),
+                lsn_first: read_u64(bytes, 24),
+                salt: read_u64(bytes, 32),
+                segment_bytes: read_u64(bytes, 40),
+                store_id,
+                epoch,
+            };
+            let sizes_plausible = header.segment_bytes > SEGMENT_HEADER_BYTES && header.segment_bytes <= SEGMENT_BYTES_MAX;
+            if header.lsn_first == 0 || !sizes_plausible {
+                return Err(HeaderError::Invalid);
             }
-            _ => (None, 0),
-        };
-        let header = SegmentHeader {
-            number: read_u64(bytes, 16),
-            lsn_first: read_u64(bytes, 24),
-            salt: read_u64(bytes, 32),
-            segment_bytes: read_u64(bytes, 40),
-            store_id,
-            epoch,
-        };
-        let sizes_plausible = header.segment_bytes > SEGMENT_HEADER_BYTES && header.segment_bytes <= SEGMENT_BYTES_MAX;
-        if header.lsn_first == 0 || !sizes_plausible {
-            return Err(HeaderError::Invalid);
+            Ok(header)
         }
-        Ok(header)
     }
 
     /// Largest payload a record of this segment can have: bounded by the
@@ -241,6 +245,7 @@ pub enum Search {
 /// Looks for a valid record of this segment starting anywhere in `bytes`
 /// after position 0; returns its position and LSN. Used by recovery to tell a
 /// torn tail (nothing valid after the bad record) from mid-log corruption.
+#[cfg(any(test, feature = "testing"))]
 pub fn find_valid_record_after(bytes: &[u8], header: &SegmentHeader, payload_bytes_max: u64) -> Option<(u64, Lsn)> {
     let mut unbounded = u64::MAX;
     match search_valid_record(bytes, header, payload_bytes_max, &mut unbounded) {

@@ -49,8 +49,6 @@ pub trait WalFile: Send + Sync + Debug {
     /// Gives the file `bytes` of allocated, zeroed space, so that later writes
     /// within it never change the file's size.
     fn allocate(&self, bytes: u64) -> io::Result<()>;
-    /// Changes the file's length.
-    fn set_len(&self, bytes: u64) -> io::Result<()>;
     /// The file's length.
     fn len_bytes(&self) -> io::Result<u64>;
 }
@@ -137,10 +135,6 @@ impl WalFile for StdFile {
             offset += chunk;
         }
         Ok(())
-    }
-
-    fn set_len(&self, bytes: u64) -> io::Result<()> {
-        self.file.set_len(bytes)
     }
 
     fn len_bytes(&self) -> io::Result<u64> {

@@ -7,4 +7,6 @@ pub mod recovery;
 pub mod segment;
 pub mod writer;
 
-pub use writer::{Sink, Wal, WalCounters, WalOptions};
+#[cfg(feature = "testing")]
+pub use writer::Sink;
+pub use writer::{Wal, WalCounters, WalOptions};

@@ -47,6 +47,19 @@ pub struct RecoveredRecord {
     pub payload_bytes: u64,
 }
 
+impl RecoveredRecord {
+    /// The file name of the segment holding it, e.g.
+    /// `00000000000000000003.wal`.
+    pub fn segment_file_name(&self) -> String {
+        segment_file_name(self.segment_number)
+    }
+
+    /// Bytes it takes in its segment: record header and payload.
+    pub fn bytes(&self) -> u64 {
+        format::RECORD_HEADER_BYTES + self.payload_bytes
+    }
+}
+
 /// What the scan found in one segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SegmentSummary {
@@ -154,12 +167,6 @@ pub enum Owner {
         /// The opening that marked the store clean (0: none).
         epoch: u32,
     },
-    /// Salvage: any segment of this store (`None`: format 1), from any of
-    /// its openings, whatever redb says it holds.
-    Any {
-        /// The store.
-        store_id: Option<StoreId>,
-    },
 }
 
 impl Owner {
@@ -167,7 +174,6 @@ impl Owner {
         match self {
             Owner::Format1 => None,
             Owner::InUse { store_id, .. } | Owner::Idle { store_id, .. } => Some(store_id),
-            Owner::Any { store_id } => store_id,
         }
     }
 }
