@@ -111,7 +111,7 @@ fn steady_load(rate: u64, seconds: u64) {
         ms(stats.p95),
         ms(stats.max)
     );
-    Arc::try_unwrap(store).unwrap().close();
+    assert!(Arc::try_unwrap(store).unwrap().close().is_clean());
 }
 
 fn main() {

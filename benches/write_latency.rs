@@ -77,7 +77,7 @@ fn single_writer(c: &mut Criterion) {
                 assert!(lsn > 0);
             })
         });
-        store.close();
+        assert!(store.close().is_clean());
     }
     group.finish();
 }
@@ -146,7 +146,7 @@ fn throughput(c: &mut Criterion) {
                 b.iter_custom(|iterations| writers.run(iterations))
             });
             writers.stop();
-            Arc::try_unwrap(store).unwrap().close();
+            assert!(Arc::try_unwrap(store).unwrap().close().is_clean());
         }
     }
     group.finish();

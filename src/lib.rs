@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 // Every type a public item returns or holds can be named by the user.
 #![deny(unnameable_types)]
+#![deny(missing_debug_implementations)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 /// Declares a function `pub` with the `testing` feature and `pub(crate)`

@@ -27,6 +27,7 @@ type Record = (Batch, u64);
 /// ERROR event).
 #[derive(Debug)]
 #[non_exhaustive]
+#[must_use = "a close that did not finish cleanly leaves the WAL for the next open: check `is_clean()`"]
 pub struct CloseReport {
     /// False when the checkpoint thread did not stop within
     /// `checkpoint.join_timeout_s` (it was left to finish on its own).

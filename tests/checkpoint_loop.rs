@@ -328,7 +328,7 @@ fn close_does_not_hang_on_a_loop_that_will_not_stop() {
     assert!(matches!(Store::open(config.clone()), Err(factwal::Error::Locked { .. })));
     assert!(wait_until(Duration::from_secs(10), || Store::open(config.clone()).is_ok_and(|s| {
         let all = s.facts("s").unwrap().len() == 20;
-        s.close();
+        assert!(s.close().is_clean());
         all
     })));
 }

@@ -94,7 +94,7 @@ fn open_reports_what_recovery_did() {
     assert_eq!(path, segment);
     assert!(bytes_dropped >= 1);
     assert_eq!(report.dropped_after, None);
-    store.close();
+    assert!(store.close().is_clean());
     let store = Store::open(config).unwrap();
     assert_eq!(store.recovery(), &factwal::RecoveryReport::default(), "a clean close leaves nothing to recover");
 }

@@ -669,6 +669,12 @@ pub struct Snapshot<'a> {
     tables: &'a Tables,
 }
 
+impl std::fmt::Debug for Snapshot<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot").field("tables", self.tables).finish_non_exhaustive()
+    }
+}
+
 impl Snapshot<'_> {
     fn error(&self, error: impl Into<redb::Error>) -> Error {
         classify(&self.tables.path, error)

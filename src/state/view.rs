@@ -10,6 +10,7 @@ use crate::state::tables::Tables;
 /// The overlay over redb. The overlay is always read before the redb
 /// snapshot is opened; see the overlay module for why that order gives a
 /// consistent view.
+#[derive(Debug)]
 pub struct View<'a> {
     /// Unfolded records.
     pub overlay: &'a Overlay,
