@@ -464,6 +464,33 @@ impl Store {
     /// The returned report carries each step's outcome. Dropping a store
     /// without calling `close` does the same, best effort.
     pub fn close(self) -> CloseReport {
+        self.close_shared()
+    }
+
+    /// Closes a store that other threads may still hold (an `Arc<Store>`
+    /// shared by request handlers), with the steps and report of
+    /// [`Store::close`], without waiting for the other handles to go.
+    ///
+    /// A write queued before the close is made durable and acknowledged; a
+    /// call made after it returns `Error::Closed`, as does every later read;
+    /// a read that holds redb is waited for (at most
+    /// `checkpoint.join_timeout_s`). The directory lock is released, so the
+    /// store can be opened again while old handles linger. A second close
+    /// returns a report whose steps are all `Err(Error::Closed)`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use factwal::{Config, Error, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Arc::new(Store::open(Config::new(dir.path()))?);
+    /// let handler = Arc::clone(&store);
+    /// handler.assert("s1", "f", b"v")?;
+    /// assert!(store.close_shared().is_clean());
+    /// assert!(matches!(handler.assert("s1", "g", b"w"), Err(Error::Closed)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close_shared(&self) -> CloseReport {
         shutdown(&self.core).unwrap_or_else(|| CloseReport {
             loop_joined: true,
             summary: CheckpointStats::default(),
