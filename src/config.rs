@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::wal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+// Defined beside the scan that acts on it; configured here.
+pub use crate::wal::recovery::RecoveryMode;
 
 const MIB: u64 = 1024 * 1024;
 /// Smallest segment accepted, so that tests can exercise many segment rolls.
@@ -23,23 +25,6 @@ pub const REDB_CACHE_BYTES_MIN: u64 = MIB;
 pub const REDB_CACHE_BYTES_MAX: u64 = 64 * 1024 * MIB;
 /// Longest checkpoint interval accepted, in seconds (a day).
 pub const CHECKPOINT_INTERVAL_S_MAX: f64 = 86_400.0;
-
-/// What recovery does when the WAL does not end cleanly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum RecoveryMode {
-    /// Drop an unreadable last record (what a crash leaves of a write it cut
-    /// short, never acknowledged; or the last acknowledged record damaged
-    /// later, which nothing tells apart) with a WARN; refuse to open on
-    /// corruption anywhere else.
-    #[default]
-    TolerateCorruptedTail,
-    /// Refuse to open even on an unreadable last record.
-    AbsoluteConsistency,
-    /// Keep the valid prefix of the log and drop everything after the first
-    /// invalid record, with an ERROR. The operator's explicit choice.
-    PointInTime,
-}
 
 /// `[persistence]`: where and how data is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

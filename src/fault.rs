@@ -28,11 +28,12 @@ use std::io;
 use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{BackendError, StorageBackend};
 
 use crate::state::StateIo;
+use crate::sync::lock;
 use crate::wal::io::{FileBytes, StdIo, WalFile, WalIo};
 
 /// Kinds of operation a fault rule can target.
@@ -135,7 +136,7 @@ impl SimDisk {
     }
 
     fn lock(&self) -> MutexGuard<'_, DiskState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The WAL's I/O seam over this disk.

@@ -8,7 +8,11 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::wal::io::{WalIo, FILE_MODE};
+
+/// Mode of every directory factwal creates: its owner's only.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file factwal creates: session state is private.
+pub const FILE_MODE: u32 = 0o600;
 
 /// Name of the lock file in the data directory (and in the WAL directory,
 /// when that is another directory).
@@ -75,29 +79,6 @@ pub(crate) fn dir_state(path: &Path, what: &'static str) -> Result<DirState> {
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(DirState::Missing),
         Err(error) => Err(Error::io(path, what, error)),
     }
-}
-
-/// Creates `dir` and any missing parent, syncing the parent of each one
-/// created so the new entries survive a power loss (invariant 10).
-pub(crate) fn ensure_durable_dir(io: &dyn WalIo, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut cursor = Some(dir);
-    while let Some(path) = cursor {
-        if path.as_os_str().is_empty() || io.list(path).is_ok() {
-            break;
-        }
-        missing.push(path);
-        cursor = path.parent();
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    io.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
-    for created in missing.iter().rev() {
-        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        io.sync_dir(parent).map_err(|e| Error::io(parent, "sync directory", e))?;
-    }
-    Ok(())
 }
 
 /// Takes the exclusive lock of a directory (its `LOCK` file, created when

@@ -54,13 +54,16 @@ macro_rules! pub_for_testing {
 mod batch;
 mod checkpoint;
 mod config;
+mod core;
 mod error;
 mod files;
 mod identity;
 mod inspect;
 mod open;
+mod report;
 mod salvage;
 mod store;
+mod sync;
 
 // The engine's layers are private. The `testing` feature (enabled by the
 // crate's own tests, benches and fuzz targets, never by a user) makes them
@@ -83,11 +86,12 @@ pub use error::{CorruptionKind, Error, Lsn, Result, StateDamage};
 pub use files::LOCK_FILE_NAME;
 pub use identity::StoreId;
 pub use inspect::{ReadOnlyStore, StateCheck, WalProblem};
+pub use report::{CloseReport, RecoveryReport, StoreStats};
 pub use salvage::{salvage, Loss, SalvageReport};
 pub use state::{OverlayStats, StoreRecord};
 #[cfg(feature = "testing")]
 pub use store::segment_numbers;
-pub use store::{CloseReport, RecoveryReport, Store, StoreStats};
+pub use store::Store;
 pub use wal::format::SegmentHeader;
 pub use wal::recovery::{Dropped, RecoveredRecord, SegmentSummary};
 pub use wal::WalCounters;

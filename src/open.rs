@@ -24,8 +24,8 @@ use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, Lsn, Result};
 use crate::files::{self, DirState};
 use crate::identity::StoreId;
+use crate::report::RecoveryReport;
 use crate::state::{Generation, StateIo, StoreRecord, Tables, WalMark};
-use crate::store::RecoveryReport;
 use crate::wal::io::WalIo;
 use crate::wal::recovery::{self, Owner, Recovered, Repair, ScanOptions};
 use crate::wal::segment::parse_segment_file_name;
@@ -67,7 +67,7 @@ fn check(config: &Config, io: &dyn WalIo) -> Result<Checked> {
     config.validate()?;
     let data_dir = &config.persistence.data_dir;
     if files::dir_state(data_dir, "open data directory")? == DirState::Missing {
-        files::ensure_durable_dir(io, data_dir)?;
+        crate::wal::io::ensure_durable_dir(io, data_dir)?;
     }
     let mut locks = vec![files::lock_exclusive(data_dir)?];
     let wal_dir = config.wal_dir();
@@ -139,7 +139,7 @@ fn recover(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo, checked: Che
         detail: "no store identity after the upgrade".into(),
     })?;
     if config.persistence.wal_enabled && !wal_exists {
-        files::ensure_durable_dir(io, &wal_dir)?;
+        crate::wal::io::ensure_durable_dir(io, &wal_dir)?;
         if !files::same_dir(&wal_dir, data_dir) {
             locks.push(files::lock_exclusive(&wal_dir)?);
         }

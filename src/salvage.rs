@@ -179,7 +179,7 @@ pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
     let record = Tables::open_unchanged(&state_path, cache_bytes).and_then(|tables| tables.record()).ok();
     let wal = read_wal(damaged, record.as_ref())?;
 
-    files::ensure_durable_dir(&StdIo, to)?;
+    crate::wal::io::ensure_durable_dir(&StdIo, to)?;
     let destination_lock = files::lock_exclusive(to)?;
     let store_id = StoreId::new_random();
     let final_path = to.join("state.redb");

@@ -1,144 +1,25 @@
 //! The façade: [`Store`] ties the WAL, the overlay and redb together.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
 
 use crate::batch::Batch;
 use crate::checkpoint::{
     self, checkpoint_pass, CheckpointMode, CheckpointState, CheckpointStats, LoopStart, PassReport,
 };
 use crate::config::Config;
-use crate::error::{error_chain, Error, Lsn, Result};
+use crate::core::{shutdown, Core};
+use crate::error::{Error, Lsn, Result};
 use crate::identity::StoreId;
 use crate::open::{absolute, open_store};
-use crate::state::{FactLookup, Generation, Overlay, OverlayStats, StateIo, StdStateIo, Tables, View, WalMark};
+use crate::report::{CloseReport, RecoveryReport, StoreStats};
+use crate::state::{FactLookup, Generation, Overlay, StateIo, StdStateIo, Tables, View, WalMark};
+use crate::sync::lock;
 use crate::wal::io::{StdIo, WalIo};
-use crate::wal::recovery::Repair;
-use crate::wal::{Wal, WalCounters, WalOptions};
-
-type Record = (Batch, u64);
-
-/// What [`Store::close`] did. Close never stops half-way: each step runs even
-/// when an earlier one failed, and every failure is reported here (and in an
-/// ERROR event).
-#[derive(Debug)]
-#[non_exhaustive]
-#[must_use = "a close that did not finish cleanly leaves the WAL for the next open: check `is_clean()`"]
-pub struct CloseReport {
-    /// False when the checkpoint thread did not stop within
-    /// `checkpoint.join_timeout_s` (it was left to finish on its own).
-    pub loop_joined: bool,
-    /// The pass-duration statistics emitted in the summary.
-    pub summary: CheckpointStats,
-    /// The final TRUNCATE pass: folds everything and removes every segment.
-    pub truncate: Result<PassReport>,
-    /// Closing redb.
-    pub redb_close: Result<()>,
-    /// False when the directory lock is kept because a checkpoint thread that
-    /// did not stop still uses the store; it is released when that thread ends.
-    pub lock_released: bool,
-    /// The checkpoint thread died before close (a panic, with its message):
-    /// periodic passes had stopped.
-    pub loop_failure: Option<String>,
-}
-
-impl CloseReport {
-    /// True when every step succeeded (and the checkpoint thread, if one
-    /// ran, lived to be stopped).
-    pub fn is_clean(&self) -> bool {
-        self.loop_joined
-            && self.loop_failure.is_none()
-            && self.truncate.is_ok()
-            && self.redb_close.is_ok()
-            && self.lock_released
-    }
-}
-
-/// What opening the store found in the WAL and did about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RecoveryReport {
-    /// Records folded into redb at open (acknowledged before the last
-    /// process ended but not yet folded).
-    pub records_replayed: u64,
-    /// Segment files read and then removed.
-    pub segments_removed: usize,
-    /// An unreadable last record that was dropped: segment, offset, non-zero
-    /// bytes. What a crash leaves of a write that was never acknowledged (or,
-    /// rarely, the last acknowledged record damaged later).
-    pub torn_tail: Option<(PathBuf, u64, u64)>,
-    /// Point-in-time recovery dropped everything after this corruption; the
-    /// text also says what could still be read of what was dropped.
-    pub dropped_after: Option<String>,
-    /// The WAL directory moved: the one `state.redb` recorded before this open.
-    pub wal_moved_from: Option<PathBuf>,
-}
-
-impl RecoveryReport {
-    pub(crate) fn from_repairs(repairs: &[Repair]) -> RecoveryReport {
-        let mut report = RecoveryReport::default();
-        for repair in repairs {
-            match repair {
-                Repair::TornTail { path, offset, bytes } => report.torn_tail = Some((path.clone(), *offset, *bytes)),
-                Repair::DropAfter { corruption, removed_segments, dropped } => {
-                    report.dropped_after = Some(format!(
-                        "{corruption}; dropped: {dropped} and {} later segment file(s)",
-                        removed_segments.len()
-                    ));
-                }
-            }
-        }
-        report
-    }
-}
-
-/// Counters for operators and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreStats {
-    /// The LSN of the last acknowledged write (0 when none).
-    pub lsn_last: Lsn,
-    /// The LSN redb holds.
-    pub applied_lsn: Lsn,
-    /// Records and bytes acknowledged but not yet folded into redb.
-    pub unfolded: OverlayStats,
-    /// Group commit counters (all zero in direct mode): records per group
-    /// is `wal.records / wal.groups`.
-    pub wal: WalCounters,
-}
-
-pub(crate) struct Core {
-    pub(crate) config: Config,
-    pub(crate) tables: RwLock<Option<Tables>>,
-    pub(crate) overlay: Arc<Overlay>,
-    pub(crate) wal: Option<Wal<Record>>,
-    /// Direct mode: the next LSN, and the lock that serialises writes.
-    /// Direct mode: serialises writes. The next LSN is always the one after
-    /// `applied_lsn`: each direct write is one commit that lands or not.
-    direct_writes: Mutex<()>,
-    /// The `applied_lsn` redb holds, as of the last fold.
-    applied_lsn: AtomicU64,
-    pub(crate) checkpoint: CheckpointState,
-    closed: AtomicBool,
-    /// The data directory's lock, and the WAL directory's when it is another.
-    lock_files: Mutex<Vec<File>>,
-    /// Why redb is not open while the store is: a reopen after an I/O
-    /// failure failed (see `reopen_state_if_failed`).
-    state_failure: Mutex<Option<Arc<Error>>>,
-    recovery: RecoveryReport,
-    /// Opens `state.redb` again after an I/O failure redb latched.
-    state_io: Arc<dyn StateIo>,
-    store_id: StoreId,
-    /// The WAL directory as recorded in `state.redb` (absolute).
-    wal_dir_recorded: PathBuf,
-}
-
-fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::wal::{Wal, WalOptions};
 
 /// An open store. `Send + Sync`: share it between threads with an `Arc`.
 ///
@@ -326,7 +207,7 @@ impl Store {
     fn relieve_pressure(&self) -> Result<()> {
         let bytes = self.core.overlay.bytes();
         if bytes >= self.core.config.checkpoint.wal_bytes_trigger {
-            checkpoint::request_early_pass(&self.core);
+            checkpoint::request_early_pass(&*self.core);
         }
         let limit = self.core.config.persistence.wal_bytes_max;
         if bytes < limit {
@@ -337,7 +218,7 @@ impl Store {
             return Err(Error::Closed);
         }
         if self.core.overlay.bytes() >= limit {
-            checkpoint_pass(&self.core, CheckpointMode::Passive, &held)?;
+            checkpoint_pass(&*self.core, CheckpointMode::Passive, &held)?;
         }
         Ok(())
     }
@@ -385,7 +266,7 @@ impl Store {
             return Err(Error::Closed);
         }
         let held = lock(&self.core.checkpoint.lock);
-        checkpoint_pass(&self.core, mode, &held)
+        checkpoint_pass(&*self.core, mode, &held)
     }
 
     /// Starts the checkpoint loop: a thread running a PASSIVE pass every
@@ -510,8 +391,8 @@ impl Store {
         if let Some(wal) = &self.core.wal {
             wal.stop();
         }
-        checkpoint::stop_loop(&self.core, self.core.join_timeout());
-        drop(self.core.tables.write().unwrap_or_else(PoisonError::into_inner).take());
+        checkpoint::stop_loop(&*self.core, self.core.join_timeout());
+        drop(crate::sync::write(&self.core.tables).take());
         lock(&self.core.lock_files).clear();
     }
 
@@ -525,221 +406,6 @@ impl Drop for Store {
     /// Dropping without [`Store::close`] does the same, best effort.
     fn drop(&mut self) {
         let _ = shutdown(&self.core);
-    }
-}
-
-/// Runs the close sequence once; `None` when it already ran.
-fn shutdown(core: &Core) -> Option<CloseReport> {
-    if core.closed.swap(true, Ordering::AcqRel) {
-        return None;
-    }
-    if let Some(wal) = &core.wal {
-        wal.stop();
-    }
-    let join_timeout = core.join_timeout();
-    let loop_joined = checkpoint::stop_loop(core, join_timeout);
-    core.checkpoint.emit_summary();
-    let summary = core.checkpoint.stats();
-    let truncate = match core.checkpoint.lock_within(join_timeout) {
-        Some(held) => checkpoint_pass(core, CheckpointMode::Truncate, &held),
-        None => Err(checkpoint::timeout("the running checkpoint pass to finish", join_timeout)),
-    };
-    if let Err(error) = &truncate {
-        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error),
-            wal_dir = %core.config.wal_dir().display(),
-            "close: truncate pass failed; the WAL stays for the next open to replay");
-    }
-    let redb_close = close_tables(core, join_timeout);
-    if let Err(error) = &redb_close {
-        tracing::error!(target: "factwal::checkpoint", error = %error_chain(error),
-            path = %core.config.state_path().display(), "close: closing redb failed");
-    }
-    // A checkpoint thread that did not stop may still write to redb: the lock
-    // stays with it, and is released when that thread drops the store's core.
-    let lock_released = loop_joined;
-    if lock_released {
-        lock(&core.lock_files).clear();
-    } else {
-        tracing::error!(target: "factwal::checkpoint", path = %core.config.persistence.data_dir.display(),
-            "close: directory lock kept until the checkpoint thread ends");
-    }
-    let loop_failure = lock(&core.checkpoint.loop_failure).clone();
-    Some(CloseReport { loop_joined, summary, truncate, redb_close, lock_released, loop_failure })
-}
-
-/// Takes redb out of the core and closes it, waiting at most `timeout` for
-/// readers or a stuck pass to let go.
-fn close_tables(core: &Core, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match core.tables.try_write() {
-            Ok(mut guard) => return guard.take().map_or(Ok(()), Tables::close),
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
-                return poisoned.into_inner().take().map_or(Ok(()), Tables::close);
-            }
-            Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => {
-                return Err(checkpoint::timeout("redb to be released by its last user", timeout));
-            }
-            Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    }
-}
-
-impl Core {
-    pub(crate) fn join_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.config.checkpoint.join_timeout_s)
-    }
-
-    /// The `applied_lsn` as of the last fold, without touching redb.
-    pub(crate) fn applied_lsn_cached(&self) -> Lsn {
-        self.applied_lsn.load(Ordering::Acquire)
-    }
-
-    /// The LSN of the last acknowledged write.
-    pub(crate) fn lsn_last_acknowledged(&self) -> Lsn {
-        match &self.wal {
-            Some(wal) => wal.lsn_next() - 1,
-            None => self.applied_lsn_cached(),
-        }
-    }
-
-    /// redb, when open; otherwise why not (closed, or a failed reopen).
-    fn tables(&self) -> Result<RwLockReadGuard<'_, Option<Tables>>> {
-        let guard = self.tables.read().unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            return Err(match lock(&self.state_failure).as_ref() {
-                Some(failure) if !self.closed.load(Ordering::Acquire) => failure.duplicate(),
-                _ => Error::Closed,
-            });
-        }
-        Ok(guard)
-    }
-
-    /// True when redb is closed because its reopen after an I/O failure
-    /// failed: readers then try the reopen themselves.
-    pub(crate) fn state_reopen_failed(&self) -> bool {
-        lock(&self.state_failure).is_some()
-    }
-
-    /// After an I/O failure that redb latched (a full disk during a fold,
-    /// say), redb answers every later call with "previous I/O error" until
-    /// it is reopened. The file holds the last commit, and the WAL and the
-    /// overlay still hold every record since, so reopening loses nothing:
-    /// this does it, once no one is using the handle, and resumes folding
-    /// from what the file says it holds. A reopen that fails (the disk still
-    /// full) is reported by the next use and retried then.
-    pub(crate) fn reopen_state_if_failed(&self) -> Result<()> {
-        let needed = |guard: &Option<Tables>| match guard {
-            Some(tables) => tables.needs_reopen(),
-            None => lock(&self.state_failure).is_some() && !self.closed.load(Ordering::Acquire),
-        };
-        if !needed(&self.tables.read().unwrap_or_else(PoisonError::into_inner)) {
-            return Ok(());
-        }
-        let mut guard = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        if !needed(&guard) {
-            return Ok(());
-        }
-        if let Some(failed) = guard.take() {
-            let _ = failed.close();
-        }
-        let path = self.config.state_path();
-        let cache_bytes = self.config.persistence.redb_cache_bytes as usize;
-        let reopened = self
-            .state_io
-            .open_backend(&path)
-            .map_err(|e| Error::io(&path, "reopen state file", e))
-            .and_then(|(backend, _)| Tables::open(&path, backend, cache_bytes))
-            .and_then(|tables| tables.applied_lsn().map(|applied| (tables, applied)));
-        match reopened {
-            Ok((tables, applied)) => {
-                // The failed commit may have landed after all (its final
-                // sync failed, say): follow what the file holds.
-                self.applied_lsn.store(applied, Ordering::Release);
-                self.overlay.release_through(applied);
-                *guard = Some(tables);
-                *lock(&self.state_failure) = None;
-                tracing::warn!(target: "factwal::checkpoint", path = %path.display(), applied_lsn = applied,
-                    "state.redb reopened after an I/O failure; folding resumes");
-                Ok(())
-            }
-            Err(error) => {
-                tracing::error!(target: "factwal::checkpoint", path = %path.display(), error = %error_chain(&error),
-                    "reopening state.redb after an I/O failure failed; the WAL keeps every record, retrying later");
-                *lock(&self.state_failure) = Some(Arc::new(error.duplicate()));
-                Err(error)
-            }
-        }
-    }
-
-    /// One checkpoint pass, uninstrumented. The caller holds the checkpoint
-    /// lock (see `checkpoint::checkpoint_pass`, which reports it).
-    pub(crate) fn run_pass(&self, mode: CheckpointMode) -> Result<PassReport> {
-        let mut report = PassReport::begin(mode);
-        if let Some(wal) = self.wal.as_ref().filter(|wal| wal.sink_failed()) {
-            // The overlay may miss or half-hold records: folding it could
-            // write a half-applied batch. The WAL holds them all for the
-            // next open, which recovers from the disk.
-            let cause = wal.poisoned().unwrap_or_else(|| Arc::new(Error::Closed));
-            return Err(Error::Poisoned { cause });
-        }
-        self.reopen_state_if_failed()?;
-        let tables_guard = self.tables()?;
-        let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
-        // The final pass of a clean close also records, in the same commit,
-        // that the WAL will hold nothing redb lacks.
-        let closing = mode == CheckpointMode::Truncate && self.wal.is_some() && self.closed.load(Ordering::Acquire);
-        let fold = |report: &mut PassReport| -> Result<()> {
-            let generations = self.overlay.freeze();
-            report.log_frames = generations.iter().map(|g| g.records).sum();
-            report.applied_lsn = self.applied_lsn_cached();
-            let lsn_last = generations.last().map(|g| g.lsn_last);
-            if lsn_last.is_some() || closing {
-                let lsn = lsn_last.unwrap_or(report.applied_lsn);
-                let epoch = self.wal.as_ref().map_or(0, Wal::epoch);
-                let mark = closing.then_some(WalMark { dir: &self.wal_dir_recorded, in_use: false, epoch });
-                tables.fold(&generations, lsn, mark)?;
-                self.applied_lsn.store(lsn, Ordering::Release);
-                self.overlay.release_through(lsn);
-                report.checkpointed_frames = report.log_frames;
-                report.applied_lsn = lsn;
-            }
-            Ok(())
-        };
-        let outcome = match (&self.wal, mode) {
-            (None, _) => fold(&mut report),
-            (Some(wal), CheckpointMode::Passive) => fold(&mut report).and_then(|()| {
-                report.segments_removed = wal.release_through(report.applied_lsn)?;
-                Ok(())
-            }),
-            (Some(wal), CheckpointMode::Truncate) => wal.truncate_with(|| fold(&mut report)).map(|removed| {
-                report.segments_removed = removed;
-            }),
-        };
-        report.busy = report.checkpointed_frames < report.log_frames;
-        outcome.map(|()| report)
-    }
-
-    /// Makes the next WAL segment's file ahead of need (WAL mode only). A
-    /// failure is reported (ERROR) and harms nothing: the roll then makes the
-    /// segment itself.
-    pub(crate) fn prepare_next_segment(&self) {
-        let Some(wal) = &self.wal else { return };
-        let started = Instant::now();
-        match wal.prepare_next_segment() {
-            Ok(true) => tracing::debug!(
-                target: "factwal::checkpoint",
-                elapsed_ms = checkpoint::millis(started.elapsed()),
-                "next segment prepared"
-            ),
-            Ok(false) => {}
-            Err(error) => tracing::error!(
-                target: "factwal::checkpoint",
-                wal_dir = %wal.dir().display(),
-                error = %error_chain(&error),
-                "preparing the next segment failed; the roll into it will make it instead"
-            ),
-        }
     }
 }
 

@@ -25,12 +25,32 @@ mod thread;
 
 use std::time::Duration;
 
-use crate::error::Lsn;
+use crate::config::Config;
+use crate::error::{Lsn, Result};
 
 pub(crate) use pass::{checkpoint_pass, millis, timeout, CheckpointState};
 pub use stats::CheckpointStats;
 pub use thread::LoopStart;
 pub(crate) use thread::{request_early_pass, start_loop, stop_loop};
+
+/// What the checkpoint machinery needs of the store it checkpoints (the
+/// store's core implements it): the pass itself, the state shared by all who
+/// run passes, and what the events name. It keeps `checkpoint/` from
+/// depending on the store.
+pub(crate) trait Checkpointed: Send + Sync + 'static {
+    /// The lock, samples and loop control shared by everyone who runs passes.
+    fn checkpoint_state(&self) -> &CheckpointState;
+    /// One pass, uninstrumented; the caller holds the checkpoint lock.
+    fn run_pass(&self, mode: CheckpointMode) -> Result<PassReport>;
+    /// The LSN redb holds, as of the last fold.
+    fn applied_lsn_cached(&self) -> Lsn;
+    /// The LSN of the last acknowledged write.
+    fn lsn_last_acknowledged(&self) -> Lsn;
+    /// Makes the next WAL segment's file ahead of need (WAL mode only).
+    fn prepare_next_segment(&self);
+    /// The store's configuration: its directories name what failed.
+    fn config(&self) -> &Config;
+}
 
 /// How much a pass does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -3,15 +3,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 #[cfg(feature = "testing")]
 use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::stats::{CheckpointStats, Samples};
 use super::thread::{LoopControl, LoopThread};
-use super::{CheckpointMode, PassReport};
+use super::{CheckpointMode, Checkpointed, PassReport};
 use crate::error::error_chain;
 use crate::error::{Error, Result};
-use crate::store::Core;
+use crate::sync::lock;
 
 const TARGET: &str = "factwal::checkpoint";
 
@@ -82,10 +82,6 @@ impl TestHooks {
     }
 }
 
-pub(crate) fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl CheckpointState {
     pub(crate) fn new(samples: usize, warn_ms: u64) -> CheckpointState {
         CheckpointState {
@@ -148,8 +144,12 @@ pub(crate) fn millis(duration: Duration) -> f64 {
 /// Runs one pass with the checkpoint lock held (`_held` proves it), then
 /// reports it: INFO always, WARN when slow, ERROR with the error chain when it
 /// failed. Its duration goes into the samples either way.
-pub(crate) fn checkpoint_pass(core: &Core, mode: CheckpointMode, _held: &MutexGuard<'_, ()>) -> Result<PassReport> {
-    let state = &core.checkpoint;
+pub(crate) fn checkpoint_pass(
+    core: &impl Checkpointed,
+    mode: CheckpointMode,
+    _held: &MutexGuard<'_, ()>,
+) -> Result<PassReport> {
+    let state = core.checkpoint_state();
     let started = Instant::now();
     #[cfg(feature = "testing")]
     state.hooks.enter();
@@ -169,7 +169,7 @@ pub(crate) fn checkpoint_pass(core: &Core, mode: CheckpointMode, _held: &MutexGu
             mode = mode.as_str(),
             lsn_from = lsn_before + 1,
             lsn_to = core.lsn_last_acknowledged(),
-            wal_dir = %core.config.wal_dir().display(),
+            wal_dir = %core.config().wal_dir().display(),
             elapsed_ms = millis(elapsed),
             error = %error_chain(error),
             "checkpoint pass failed"

@@ -9,11 +9,11 @@ use std::sync::{Arc, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::pass::{checkpoint_pass, lock};
-use super::CheckpointMode;
+use super::pass::checkpoint_pass;
+use super::{CheckpointMode, Checkpointed};
 use crate::config::CHECKPOINT_INTERVAL_S_MAX;
 use crate::error::{panic_message, Error, Result};
-use crate::store::Core;
+use crate::sync::lock;
 
 const TARGET: &str = "factwal::checkpoint";
 
@@ -46,7 +46,7 @@ pub enum LoopStart {
 
 /// Starts the loop thread unless one runs or `interval` is zero. The thread
 /// inherits the caller's tracing dispatcher.
-pub(crate) fn start_loop(core: &Arc<Core>, interval: Duration) -> Result<LoopStart> {
+pub(crate) fn start_loop<S: Checkpointed>(core: &Arc<S>, interval: Duration) -> Result<LoopStart> {
     let interval_max = Duration::from_secs_f64(CHECKPOINT_INTERVAL_S_MAX);
     if interval > interval_max {
         return Err(Error::InvalidArgument(format!(
@@ -57,25 +57,25 @@ pub(crate) fn start_loop(core: &Arc<Core>, interval: Duration) -> Result<LoopSta
         tracing::info!(target: TARGET, interval_s = 0.0, "checkpoint loop disabled: interval is 0, no thread started");
         return Ok(LoopStart::Disabled);
     }
-    let mut thread = lock(&core.checkpoint.thread);
+    let mut thread = lock(&core.checkpoint_state().thread);
     if thread.is_some() {
         tracing::info!(target: TARGET, "checkpoint loop already running; this call changes nothing");
         return Ok(LoopStart::AlreadyRunning);
     }
-    *lock(&core.checkpoint.control) = LoopControl { running: true, stop: false };
+    *lock(&core.checkpoint_state().control) = LoopControl { running: true, stop: false };
     let dispatch = tracing::dispatcher::get_default(|dispatch| dispatch.clone());
     let (ended_sender, ended) = mpsc::channel::<()>();
-    let loop_core = core.clone();
+    let loop_core = Arc::clone(core);
     let spawned = std::thread::Builder::new().name("factwal-checkpoint".into()).spawn(move || {
         let _ended = ended_sender;
         tracing::dispatcher::with_default(&dispatch, || {
-            let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_loop(&loop_core, interval)));
+            let outcome = panic::catch_unwind(AssertUnwindSafe(|| run_loop(&*loop_core, interval)));
             if let Err(payload) = outcome {
                 let message = panic_message(&*payload);
                 tracing::error!(target: TARGET, panic = %message,
                     "checkpoint thread died: no more periodic passes (writers still fold under back-pressure)");
-                *lock(&loop_core.checkpoint.loop_failure) = Some(message);
-                lock(&loop_core.checkpoint.control).running = false;
+                *lock(&loop_core.checkpoint_state().loop_failure) = Some(message);
+                lock(&loop_core.checkpoint_state().control).running = false;
             }
         });
     });
@@ -86,14 +86,14 @@ pub(crate) fn start_loop(core: &Arc<Core>, interval: Duration) -> Result<LoopSta
             Ok(LoopStart::Started)
         }
         Err(source) => {
-            lock(&core.checkpoint.control).running = false;
-            Err(Error::io(&core.config.persistence.data_dir, "spawn checkpoint thread", source))
+            lock(&core.checkpoint_state().control).running = false;
+            Err(Error::io(&core.config().persistence.data_dir, "spawn checkpoint thread", source))
         }
     }
 }
 
-fn run_loop(core: &Core, interval: Duration) {
-    let state = &core.checkpoint;
+fn run_loop(core: &impl Checkpointed, interval: Duration) {
+    let state = core.checkpoint_state();
     loop {
         let mut control = lock(&state.control);
         let deadline = Instant::now() + interval;
@@ -128,8 +128,8 @@ fn run_loop(core: &Core, interval: Duration) {
 }
 
 /// Asks the loop to run a pass now (unfolded bytes passed the trigger).
-pub(crate) fn request_early_pass(core: &Core) {
-    let state = &core.checkpoint;
+pub(crate) fn request_early_pass(core: &impl Checkpointed) {
+    let state = core.checkpoint_state();
     if !state.wake_pending.swap(true, Ordering::AcqRel) {
         let _control = lock(&state.control);
         state.wake.notify_one();
@@ -139,8 +139,8 @@ pub(crate) fn request_early_pass(core: &Core) {
 /// Signals the loop to stop and waits for its thread at most `timeout`.
 /// Returns false (after an ERROR) when the thread did not end in time; it is
 /// then left to finish on its own.
-pub(crate) fn stop_loop(core: &Core, timeout: Duration) -> bool {
-    let state = &core.checkpoint;
+pub(crate) fn stop_loop(core: &impl Checkpointed, timeout: Duration) -> bool {
+    let state = core.checkpoint_state();
     lock(&state.control).stop = true;
     state.wake.notify_all();
     let Some(thread) = lock(&state.thread).take() else {

@@ -9,12 +9,13 @@ use std::io;
 use std::ops::Bound;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use redb::{BackendError, StorageBackend};
 
 use crate::files::open_regular;
-use crate::wal::io::FILE_MODE;
+use crate::files::FILE_MODE;
+use crate::sync::lock;
 
 /// Opens the storage backend of the redb file.
 pub trait StateIo: Send + Sync + Debug {
@@ -120,7 +121,7 @@ impl ScratchBackend {
     }
 
     fn state(&self) -> MutexGuard<'_, Scratch> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// Fills `out` with the bytes at `offset`: written pages, else the file

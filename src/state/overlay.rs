@@ -11,10 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 
 use crate::batch::{Batch, Op};
 use crate::error::Lsn;
+use crate::sync::{read, write};
 
 /// A session's changes within one generation.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -126,7 +127,7 @@ pub struct Overlay {
 impl Overlay {
     /// Applies durable records, the first having LSN `lsn_first`.
     pub fn apply(&self, lsn_first: Lsn, records: Vec<(Batch, u64)>) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = write(&self.inner);
         let bytes_before = inner.active.bytes;
         for (index, (batch, payload_bytes)) in records.into_iter().enumerate() {
             inner.active.apply(lsn_first + index as u64, batch, payload_bytes);
@@ -139,7 +140,7 @@ impl Overlay {
         if generation.is_empty() {
             return;
         }
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = write(&self.inner);
         self.bytes.fetch_add(generation.bytes, Ordering::AcqRel);
         let previous = std::mem::replace(&mut inner.active, generation);
         if !previous.is_empty() {
@@ -150,7 +151,7 @@ impl Overlay {
     /// Freezes the active generation and returns every frozen one, oldest
     /// first: what a checkpoint pass folds.
     pub fn freeze(&self) -> Vec<Arc<Generation>> {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = write(&self.inner);
         if !inner.active.is_empty() {
             let active = std::mem::take(&mut inner.active);
             inner.frozen.push(Arc::new(active));
@@ -161,7 +162,7 @@ impl Overlay {
     /// Drops frozen generations whose records are all at or below `lsn`, once
     /// a durable redb commit holds them.
     pub fn release_through(&self, lsn: Lsn) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = write(&self.inner);
         let released: u64 = inner.frozen.iter().filter(|g| g.lsn_last <= lsn).map(|g| g.bytes).sum();
         inner.frozen.retain(|generation| generation.lsn_last > lsn);
         self.bytes.fetch_sub(released, Ordering::AcqRel);
@@ -174,7 +175,7 @@ impl Overlay {
 
     /// Records and bytes not yet folded.
     pub fn stats(&self) -> OverlayStats {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let inner = read(&self.inner);
         let mut stats = OverlayStats { records: inner.active.records, bytes: inner.active.bytes };
         for generation in &inner.frozen {
             stats.records += generation.records;
@@ -185,7 +186,7 @@ impl Overlay {
 
     /// What the overlay says about one fact, newest generation first.
     pub fn fact(&self, session: &str, fact: &str) -> FactLookup {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let inner = read(&self.inner);
         for generation in newest_first(&inner) {
             if let Some(delta) = generation.sessions.get(session) {
                 match delta.facts.get(fact) {
@@ -201,7 +202,7 @@ impl Overlay {
 
     /// What the overlay says about one session, merged newest first.
     pub fn session(&self, session: &str) -> SessionView {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let inner = read(&self.inner);
         let mut view = SessionView::default();
         for generation in newest_first(&inner) {
             if let Some(delta) = generation.sessions.get(session) {
@@ -219,7 +220,7 @@ impl Overlay {
 
     /// Every session the overlay touches.
     pub fn touched_sessions(&self) -> BTreeSet<String> {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let inner = read(&self.inner);
         newest_first(&inner).flat_map(|generation| generation.sessions.keys().cloned()).collect()
     }
 }

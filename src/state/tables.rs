@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
@@ -36,6 +36,7 @@ use crate::error::{panic_message, Error, Lsn, Result, StateDamage};
 use crate::identity::StoreId;
 use crate::state::io::{BoxedBackend, ScratchBackend};
 use crate::state::overlay::Generation;
+use crate::sync::lock;
 
 const FACTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("facts");
 const SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("sessions");
@@ -270,14 +271,14 @@ impl Tables {
                 _ => None,
             };
             if let Some(latch) = latch {
-                self.latch.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(latch);
+                lock(&self.latch).get_or_insert(latch);
             }
         }
         outcome
     }
 
     fn latched(&self) -> Option<Latch> {
-        self.latch.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        lock(&self.latch).clone()
     }
 
     /// True when an I/O failure latched this handle: the file holds the last

@@ -10,12 +10,8 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::files::open_regular;
-
-/// Mode of every directory factwal creates.
-pub const DIR_MODE: u32 = 0o700;
-/// Mode of every file factwal creates.
-pub const FILE_MODE: u32 = 0o600;
+use crate::error::{Error, Result};
+use crate::files::{open_regular, DIR_MODE, FILE_MODE};
 
 /// The bytes of a whole file, read for recovery.
 pub type FileBytes = Box<dyn AsRef<[u8]> + Send + Sync>;
@@ -140,4 +136,27 @@ impl WalFile for StdFile {
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
+}
+
+/// Creates `dir` and any missing parent, syncing the parent of each one
+/// created so the new entries survive a power loss (invariant 10).
+pub(crate) fn ensure_durable_dir(io: &dyn WalIo, dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(path) = cursor {
+        if path.as_os_str().is_empty() || io.list(path).is_ok() {
+            break;
+        }
+        missing.push(path);
+        cursor = path.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    io.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+    for created in missing.iter().rev() {
+        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        io.sync_dir(parent).map_err(|e| Error::io(parent, "sync directory", e))?;
+    }
+    Ok(())
 }

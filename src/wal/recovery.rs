@@ -24,13 +24,31 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::batch::Batch;
-use crate::config::RecoveryMode;
 use crate::error::{CorruptionKind, Error, Lsn, Result};
 use crate::identity::StoreId;
 use crate::wal::format::{self, Frame, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
 use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name, segment_file_name};
+
+/// What recovery does when the WAL does not end cleanly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryMode {
+    /// Drop an unreadable last record (what a crash leaves of a write it cut
+    /// short, never acknowledged; or the last acknowledged record damaged
+    /// later, which nothing tells apart) with a WARN; refuse to open on
+    /// corruption anywhere else.
+    #[default]
+    TolerateCorruptedTail,
+    /// Refuse to open even on an unreadable last record.
+    AbsoluteConsistency,
+    /// Keep the valid prefix of the log and drop everything after the first
+    /// invalid record, with an ERROR. The operator's explicit choice.
+    PointInTime,
+}
 
 /// One record read back from the WAL.
 #[derive(Debug, Clone, PartialEq)]

@@ -54,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{error_chain, panic_message, Error, Lsn, Result};
 use crate::identity::StoreId;
+use crate::sync::lock;
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
 use crate::wal::segment::{
@@ -314,12 +315,6 @@ impl<T> std::fmt::Debug for Wal<T> {
     }
 }
 
-fn lock<G>(mutex: &Mutex<G>) -> MutexGuard<'_, G> {
-    // A panic while holding one of these locks is a bug; the state it guards
-    // is still consistent (every update is a single assignment), so carry on.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl<T> Wal<T> {
     /// Starts a WAL whose next record is `lsn_next`, creating segment
     /// `number_next` (which must not exist) to write it into.
@@ -330,7 +325,7 @@ impl<T> Wal<T> {
         lsn_next: Lsn,
         sink: Sink<T>,
     ) -> Result<Self> {
-        crate::files::ensure_durable_dir(&*io, &options.dir)?;
+        crate::wal::io::ensure_durable_dir(&*io, &options.dir)?;
         let segment = create_segment(&*io, &options.dir, number_next, lsn_next, options.shape())?;
         let log = Log {
             active: Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None }),
