@@ -115,9 +115,12 @@ fn steady_load(rate: u64, seconds: u64) {
 }
 
 fn main() {
-    let seconds = std::env::var("FACTWAL_STEADY_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
-    let filter_allows_steady =
-        std::env::args().skip(1).filter(|a| !a.starts_with("--")).all(|a| "steady_load".contains(&a));
+    let seconds =
+        std::env::var("FACTWAL_STEADY_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let filter_allows_steady = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .all(|a| "steady_load".contains(&a));
     if filter_allows_steady && !std::env::args().any(|a| a == "--list") {
         steady_load(20_000, seconds);
     }

@@ -40,13 +40,18 @@ fn open_store(dir: &std::path::Path, wal_enabled: bool) -> Store {
 fn batch(writer: usize, seq: u64) -> Batch {
     let mut value = format!("w{writer}/{seq}/").into_bytes();
     value.resize(VALUE_BYTES, b'.');
-    Batch::new().assert(format!("session-{}", seq % 1024), format!("fact-{writer}-{}", seq % 16), value)
+    Batch::new().assert(
+        format!("session-{}", seq % 1024),
+        format!("fact-{writer}-{}", seq % 16),
+        value,
+    )
 }
 
 fn floor(c: &mut Criterion) {
     let dir = bench_dir();
     let path = dir.path().join("floor");
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
     let zeros = vec![0u8; 1 << 20];
     for chunk in 0..FLOOR_FILE_BYTES / (1 << 20) {
         file.write_all_at(&zeros, chunk << 20).unwrap();

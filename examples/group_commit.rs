@@ -11,7 +11,8 @@ fn main() {
     let threads: usize = args.next().map_or(8, |a| a.parse().expect("threads"));
     let seconds: u64 = args.next().map_or(3, |a| a.parse().expect("seconds"));
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(Store::open(Config::new(dir.path()).wal_bytes_max(64 << 20)).expect("open"));
+    let store =
+        Arc::new(Store::open(Config::new(dir.path()).wal_bytes_max(64 << 20)).expect("open"));
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
@@ -22,7 +23,13 @@ fn main() {
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
                     let value = vec![b'.'; 200];
-                    store.write(Batch::new().assert(format!("s{}", seq % 1024), format!("f{writer}"), value)).unwrap();
+                    store
+                        .write(Batch::new().assert(
+                            format!("s{}", seq % 1024),
+                            format!("f{writer}"),
+                            value,
+                        ))
+                        .unwrap();
                 }
                 seq
             })

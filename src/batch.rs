@@ -47,7 +47,9 @@ impl Op {
     /// The session this operation touches.
     pub fn session(&self) -> &str {
         match self {
-            Op::Assert { session, .. } | Op::Retract { session, .. } | Op::DropSession { session } => session,
+            Op::Assert { session, .. }
+            | Op::Retract { session, .. }
+            | Op::DropSession { session } => session,
         }
     }
 }
@@ -74,8 +76,17 @@ impl Batch {
     }
 
     /// Adds an assert (insert or replace).
-    pub fn assert(mut self, session: impl Into<String>, fact: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        self.ops.push(Op::Assert { session: session.into(), fact: fact.into(), value: value.into() });
+    pub fn assert(
+        mut self,
+        session: impl Into<String>,
+        fact: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.ops.push(Op::Assert {
+            session: session.into(),
+            fact: fact.into(),
+            value: value.into(),
+        });
         self
     }
 
@@ -127,7 +138,9 @@ impl Batch {
         }
         for op in &self.ops {
             let (session, fact) = match op {
-                Op::Assert { session, fact, .. } | Op::Retract { session, fact } => (session, Some(fact)),
+                Op::Assert { session, fact, .. } | Op::Retract { session, fact } => {
+                    (session, Some(fact))
+                }
                 Op::DropSession { session } => (session, None),
             };
             check_id("session id", session)?;
@@ -176,7 +189,9 @@ impl Batch {
         self.ops
             .iter()
             .map(|op| match op {
-                Op::Assert { session, fact, value } => 12 + session.len() + fact.len() + value.len(),
+                Op::Assert { session, fact, value } => {
+                    12 + session.len() + fact.len() + value.len()
+                }
                 Op::Retract { session, fact } => 8 + session.len() + fact.len(),
                 Op::DropSession { session } => 4 + session.len(),
             })
@@ -202,7 +217,11 @@ fn check_id(what: &'static str, id: &str) -> Result<()> {
         return Err(Error::InvalidArgument(format!("{what} must not be empty")));
     }
     if id.len() > ID_BYTES_MAX {
-        return Err(Error::LimitExceeded { what, actual: id.len() as u64, limit: ID_BYTES_MAX as u64 });
+        return Err(Error::LimitExceeded {
+            what,
+            actual: id.len() as u64,
+            limit: ID_BYTES_MAX as u64,
+        });
     }
     Ok(())
 }
@@ -234,7 +253,8 @@ mod tests {
     fn round_trip_and_refusals() {
         // Encodes a batch with every kind of operation, decodes it back, then
         // checks that truncated, padded and implausible payloads are refused.
-        let batch = Batch::new().assert("s", "f", vec![1, 2, 3]).retract("s", "g").drop_session("t");
+        let batch =
+            Batch::new().assert("s", "f", vec![1, 2, 3]).retract("s", "g").drop_session("t");
         let payload = batch.encode();
         assert_eq!(Batch::decode(&payload), Some(batch));
         for cut in 0..payload.len() {
@@ -259,8 +279,16 @@ mod tests {
             Batch::new().retract(long, "f").validate(),
             Err(Error::LimitExceeded { what: "session id", .. })
         ));
-        let ops = (0..=BATCH_OPS_MAX).map(|_| Op::DropSession { session: "s".into() }).collect::<Vec<_>>();
-        assert!(matches!(Batch::from(ops).validate(), Err(Error::LimitExceeded { what: "batch operations", .. })));
-        assert!(matches!(Batch::new().assert("", "f", vec![]).validate(), Err(Error::InvalidArgument(_))));
+        let ops = (0..=BATCH_OPS_MAX)
+            .map(|_| Op::DropSession { session: "s".into() })
+            .collect::<Vec<_>>();
+        assert!(matches!(
+            Batch::from(ops).validate(),
+            Err(Error::LimitExceeded { what: "batch operations", .. })
+        ));
+        assert!(matches!(
+            Batch::new().assert("", "f", vec![]).validate(),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -181,13 +181,15 @@ impl Config {
     /// Loads and validates a TOML file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::io(path, "read config", source))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::io(path, "read config", source))?;
         Config::from_toml(&text, path)
     }
 
     /// Parses and validates TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|error| toml_error(text, origin, &error))?;
+        let mut config: Config =
+            toml::from_str(text).map_err(|error| toml_error(text, origin, &error))?;
         if config.checkpoint.interval_s < 0.0 {
             tracing::warn!(
                 target: "factwal::config",
@@ -223,8 +225,13 @@ impl Config {
             return Err(refuse("persistence.wal_path", "\"\"".into(), reason));
         }
         if !(REDB_CACHE_BYTES_MIN..=REDB_CACHE_BYTES_MAX).contains(&p.redb_cache_bytes) {
-            let reason = format!("must be between {REDB_CACHE_BYTES_MIN} and {REDB_CACHE_BYTES_MAX}");
-            return Err(refuse("persistence.redb_cache_bytes", p.redb_cache_bytes.to_string(), reason));
+            let reason =
+                format!("must be between {REDB_CACHE_BYTES_MIN} and {REDB_CACHE_BYTES_MAX}");
+            return Err(refuse(
+                "persistence.redb_cache_bytes",
+                p.redb_cache_bytes.to_string(),
+                reason,
+            ));
         }
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&p.segment_bytes) {
             let reason = format!("must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}");
@@ -232,11 +239,17 @@ impl Config {
         }
         if !(1..=RECORD_BYTES_MAX).contains(&p.max_record_bytes) {
             let reason = format!("must be between 1 and {RECORD_BYTES_MAX}");
-            return Err(refuse("persistence.max_record_bytes", p.max_record_bytes.to_string(), reason));
+            return Err(refuse(
+                "persistence.max_record_bytes",
+                p.max_record_bytes.to_string(),
+                reason,
+            ));
         }
         let overhead = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES;
         if p.max_record_bytes + overhead > p.segment_bytes {
-            let reason = format!("a segment must hold one largest record: at least max_record_bytes + {overhead}");
+            let reason = format!(
+                "a segment must hold one largest record: at least max_record_bytes + {overhead}"
+            );
             return Err(refuse("persistence.segment_bytes", p.segment_bytes.to_string(), reason));
         }
         if p.wal_bytes_max < p.segment_bytes {
@@ -244,19 +257,30 @@ impl Config {
             return Err(refuse("persistence.wal_bytes_max", p.wal_bytes_max.to_string(), reason));
         }
         let c = &self.checkpoint;
-        if !c.interval_s.is_finite() || c.interval_s < 0.0 || c.interval_s > CHECKPOINT_INTERVAL_S_MAX {
+        if !c.interval_s.is_finite()
+            || c.interval_s < 0.0
+            || c.interval_s > CHECKPOINT_INTERVAL_S_MAX
+        {
             let reason = format!("must be between 0 (disabled) and {CHECKPOINT_INTERVAL_S_MAX}");
             return Err(refuse("checkpoint.interval_s", c.interval_s.to_string(), reason));
         }
         if c.samples == 0 || c.samples > 1_000_000 {
-            return Err(refuse("checkpoint.samples", c.samples.to_string(), "must be between 1 and 1000000".into()));
+            return Err(refuse(
+                "checkpoint.samples",
+                c.samples.to_string(),
+                "must be between 1 and 1000000".into(),
+            ));
         }
         if !c.join_timeout_s.is_finite() || c.join_timeout_s <= 0.0 || c.join_timeout_s > 3_600.0 {
             let reason = "must be above 0 and at most 3600".to_string();
             return Err(refuse("checkpoint.join_timeout_s", c.join_timeout_s.to_string(), reason));
         }
         if c.wal_bytes_trigger == 0 {
-            return Err(refuse("checkpoint.wal_bytes_trigger", "0".into(), "must be above 0".into()));
+            return Err(refuse(
+                "checkpoint.wal_bytes_trigger",
+                "0".into(),
+                "must be above 0".into(),
+            ));
         }
         Ok(())
     }
@@ -343,7 +367,8 @@ mod tests {
         let error = Config::from_toml("[persistence]\nsegment_byte = 5\n", origin).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("conf.toml") && text.contains("segment_byte"), "{text}");
-        let error = Config::from_toml("[persistence]\nsegment_bytes = \"big\"\n", origin).unwrap_err();
+        let error =
+            Config::from_toml("[persistence]\nsegment_bytes = \"big\"\n", origin).unwrap_err();
         match error {
             Error::Config { key, value, .. } => {
                 assert_eq!(key, "persistence.segment_bytes");
@@ -352,12 +377,17 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let error = Config::from_toml("[persistence]\nsegment_bytes = 100\n", origin).unwrap_err();
-        assert!(matches!(error, Error::Config { ref key, .. } if key == "persistence.segment_bytes"), "{error}");
+        assert!(
+            matches!(error, Error::Config { ref key, .. } if key == "persistence.segment_bytes"),
+            "{error}"
+        );
     }
 
     #[test]
     fn comments_are_not_part_of_the_value() {
-        let error = Config::from_toml("[persistence]\nwal_enabled = 1 # yes\n", Path::new("c.toml")).unwrap_err();
+        let error =
+            Config::from_toml("[persistence]\nwal_enabled = 1 # yes\n", Path::new("c.toml"))
+                .unwrap_err();
         match error {
             Error::Config { key, value, .. } => {
                 assert_eq!((key.as_str(), value.as_str()), ("persistence.wal_enabled", "1"))
@@ -365,7 +395,10 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         let error = Config::from_toml("[persistance]\n", Path::new("c.toml")).unwrap_err();
-        assert!(matches!(error, Error::Config { ref key, .. } if key == "persistance"), "{error:?}");
+        assert!(
+            matches!(error, Error::Config { ref key, .. } if key == "persistance"),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -379,7 +412,11 @@ mod tests {
         let error = Config::from_toml(&text, Path::new("c.toml")).unwrap_err();
         let shown = error.to_string();
         assert!(!shown.contains('\n') && !shown.contains('\r'), "{shown:?}");
-        assert!(shown.chars().count() < 3 * QUOTED_CHARS_MAX + 100, "{} characters", shown.chars().count());
+        assert!(
+            shown.chars().count() < 3 * QUOTED_CHARS_MAX + 100,
+            "{} characters",
+            shown.chars().count()
+        );
         match error {
             Error::Config { key, reason, .. } => {
                 assert_eq!(key, "persistence.recovery_mode");
@@ -394,7 +431,8 @@ mod tests {
 
     #[test]
     fn negative_interval_is_coerced_to_zero() {
-        let config = Config::from_toml("[checkpoint]\ninterval_s = -3\n", Path::new("c.toml")).unwrap();
+        let config =
+            Config::from_toml("[checkpoint]\ninterval_s = -3\n", Path::new("c.toml")).unwrap();
         assert_eq!(config.checkpoint.interval_s, 0.0);
         assert_eq!(config.checkpoint_interval(), None);
     }

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
-use crate::checkpoint::{self, checkpoint_pass, CheckpointMode, CheckpointState, Checkpointed, PassReport};
+use crate::checkpoint::{
+    self, checkpoint_pass, CheckpointMode, CheckpointState, Checkpointed, PassReport,
+};
 use crate::config::Config;
 use crate::error::{error_chain, Error, Lsn, Result};
 use crate::identity::StoreId;
@@ -101,7 +103,9 @@ fn close_tables(core: &Core, timeout: Duration) -> Result<()> {
             Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => {
                 return Err(checkpoint::timeout("redb to be released by its last user", timeout));
             }
-            Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
         }
     }
 }
@@ -209,7 +213,9 @@ impl Core {
         let tables = tables_guard.as_ref().ok_or(Error::Closed)?;
         // The final pass of a clean close also records, in the same commit,
         // that the WAL will hold nothing redb lacks.
-        let closing = mode == CheckpointMode::Truncate && self.wal.is_some() && self.closed.load(Ordering::Acquire);
+        let closing = mode == CheckpointMode::Truncate
+            && self.wal.is_some()
+            && self.closed.load(Ordering::Acquire);
         let fold = |report: &mut PassReport| -> Result<()> {
             let generations = self.overlay.freeze();
             report.log_frames = generations.iter().map(|g| g.records).sum();
@@ -218,7 +224,11 @@ impl Core {
             if lsn_last.is_some() || closing {
                 let lsn = lsn_last.unwrap_or(report.applied_lsn);
                 let epoch = self.wal.as_ref().map_or(0, Wal::epoch);
-                let mark = closing.then_some(WalMark { dir: &self.wal_dir_recorded, in_use: false, epoch });
+                let mark = closing.then_some(WalMark {
+                    dir: &self.wal_dir_recorded,
+                    in_use: false,
+                    epoch,
+                });
                 tables.fold(&generations, lsn, mark)?;
                 self.applied_lsn.store(lsn, Ordering::Release);
                 self.overlay.release_through(lsn);
@@ -233,9 +243,11 @@ impl Core {
                 report.segments_removed = wal.release_through(report.applied_lsn)?;
                 Ok(())
             }),
-            (Some(wal), CheckpointMode::Truncate) => wal.truncate_with(|| fold(&mut report)).map(|removed| {
-                report.segments_removed = removed;
-            }),
+            (Some(wal), CheckpointMode::Truncate) => {
+                wal.truncate_with(|| fold(&mut report)).map(|removed| {
+                    report.segments_removed = removed;
+                })
+            }
         };
         report.busy = report.checkpointed_frames < report.log_frames;
         outcome.map(|()| report)

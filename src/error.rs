@@ -53,14 +53,19 @@ impl fmt::Display for CorruptionKind {
         let text = match self {
             CorruptionKind::BadSegmentHeader => "bad segment header",
             CorruptionKind::SegmentNumberMismatch => "segment header does not match file name",
-            CorruptionKind::ChecksumMismatch => "record checksum mismatch with valid records after it",
+            CorruptionKind::ChecksumMismatch => {
+                "record checksum mismatch with valid records after it"
+            }
             CorruptionKind::LsnGap => "LSN gap: records are missing",
             CorruptionKind::MissingSegment => "a segment file is missing",
             CorruptionKind::TornTail => "torn tail (partial last record)",
             CorruptionKind::BadPayload => "record payload does not decode",
             CorruptionKind::SegmentSizeMismatch { file_bytes, header_bytes } => {
                 let how = if file_bytes < header_bytes { "cut short" } else { "extended" };
-                return write!(f, "segment file is {file_bytes} bytes but its header says {header_bytes} ({how})");
+                return write!(
+                    f,
+                    "segment file is {file_bytes} bytes but its header says {header_bytes} ({how})"
+                );
             }
         };
         f.write_str(text)
@@ -333,13 +338,17 @@ impl Error {
             }
             Error::Poisoned { cause } => Error::Poisoned { cause: cause.clone() },
             Error::Closed => Error::Closed,
-            Error::Config { path, key, value, reason } => {
-                Error::Config { path: path.clone(), key: key.clone(), value: value.clone(), reason: reason.clone() }
-            }
+            Error::Config { path, key, value, reason } => Error::Config {
+                path: path.clone(),
+                key: key.clone(),
+                value: value.clone(),
+                reason: reason.clone(),
+            },
             // redb's error is not Clone: keep its text under the same variant.
-            Error::Redb { path, source } => {
-                Error::Redb { path: path.clone(), source: redb::Error::Io(io::Error::other(source.to_string())) }
-            }
+            Error::Redb { path, source } => Error::Redb {
+                path: path.clone(),
+                source: redb::Error::Io(io::Error::other(source.to_string())),
+            },
             Error::Timeout { what, waited_ms } => Error::Timeout { what, waited_ms: *waited_ms },
             Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
             Error::StateCorrupted { path, kind, detail } => {
@@ -351,11 +360,17 @@ impl Error {
                 state: state.clone(),
                 store: *store,
             },
-            Error::WalMismatch { wal_dir, state, detail } => {
-                Error::WalMismatch { wal_dir: wal_dir.clone(), state: state.clone(), detail: detail.clone() }
-            }
+            Error::WalMismatch { wal_dir, state, detail } => Error::WalMismatch {
+                wal_dir: wal_dir.clone(),
+                state: state.clone(),
+                detail: detail.clone(),
+            },
             Error::UnsupportedFormatVersion { path, found, supported } => {
-                Error::UnsupportedFormatVersion { path: path.clone(), found: *found, supported: *supported }
+                Error::UnsupportedFormatVersion {
+                    path: path.clone(),
+                    found: *found,
+                    supported: *supported,
+                }
             }
             Error::Panicked { what, message } => Error::Panicked { what, message: message.clone() },
         }
@@ -370,7 +385,9 @@ impl Error {
     /// True for a full disk (ENOSPC) or an exhausted quota (EDQUOT).
     pub(crate) fn is_out_of_space(&self) -> bool {
         match self {
-            Error::Io { source, .. } => matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)),
+            Error::Io { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            }
             _ => false,
         }
     }

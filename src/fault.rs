@@ -366,9 +366,11 @@ fn apply_torn_write(state: &mut DiskState, keep: usize) {
     let Some((sequence, id)) = last else { return };
     let inode = state.inodes.get_mut(&id).expect("durable names point at inodes");
     let torn = inode.pending.iter().find_map(|p| match p {
-        Pending::Write { offset, bytes, sequence: s } if *s == sequence => {
-            Some(Pending::Write { offset: *offset, bytes: bytes[..keep.min(bytes.len())].to_vec(), sequence })
-        }
+        Pending::Write { offset, bytes, sequence: s } if *s == sequence => Some(Pending::Write {
+            offset: *offset,
+            bytes: bytes[..keep.min(bytes.len())].to_vec(),
+            sequence,
+        }),
         _ => None,
     });
     if let Some(torn) = torn {
@@ -504,7 +506,8 @@ impl StateIo for SimStateIo {
         if created {
             self.disk.check(OpKind::Create, Side::State)?;
         }
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let id = if created {
             let mut state = self.disk.lock();
             let id = new_inode(&mut state, false, Vec::new());
@@ -515,7 +518,10 @@ impl StateIo for SimStateIo {
         };
         let file_for_io = file.try_clone()?;
         let inner = redb::backends::FileBackend::new(file).map_err(io::Error::other)?;
-        Ok((Box::new(SimBackend { disk: self.disk.clone(), id, inner, file: file_for_io }), created))
+        Ok((
+            Box::new(SimBackend { disk: self.disk.clone(), id, inner, file: file_for_io }),
+            created,
+        ))
     }
 }
 
@@ -564,7 +570,11 @@ impl StorageBackend for SimBackend {
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.inner.try_lock_range(start, end)
     }
-    fn try_lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
         self.inner.try_lock_shared_range(start, end)
     }
     fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {

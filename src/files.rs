@@ -41,7 +41,10 @@ pub(crate) fn kind_of(metadata: &Metadata) -> &'static str {
 }
 
 fn not_regular(metadata: &Metadata) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a regular file", kind_of(metadata)))
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("is {}, not a regular file", kind_of(metadata)),
+    )
 }
 
 /// Opens `path` only if it is a regular file (following symbolic links).
@@ -72,8 +75,10 @@ pub(crate) fn dir_state(path: &Path, what: &'static str) -> Result<DirState> {
     match std::fs::metadata(path) {
         Ok(metadata) if metadata.is_dir() => Ok(DirState::Directory),
         Ok(metadata) => {
-            let source =
-                io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a directory", kind_of(&metadata)));
+            let source = io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("is {}, not a directory", kind_of(&metadata)),
+            );
             Err(Error::io(path, what, source))
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(DirState::Missing),
@@ -88,7 +93,8 @@ pub(crate) fn lock_exclusive(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE_NAME);
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false).mode(FILE_MODE);
-    let file = open_regular(&path, &mut options).map_err(|e| Error::io(&path, "open lock file", e))?;
+    let file =
+        open_regular(&path, &mut options).map_err(|e| Error::io(&path, "open lock file", e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),

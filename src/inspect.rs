@@ -87,7 +87,9 @@ pub struct ReadOnlyStore {
 
 impl std::fmt::Debug for ReadOnlyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadOnlyStore").field("data_dir", &self.config.persistence.data_dir).finish_non_exhaustive()
+        f.debug_struct("ReadOnlyStore")
+            .field("data_dir", &self.config.persistence.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,16 +114,21 @@ impl ReadOnlyStore {
         let state_path = config.state_path();
         match std::fs::metadata(&state_path) {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no state.redb: not a factwal store");
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no state.redb: not a factwal store",
+                );
                 return Err(Error::io(&state_path, "open state", source));
             }
             Err(error) => return Err(Error::io(&state_path, "open state", error)),
             Ok(_) => {}
         }
-        let tables = Tables::open_unchanged(&state_path, config.persistence.redb_cache_bytes as usize)?;
+        let tables =
+            Tables::open_unchanged(&state_path, config.persistence.redb_cache_bytes as usize)?;
         let record = tables.record()?;
         let mode = config.persistence.recovery_mode;
-        judge_wal(&WalFacts::gather(&StdIo, Some(&record), &wal_dir, mode)?).into_result(&wal_dir, &state_path)?;
+        judge_wal(&WalFacts::gather(&StdIo, Some(&record), &wal_dir, mode)?)
+            .into_result(&wal_dir, &state_path)?;
         let options = ScanOptions {
             applied_lsn: Some(record.applied_lsn),
             mode: RecoveryMode::PointInTime,
@@ -132,14 +139,17 @@ impl ReadOnlyStore {
         let recovered = recovery::scan(&StdIo, &wal_dir, &options)?;
         let mut dropped = None;
         let problem = recovered.repairs.into_iter().next().map(|repair| match repair {
-            Repair::TornTail { path, offset, bytes } => WalProblem::TornTail { path, offset, bytes },
+            Repair::TornTail { path, offset, bytes } => {
+                WalProblem::TornTail { path, offset, bytes }
+            }
             Repair::DropAfter { corruption, dropped: drops, .. } => {
                 dropped = Some(drops);
                 WalProblem::Corrupted(*corruption)
             }
         });
         let mut generation = Generation::default();
-        for record in recovered.records.iter().filter(|r| r.lsn > options.applied_lsn.unwrap_or(0)) {
+        for record in recovered.records.iter().filter(|r| r.lsn > options.applied_lsn.unwrap_or(0))
+        {
             generation.apply(record.lsn, record.batch.clone(), record.payload_bytes);
         }
         let overlay = Overlay::default();
@@ -232,8 +242,13 @@ impl ReadOnlyStore {
     /// an error means the check could not run. Changes nothing on disk.
     pub fn check_state(&self) -> Result<StateCheck> {
         let path = self.config.state_path();
-        let mut check =
-            StateCheck { integrity: true, facts_sound: 0, sessions: 0, problems: Vec::new(), problems_found: 0 };
+        let mut check = StateCheck {
+            integrity: true,
+            facts_sound: 0,
+            sessions: 0,
+            problems: Vec::new(),
+            problems_found: 0,
+        };
         match Tables::open_unchanged(&path, self.config.persistence.redb_cache_bytes as usize) {
             Ok(mut fresh) => {
                 match fresh.check_integrity() {
@@ -287,15 +302,20 @@ impl ReadOnlyStore {
                 for error in damaged {
                     check.note(error);
                 }
-                let names: std::collections::BTreeSet<&String> = recorded.keys().chain(found.keys()).collect();
+                let names: std::collections::BTreeSet<&String> =
+                    recorded.keys().chain(found.keys()).collect();
                 for session in names {
-                    let (expected, actual) =
-                        (recorded.get(session).copied().unwrap_or(0), found.get(session).copied().unwrap_or(0));
+                    let (expected, actual) = (
+                        recorded.get(session).copied().unwrap_or(0),
+                        found.get(session).copied().unwrap_or(0),
+                    );
                     if expected != actual {
                         check.note(Error::StateCorrupted {
                             path: path.clone(),
                             kind: StateDamage::CountMismatch,
-                            detail: format!("session {session:?}: {expected} facts recorded, {actual} found"),
+                            detail: format!(
+                                "session {session:?}: {expected} facts recorded, {actual} found"
+                            ),
                         });
                     }
                 }

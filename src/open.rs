@@ -45,7 +45,11 @@ pub(crate) struct Opened {
 
 /// Opens (or creates) the store described by `config`; see the module
 /// documentation for the order of steps.
-pub(crate) fn open_store(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo) -> Result<Opened> {
+pub(crate) fn open_store(
+    config: &Config,
+    io: &dyn WalIo,
+    state_io: &dyn StateIo,
+) -> Result<Opened> {
     let checked = check(config, io)?;
     recover(config, io, state_io, checked)
 }
@@ -97,25 +101,43 @@ fn check(config: &Config, io: &dyn WalIo) -> Result<Checked> {
 
 /// Step 4: redb opened for writing, the repairs made, the unfolded records
 /// folded, the old segments removed, a format-1 store upgraded.
-fn recover(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo, checked: Checked) -> Result<Opened> {
+fn recover(
+    config: &Config,
+    io: &dyn WalIo,
+    state_io: &dyn StateIo,
+    checked: Checked,
+) -> Result<Opened> {
     let Checked { mut locks, wal_exists, scan, early, verdict, new_id } = checked;
-    let (data_dir, wal_dir, state_path) = (&config.persistence.data_dir, config.wal_dir(), config.state_path());
-    let mut tables =
-        open_state(io, state_io, data_dir, &state_path, config.persistence.redb_cache_bytes as usize, new_id)?;
+    let (data_dir, wal_dir, state_path) =
+        (&config.persistence.data_dir, config.wal_dir(), config.state_path());
+    let mut tables = open_state(
+        io,
+        state_io,
+        data_dir,
+        &state_path,
+        config.persistence.redb_cache_bytes as usize,
+        new_id,
+    )?;
     let now = tables.record()?;
     let recovered = match scan.applied_lsn {
         Some(applied) if applied == now.applied_lsn => early,
-        _ => recovery::scan(io, &wal_dir, &ScanOptions { applied_lsn: Some(now.applied_lsn), ..scan })?,
+        _ => recovery::scan(
+            io,
+            &wal_dir,
+            &ScanOptions { applied_lsn: Some(now.applied_lsn), ..scan },
+        )?,
     };
     apply_repairs(io, &wal_dir, &recovered)?;
     let mut recovery = RecoveryReport::from_repairs(&recovered.repairs);
     recovery.records_replayed = recovered.records.len() as u64;
     recovery.segments_removed = recovered.segments.len();
     match verdict {
-        Verdict::WithoutWal => tracing::error!(target: "factwal::recovery", wal_dir = %wal_dir.display(),
+        Verdict::WithoutWal => {
+            tracing::error!(target: "factwal::recovery", wal_dir = %wal_dir.display(),
             state = %state_path.display(),
             "point-in-time recovery: the WAL is missing although the last close was not clean; opening with \
-             state.redb alone, so writes acknowledged after its applied LSN are lost"),
+             state.redb alone, so writes acknowledged after its applied LSN are lost")
+        }
         Verdict::Moved(previous) => {
             tracing::info!(target: "factwal::recovery", from = %previous.display(), to = %wal_dir.display(),
                 "WAL directory changed since the last open (the store was moved or copied, or wal_path changed)");
@@ -150,12 +172,17 @@ fn recover(config: &Config, io: &dyn WalIo, state_io: &dyn StateIo, checked: Che
 /// The WAL directory as recorded in `state.redb`: absolute, with symbolic
 /// links resolved when it exists.
 pub(crate) fn absolute(dir: &Path) -> PathBuf {
-    std::fs::canonicalize(dir).or_else(|_| std::path::absolute(dir)).unwrap_or_else(|_| dir.to_path_buf())
+    std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf())
 }
 
 /// What `state.redb` says, read without changing a byte of it; `None` when
 /// there is no `state.redb` (a new store).
-pub(crate) fn read_record_unchanged(state_path: &Path, cache_bytes: usize) -> Result<Option<StoreRecord>> {
+pub(crate) fn read_record_unchanged(
+    state_path: &Path,
+    cache_bytes: usize,
+) -> Result<Option<StoreRecord>> {
     match std::fs::metadata(state_path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(Error::io(state_path, "open state", error)),
@@ -202,7 +229,9 @@ fn same_place(recorded: &Path, dir: &Path) -> bool {
 /// Segment files in `dir` (0 when it does not exist).
 fn count_segments(io: &dyn WalIo, dir: &Path) -> Result<usize> {
     match io.list(dir) {
-        Ok(names) => Ok(names.iter().filter(|name| parse_segment_file_name(name).is_some()).count()),
+        Ok(names) => {
+            Ok(names.iter().filter(|name| parse_segment_file_name(name).is_some()).count())
+        }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(error) => Err(Error::io(dir, "list WAL directory", error)),
     }
@@ -230,9 +259,11 @@ impl Verdict {
         match self {
             Verdict::Proceed | Verdict::WithoutWal => Ok(None),
             Verdict::Moved(from) => Ok(Some(from)),
-            Verdict::Refuse(detail) => {
-                Err(Error::WalMismatch { wal_dir: wal_dir.to_path_buf(), state: state_path.to_path_buf(), detail })
-            }
+            Verdict::Refuse(detail) => Err(Error::WalMismatch {
+                wal_dir: wal_dir.to_path_buf(),
+                state: state_path.to_path_buf(),
+                detail,
+            }),
         }
     }
 }
@@ -268,7 +299,10 @@ pub(crate) fn judge_wal(facts: &WalFacts<'_>) -> Verdict {
         if facts.mode == RecoveryMode::PointInTime {
             return Verdict::WithoutWal;
         }
-        let recorded = record.wal_dir.as_ref().map_or_else(|| "unknown".to_string(), |d| d.display().to_string());
+        let recorded = record
+            .wal_dir
+            .as_ref()
+            .map_or_else(|| "unknown".to_string(), |d| d.display().to_string());
         return Verdict::Refuse(format!(
             "the last close was not clean, so acknowledged writes may wait in the WAL (last used at \
              {recorded}), but this directory holds no segment: give the right --wal-path (persistence.wal_path); \
@@ -314,17 +348,22 @@ fn open_state(
     if !names.contains(&name) {
         let temporary = data_dir.join(format!("{name}.tmp"));
         if names.contains(&format!("{name}.tmp")) {
-            io.remove(&temporary).map_err(|e| Error::io(&temporary, "remove half-made state file", e))?;
+            io.remove(&temporary)
+                .map_err(|e| Error::io(&temporary, "remove half-made state file", e))?;
         }
-        let (backend, _) =
-            state_io.open_backend(&temporary).map_err(|e| Error::io(&temporary, "create state file", e))?;
+        let (backend, _) = state_io
+            .open_backend(&temporary)
+            .map_err(|e| Error::io(&temporary, "create state file", e))?;
         Tables::create(&temporary, backend, cache_bytes, new_id)?.close()?;
-        io.rename(&temporary, state_path).map_err(|e| Error::io(state_path, "rename new state file into place", e))?;
+        io.rename(&temporary, state_path)
+            .map_err(|e| Error::io(state_path, "rename new state file into place", e))?;
         // The new entry must be durable before any WAL segment is removed
         // on the strength of what the file holds.
         io.sync_dir(data_dir).map_err(|e| Error::io(data_dir, "sync data directory", e))?;
     }
-    let (backend, _) = state_io.open_backend(state_path).map_err(|e| Error::io(state_path, "open state file", e))?;
+    let (backend, _) = state_io
+        .open_backend(state_path)
+        .map_err(|e| Error::io(state_path, "open state file", e))?;
     Tables::open(state_path, backend, cache_bytes)
 }
 
@@ -347,13 +386,16 @@ fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered) -> Resul
                     "point-in-time recovery: keeping the valid prefix, dropping everything after it");
                 if let Error::Corrupted { path, offset, .. } = &**corruption {
                     if recovered.segments.iter().any(|segment| &segment.path == path) {
-                        let file_bytes =
-                            io.open(path).and_then(|f| f.len_bytes()).map_err(|e| Error::io(path, "stat", e))?;
+                        let file_bytes = io
+                            .open(path)
+                            .and_then(|f| f.len_bytes())
+                            .map_err(|e| Error::io(path, "stat", e))?;
                         zero_range(io, path, *offset, file_bytes.saturating_sub(*offset))?;
                     }
                 }
                 for path in removed_segments {
-                    io.remove(path).map_err(|e| Error::io(path, "remove segment after corruption", e))?;
+                    io.remove(path)
+                        .map_err(|e| Error::io(path, "remove segment after corruption", e))?;
                 }
             }
         }
@@ -374,7 +416,8 @@ fn zero_range(io: &dyn WalIo, path: &Path, offset: u64, bytes: u64) -> Result<()
     let mut done = 0;
     while done < bytes {
         let chunk = (bytes - done).min(CHUNK_BYTES);
-        file.write_at(offset + done, &zeros[..chunk as usize]).map_err(|e| Error::io(path, "zero torn tail", e))?;
+        file.write_at(offset + done, &zeros[..chunk as usize])
+            .map_err(|e| Error::io(path, "zero torn tail", e))?;
         done += chunk;
     }
     file.sync_data().map_err(|e| Error::io(path, "sync repaired segment", e))
@@ -411,7 +454,8 @@ fn replay(
         }
     }
     for segment in &recovered.segments {
-        io.remove(&segment.path).map_err(|e| Error::io(&segment.path, "remove replayed segment", e))?;
+        io.remove(&segment.path)
+            .map_err(|e| Error::io(&segment.path, "remove replayed segment", e))?;
     }
     if !recovered.segments.is_empty() {
         io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
@@ -462,8 +506,14 @@ mod tests {
         assert_eq!(judge_wal(&facts(Some(&unclean), 0, Some("/w"), pit)), Verdict::WithoutWal);
         // Moved; not moved.
         let clean = record(Some("/w"), false);
-        assert_eq!(judge_wal(&facts(Some(&clean), 0, Some("/w"), default)), Verdict::Moved("/w".into()));
-        assert_eq!(judge_wal(&facts(Some(&unclean), 2, Some("/w"), default)), Verdict::Moved("/w".into()));
+        assert_eq!(
+            judge_wal(&facts(Some(&clean), 0, Some("/w"), default)),
+            Verdict::Moved("/w".into())
+        );
+        assert_eq!(
+            judge_wal(&facts(Some(&unclean), 2, Some("/w"), default)),
+            Verdict::Moved("/w".into())
+        );
         assert_eq!(judge_wal(&facts(Some(&unclean), 2, None, default)), Verdict::Proceed);
         assert_eq!(judge_wal(&facts(Some(&clean), 0, None, default)), Verdict::Proceed);
     }
@@ -473,8 +523,14 @@ mod tests {
         let new_id = StoreId::from_u64(99).unwrap();
         let id = StoreId::from_u64(7).unwrap();
         assert_eq!(owner_of(None, new_id), Owner::Idle { store_id: new_id, epoch: 0 });
-        assert_eq!(owner_of(Some(&record(None, true)), new_id), Owner::InUse { store_id: id, epoch: 3 });
-        assert_eq!(owner_of(Some(&record(None, false)), new_id), Owner::Idle { store_id: id, epoch: 3 });
+        assert_eq!(
+            owner_of(Some(&record(None, true)), new_id),
+            Owner::InUse { store_id: id, epoch: 3 }
+        );
+        assert_eq!(
+            owner_of(Some(&record(None, false)), new_id),
+            Owner::Idle { store_id: id, epoch: 3 }
+        );
         let format_1 = StoreRecord { store_id: None, format_version: 1, ..record(None, false) };
         assert_eq!(owner_of(Some(&format_1), new_id), Owner::Format1);
     }

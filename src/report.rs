@@ -69,7 +69,9 @@ impl RecoveryReport {
         let mut report = RecoveryReport::default();
         for repair in repairs {
             match repair {
-                Repair::TornTail { path, offset, bytes } => report.torn_tail = Some((path.clone(), *offset, *bytes)),
+                Repair::TornTail { path, offset, bytes } => {
+                    report.torn_tail = Some((path.clone(), *offset, *bytes))
+                }
                 Repair::DropAfter { corruption, removed_segments, dropped } => {
                     report.dropped_after = Some(format!(
                         "{corruption}; dropped: {dropped} and {} later segment file(s)",

@@ -176,7 +176,8 @@ pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
     check_destination(to, damaged)?;
     let cache_bytes = damaged.persistence.redb_cache_bytes as usize;
     let state_path = damaged.state_path();
-    let record = Tables::open_unchanged(&state_path, cache_bytes).and_then(|tables| tables.record()).ok();
+    let record =
+        Tables::open_unchanged(&state_path, cache_bytes).and_then(|tables| tables.record()).ok();
     let wal = read_wal(damaged, record.as_ref())?;
 
     crate::wal::io::ensure_durable_dir(&StdIo, to)?;
@@ -192,7 +193,8 @@ pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
             return Err(error);
         }
     };
-    std::fs::rename(&temporary, &final_path).map_err(|e| Error::io(&final_path, "rename salvaged state", e))?;
+    std::fs::rename(&temporary, &final_path)
+        .map_err(|e| Error::io(&final_path, "rename salvaged state", e))?;
     StdIo.sync_dir(to).map_err(|e| Error::io(to, "sync salvaged store directory", e))?;
     drop(destination_lock);
     Ok(SalvageReport { to: to.to_path_buf(), ..report })
@@ -203,7 +205,8 @@ fn lock_shared(config: &Config) -> Result<Vec<File>> {
     let data_dir = &config.persistence.data_dir;
     let mut locks: Vec<File> = files::lock_shared(data_dir)?.into_iter().collect();
     let wal_dir = config.wal_dir();
-    if files::dir_state(&wal_dir, "open WAL directory")? == DirState::Directory && !files::same_dir(&wal_dir, data_dir)
+    if files::dir_state(&wal_dir, "open WAL directory")? == DirState::Directory
+        && !files::same_dir(&wal_dir, data_dir)
     {
         locks.extend(files::lock_shared(&wal_dir)?);
     }
@@ -213,13 +216,17 @@ fn lock_shared(config: &Config) -> Result<Vec<File>> {
 /// The destination must be new (or an empty directory), and not the damaged
 /// store's own directories.
 fn check_destination(to: &Path, damaged: &Config) -> Result<()> {
-    let refuse = |why: &str| Error::InvalidArgument(format!("salvage destination {}: {why}", to.display()));
+    let refuse =
+        |why: &str| Error::InvalidArgument(format!("salvage destination {}: {why}", to.display()));
     if files::dir_state(to, "open salvage destination")? == DirState::Directory {
-        let mut entries = std::fs::read_dir(to).map_err(|e| Error::io(to, "list salvage destination", e))?;
+        let mut entries =
+            std::fs::read_dir(to).map_err(|e| Error::io(to, "list salvage destination", e))?;
         if entries.next().is_some() {
             return Err(refuse("is not empty (salvage makes a new store; give a new directory)"));
         }
-        if files::same_dir(to, &damaged.persistence.data_dir) || files::same_dir(to, &damaged.wal_dir()) {
+        if files::same_dir(to, &damaged.persistence.data_dir)
+            || files::same_dir(to, &damaged.wal_dir())
+        {
             return Err(refuse("is the damaged store's own directory"));
         }
     }
@@ -290,7 +297,11 @@ fn read_segment(
         Ok(header) if header.number == number => header,
         Ok(_) => return Ok(Err("its header names another segment number".into())),
         Err(HeaderError::NewerVersion(found)) => {
-            return Err(Error::UnsupportedFormatVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION })
+            return Err(Error::UnsupportedFormatVersion {
+                path: path.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            })
         }
         Err(HeaderError::Invalid) => return Ok(Err("bad segment header".into())),
     };
@@ -306,13 +317,24 @@ fn read_segment(
         .filter_map(|&(offset, lsn, payload)| {
             let batch = Batch::decode(payload)?;
             let offset = offset + SEGMENT_HEADER_BYTES;
-            Some(RecoveredRecord { lsn, segment_number: number, offset, batch, payload_bytes: payload.len() as u64 })
+            Some(RecoveredRecord {
+                lsn,
+                segment_number: number,
+                offset,
+                batch,
+                payload_bytes: payload.len() as u64,
+            })
         })
         .collect();
     let end = found.last().map_or(0, |&(offset, _, payload)| offset as usize + 32 + payload.len());
     let tail = body.get(end..).unwrap_or_default();
     let garbage = tail.iter().rposition(|&b| b != 0).map(|last| {
-        format!("{} bytes at offset {} of {}", last + 1, end as u64 + SEGMENT_HEADER_BYTES, path.display())
+        format!(
+            "{} bytes at offset {} of {}",
+            last + 1,
+            end as u64 + SEGMENT_HEADER_BYTES,
+            path.display()
+        )
     });
     Ok(Ok(SegmentRead { header, records, garbage }))
 }
@@ -322,7 +344,10 @@ fn read_segment(
 /// above the next segment's first LSN were abandoned (a write that failed
 /// for lack of space, never acknowledged): the next segment holds the log
 /// from there.
-fn in_lsn_order(segments: Vec<SegmentRead>, applied: Option<Lsn>) -> (Vec<RecoveredRecord>, Vec<Loss>) {
+fn in_lsn_order(
+    segments: Vec<SegmentRead>,
+    applied: Option<Lsn>,
+) -> (Vec<RecoveredRecord>, Vec<Loss>) {
     let firsts: Vec<Lsn> = segments.iter().map(|segment| segment.header.lsn_first).collect();
     let mut by_lsn: BTreeMap<Lsn, RecoveredRecord> = BTreeMap::new();
     for (index, segment) in segments.into_iter().enumerate() {
@@ -376,10 +401,12 @@ fn build(
     temporary: &Path,
     store_id: StoreId,
 ) -> Result<SalvageReport> {
-    let (backend, _) =
-        StdStateIo.open_backend(temporary).map_err(|e| Error::io(temporary, "create salvaged state", e))?;
+    let (backend, _) = StdStateIo
+        .open_backend(temporary)
+        .map_err(|e| Error::io(temporary, "create salvaged state", e))?;
     let tables = Tables::create(temporary, backend, cache_bytes, store_id)?;
-    let mut writer = ChunkWriter { tables: &tables, generation: Generation::default(), value_bytes: 0 };
+    let mut writer =
+        ChunkWriter { tables: &tables, generation: Generation::default(), value_bytes: 0 };
     let harvest = harvest_state(state_path, cache_bytes, record, &mut writer)?;
     writer.flush()?;
 
@@ -389,7 +416,11 @@ fn build(
         facts_copied: harvest.facts_copied,
         applied_lsn: record.map(|r| r.applied_lsn),
         wal_records_replayed: wal.records.len() as u64,
-        wal_lsn_range: wal.records.first().zip(wal.records.last()).map(|(first, last)| (first.lsn, last.lsn)),
+        wal_lsn_range: wal
+            .records
+            .first()
+            .zip(wal.records.last())
+            .map(|(first, last)| (first.lsn, last.lsn)),
         wal_torn_tail: wal.torn_tail,
         lost: Vec::new(),
         restored: Vec::new(),
@@ -416,7 +447,8 @@ fn build(
     report.facts = facts;
     report.lsn_last = lsn_last;
     tables.close()?;
-    let file = std::fs::File::open(temporary).map_err(|e| Error::io(temporary, "open salvaged state", e))?;
+    let file = std::fs::File::open(temporary)
+        .map_err(|e| Error::io(temporary, "open salvaged state", e))?;
     file.sync_all().map_err(|e| Error::io(temporary, "sync salvaged state", e))?;
     Ok(report)
 }
@@ -499,14 +531,25 @@ fn harvest_state(
     if !forward.reached_end {
         // Backward from the end, on a fresh handle, down to the last key read.
         let after = forward.last.clone();
-        let above = |s: &str, f: &str| after.as_ref().is_none_or(|(a, b)| (s, f) > (a.as_str(), b.as_str()));
-        let backward =
-            walk(&open()?, None, true, |s, f, v| if above(s, f) { copy(s, f, v).map(|()| true) } else { Ok(false) })?;
+        let above = |s: &str, f: &str| {
+            after.as_ref().is_none_or(|(a, b)| (s, f) > (a.as_str(), b.as_str()))
+        };
+        let backward = walk(&open()?, None, true, |s, f, v| {
+            if above(s, f) {
+                copy(s, f, v).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        })?;
         let before = backward.last.clone();
-        let below = |s: &str, f: &str| before.as_ref().is_none_or(|(a, b)| (s, f) < (a.as_str(), b.as_str()));
+        let below = |s: &str, f: &str| {
+            before.as_ref().is_none_or(|(a, b)| (s, f) < (a.as_str(), b.as_str()))
+        };
         // Every session the sessions table names in the stretch between, on
         // its own: a damaged page only loses what sits behind it.
-        for session in sessions_within(&recorded, after.as_ref(), before.as_ref()).into_iter().take(PROBED_SESSIONS_MAX)
+        for session in sessions_within(&recorded, after.as_ref(), before.as_ref())
+            .into_iter()
+            .take(PROBED_SESSIONS_MAX)
         {
             let start = match &after {
                 Some((s, f)) if *s == session => (s.clone(), f.clone()),
@@ -524,7 +567,11 @@ fn harvest_state(
     for (session, count) in recorded.iter().flatten() {
         let seen = found.get(session).copied().unwrap_or(0);
         if seen < *count {
-            harvest.losses.push(Loss::Session { session: session.clone(), recorded: *count, found: seen });
+            harvest.losses.push(Loss::Session {
+                session: session.clone(),
+                recorded: *count,
+                found: seen,
+            });
         }
     }
     Ok(harvest)
@@ -567,16 +614,18 @@ fn walk(
     let mut last: Option<(String, String)> = None;
     let mut failure = None;
     let outcome = tables.read("salvaging facts", |snapshot| {
-        snapshot.walk_facts(from, reverse, |session, fact, value| match visit(session, fact, value) {
-            Ok(go_on) => {
-                if go_on {
-                    last = Some((session.to_string(), fact.to_string()));
+        snapshot.walk_facts(from, reverse, |session, fact, value| {
+            match visit(session, fact, value) {
+                Ok(go_on) => {
+                    if go_on {
+                        last = Some((session.to_string(), fact.to_string()));
+                    }
+                    go_on
                 }
-                go_on
-            }
-            Err(error) => {
-                failure = Some(error);
-                false
+                Err(error) => {
+                    failure = Some(error);
+                    false
+                }
             }
         })
     });

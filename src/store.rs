@@ -48,7 +48,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("data_dir", &self.core.config.persistence.data_dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("data_dir", &self.core.config.persistence.data_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,11 @@ impl Store {
     /// Opens with given I/O layers under the WAL and under redb (the
     /// fault-injecting simulator; feature `testing`).
     #[cfg(feature = "testing")]
-    pub fn open_with(config: Config, io: Arc<dyn WalIo>, state_io: Arc<dyn StateIo>) -> Result<Store> {
+    pub fn open_with(
+        config: Config,
+        io: Arc<dyn WalIo>,
+        state_io: Arc<dyn StateIo>,
+    ) -> Result<Store> {
         Store::open_on(config, io, state_io)
     }
 
@@ -90,7 +96,8 @@ impl Store {
             };
             let sink_overlay = overlay.clone();
             let sink = Box::new(move |lsn_first, records| sink_overlay.apply(lsn_first, records));
-            let wal = Wal::start(io.clone(), options, opened.number_next, opened.lsn_last + 1, sink)?;
+            let wal =
+                Wal::start(io.clone(), options, opened.number_next, opened.lsn_last + 1, sink)?;
             // The first segment exists: from now on acknowledged writes may
             // wait in this WAL, and redb says so (and where it is).
             opened.tables.mark_wal(WalMark { dir: &absolute(&wal_dir), in_use: true, epoch })?;
@@ -145,7 +152,11 @@ impl Store {
         let payload = batch.encode();
         let limit = self.core.config.persistence.max_record_bytes;
         if payload.len() as u64 > limit {
-            return Err(Error::LimitExceeded { what: "record bytes", actual: payload.len() as u64, limit });
+            return Err(Error::LimitExceeded {
+                what: "record bytes",
+                actual: payload.len() as u64,
+                limit,
+            });
         }
         match &self.core.wal {
             Some(wal) => {
@@ -324,7 +335,12 @@ impl Store {
         };
         let applied_lsn = self.core.applied_lsn_cached();
         let wal = self.core.wal.as_ref().map(Wal::counters).unwrap_or_default();
-        Ok(StoreStats { lsn_last: lsn_next - 1, applied_lsn, unfolded: self.core.overlay.stats(), wal })
+        Ok(StoreStats {
+            lsn_last: lsn_next - 1,
+            applied_lsn,
+            unfolded: self.core.overlay.stats(),
+            wal,
+        })
     }
 
     /// Closes the store. It never panics and never skips a step because an
@@ -419,7 +435,9 @@ fn new_epoch() -> u32 {
 pub fn segment_numbers(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
         .filter_map(|entry| {
-            entry.ok().and_then(|e| crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy()))
+            entry.ok().and_then(|e| {
+                crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy())
+            })
         })
         .collect();
     numbers.sort_unstable();

@@ -25,7 +25,12 @@ fn passes<'a>(events: &'a [CapturedEvent], mode: &str) -> Vec<&'a CapturedEvent>
 }
 
 fn field_f64(event: &CapturedEvent, name: &str) -> f64 {
-    event.fields.get(name).unwrap_or_else(|| panic!("field {name} missing in {event:?}")).parse().unwrap()
+    event
+        .fields
+        .get(name)
+        .unwrap_or_else(|| panic!("field {name} missing in {event:?}"))
+        .parse()
+        .unwrap()
 }
 
 fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -46,7 +51,10 @@ fn periodic_checkpoint_logs_elapsed_and_counters() {
     let dir = tempfile::tempdir().unwrap();
     let (report, events) = capture(|| {
         let store = Store::open(small_config(dir.path())).unwrap();
-        assert_eq!(store.start_checkpoint_loop(Duration::from_millis(10)).unwrap(), LoopStart::Started);
+        assert_eq!(
+            store.start_checkpoint_loop(Duration::from_millis(10)).unwrap(),
+            LoopStart::Started
+        );
         for i in 0..20 {
             store.assert("s", &format!("f{i}"), b"v").unwrap();
             std::thread::sleep(Duration::from_millis(3));
@@ -68,7 +76,8 @@ fn periodic_checkpoint_logs_elapsed_and_counters() {
     }
     let folded: f64 = passive.iter().map(|e| field_f64(e, "checkpointed_frames")).sum();
     assert!(folded >= 1.0, "the loop folded the writes");
-    let summaries: Vec<_> = events.iter().filter(|e| e.target == TARGET && e.message == "checkpoint summary").collect();
+    let summaries: Vec<_> =
+        events.iter().filter(|e| e.target == TARGET && e.message == "checkpoint summary").collect();
     assert_eq!(summaries.len(), 1, "exactly one summary");
     let summary = summaries[0];
     assert!(field_f64(summary, "n") >= 2.0);
@@ -77,9 +86,14 @@ fn periodic_checkpoint_logs_elapsed_and_counters() {
     assert_eq!(report.summary.n as f64, field_f64(summary, "n"));
     // The summary comes after the loop stopped and before the TRUNCATE pass.
     let summary_at = events.iter().position(|e| e.message == "checkpoint summary").unwrap();
-    let truncate_at = events.iter().position(|e| e.fields.get("mode").map(String::as_str) == Some("truncate")).unwrap();
+    let truncate_at = events
+        .iter()
+        .position(|e| e.fields.get("mode").map(String::as_str) == Some("truncate"))
+        .unwrap();
     assert!(summary_at < truncate_at);
-    assert!(!events[summary_at..].iter().any(|e| e.fields.get("mode").map(String::as_str) == Some("passive")));
+    assert!(!events[summary_at..]
+        .iter()
+        .any(|e| e.fields.get("mode").map(String::as_str) == Some("passive")));
 }
 
 #[test]
@@ -96,7 +110,11 @@ fn concurrent_writes_and_checkpoint_preserve_integrity() {
             std::thread::spawn(move || {
                 for i in 0..50 {
                     store
-                        .assert(&format!("s{}", i % 7), &format!("t{thread}-f{i}"), format!("{thread}:{i}").as_bytes())
+                        .assert(
+                            &format!("s{}", i % 7),
+                            &format!("t{thread}-f{i}"),
+                            format!("{thread}:{i}").as_bytes(),
+                        )
                         .unwrap();
                 }
             })
@@ -159,7 +177,8 @@ fn slow_checkpoint_emits_warning() {
     assert!(report.elapsed >= Duration::from_millis(250));
     let info = passes(&events, "passive");
     assert_eq!(info.len(), 1);
-    let warns: Vec<_> = events.iter().filter(|e| e.target == TARGET && e.message == "checkpoint slow").collect();
+    let warns: Vec<_> =
+        events.iter().filter(|e| e.target == TARGET && e.message == "checkpoint slow").collect();
     assert_eq!(warns.len(), 1);
     let warn = warns[0];
     assert_eq!(warn.level, tracing::Level::WARN);
@@ -187,19 +206,19 @@ fn zero_interval_starts_no_thread_and_no_pass() {
         start
     });
     assert_eq!(start, LoopStart::Disabled);
-    let disabled: Vec<_> = events.iter().filter(|e| e.target == TARGET && e.message.contains("disabled")).collect();
+    let disabled: Vec<_> =
+        events.iter().filter(|e| e.target == TARGET && e.message.contains("disabled")).collect();
     assert_eq!(disabled.len(), 1);
     assert_eq!(disabled[0].level, tracing::Level::INFO);
     assert_eq!(store.checkpoint_stats().n, 0, "no pass ran");
     assert!(passes(&events, "passive").is_empty());
     // A negative interval in a config file becomes 0: the loop stays off.
-    let (config, events) =
-        capture(|| Config::from_toml("[checkpoint]\ninterval_s = -2.5\n", "f.toml".as_ref()).unwrap());
+    let (config, events) = capture(|| {
+        Config::from_toml("[checkpoint]\ninterval_s = -2.5\n", "f.toml".as_ref()).unwrap()
+    });
     assert_eq!(config.checkpoint_interval(), None);
-    assert!(events
-        .iter()
-        .any(|e| e.level == tracing::Level::WARN
-            && e.fields.get("key").map(String::as_str) == Some("checkpoint.interval_s")));
+    assert!(events.iter().any(|e| e.level == tracing::Level::WARN
+        && e.fields.get("key").map(String::as_str) == Some("checkpoint.interval_s")));
 }
 
 #[test]
@@ -217,14 +236,17 @@ fn failed_truncate_is_reported_and_reopen_replays_everything() {
     io.fail_nth(FaultOp::Remove, 1, 5 /* EIO */, true);
     let (report, events) = capture(|| store.close());
     let error = report.truncate.as_ref().unwrap_err();
-    assert!(matches!(error, factwal::Error::Io { operation: "remove folded segment", .. }), "{error}");
+    assert!(
+        matches!(error, factwal::Error::Io { operation: "remove folded segment", .. }),
+        "{error}"
+    );
     assert!(report.lock_released && report.redb_close.is_ok());
-    let errors: Vec<_> = events.iter().filter(|e| e.level == tracing::Level::ERROR && e.target == TARGET).collect();
+    let errors: Vec<_> =
+        events.iter().filter(|e| e.level == tracing::Level::ERROR && e.target == TARGET).collect();
     assert!(!errors.is_empty());
-    assert!(errors.iter().any(|e| e
-        .fields
-        .get("error")
-        .is_some_and(|chain| chain.contains("remove folded segment") && chain.contains("Input/output error"))));
+    assert!(errors.iter().any(|e| e.fields.get("error").is_some_and(|chain| chain
+        .contains("remove folded segment")
+        && chain.contains("Input/output error"))));
     assert!(!segment_paths(&config.wal_dir()).is_empty(), "the WAL stays");
 
     let store = Store::open(config).unwrap();
@@ -275,7 +297,10 @@ fn writers_held_at_wal_bytes_max_resume_after_a_pass() {
     // must wait for (and run) passes, the unfolded bytes never pass the
     // bound by more than one record, and nothing is lost.
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::new(dir.path()).segment_bytes(16 * 1024).max_record_bytes(2048).wal_bytes_max(32 * 1024);
+    let config = Config::new(dir.path())
+        .segment_bytes(16 * 1024)
+        .max_record_bytes(2048)
+        .wal_bytes_max(32 * 1024);
     let store = Arc::new(Store::open(config.clone()).unwrap());
     store.start_checkpoint_loop(Duration::from_secs(3600)).unwrap();
     let handles: Vec<_> = (0..4)
@@ -284,7 +309,11 @@ fn writers_held_at_wal_bytes_max_resume_after_a_pass() {
             std::thread::spawn(move || {
                 for i in 0..150 {
                     store
-                        .write(Batch::new().assert(format!("s{thread}"), format!("f{i}"), vec![thread as u8; 400]))
+                        .write(Batch::new().assert(
+                            format!("s{thread}"),
+                            format!("f{i}"),
+                            vec![thread as u8; 400],
+                        ))
                         .unwrap();
                     let unfolded = store.stats().unwrap().unfolded.bytes;
                     assert!(unfolded <= 32 * 1024 + 4 * 2048, "unfolded {unfolded} bytes");
@@ -293,7 +322,11 @@ fn writers_held_at_wal_bytes_max_resume_after_a_pass() {
         })
         .collect();
     handles.into_iter().for_each(|h| h.join().unwrap());
-    assert!(store.checkpoint_stats().n >= 5, "back-pressure ran passes: {:?}", store.checkpoint_stats());
+    assert!(
+        store.checkpoint_stats().n >= 5,
+        "back-pressure ran passes: {:?}",
+        store.checkpoint_stats()
+    );
     Arc::try_unwrap(store).unwrap().simulate_crash();
     let store = Store::open(config).unwrap();
     for thread in 0..4u8 {
@@ -323,8 +356,14 @@ fn close_does_not_hang_on_a_loop_that_will_not_stop() {
     let (report, events) = capture(|| store.close());
     assert!(started.elapsed() < Duration::from_millis(1200), "close waited for the stuck pass");
     assert!(!report.loop_joined && !report.lock_released);
-    assert!(matches!(report.truncate, Err(factwal::Error::Timeout { .. })), "{:?}", report.truncate);
-    assert!(events.iter().any(|e| e.level == tracing::Level::ERROR && e.message.contains("did not stop")));
+    assert!(
+        matches!(report.truncate, Err(factwal::Error::Timeout { .. })),
+        "{:?}",
+        report.truncate
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.level == tracing::Level::ERROR && e.message.contains("did not stop")));
     assert!(matches!(Store::open(config.clone()), Err(factwal::Error::Locked { .. })));
     assert!(wait_until(Duration::from_secs(10), || Store::open(config.clone()).is_ok_and(|s| {
         let all = s.facts("s").unwrap().len() == 20;
@@ -343,11 +382,16 @@ fn an_interval_beyond_a_day_is_refused_and_starts_no_thread() {
     let store = Store::open(small_config(dir.path())).unwrap();
     for interval in [Duration::MAX, Duration::from_secs(86_401)] {
         match store.start_checkpoint_loop(interval) {
-            Err(factwal::Error::InvalidArgument(text)) => assert!(text.contains("above the limit"), "{text}"),
+            Err(factwal::Error::InvalidArgument(text)) => {
+                assert!(text.contains("above the limit"), "{text}")
+            }
             other => panic!("{interval:?}: {other:?}"),
         }
     }
-    assert_eq!(store.start_checkpoint_loop(Duration::from_secs(86_400)).unwrap(), LoopStart::Started);
+    assert_eq!(
+        store.start_checkpoint_loop(Duration::from_secs(86_400)).unwrap(),
+        LoopStart::Started
+    );
     assert!(store.close().is_clean());
 }
 
@@ -368,12 +412,16 @@ fn a_loop_thread_that_dies_is_an_error_event_and_makes_close_unclean() {
         // Close joins the loop thread: its last words are in by then.
         store.close()
     });
-    let died: Vec<_> = events.iter().filter(|e| e.message.starts_with("checkpoint thread died")).collect();
+    let died: Vec<_> =
+        events.iter().filter(|e| e.message.starts_with("checkpoint thread died")).collect();
     assert_eq!(died.len(), 1, "{events:?}");
     assert_eq!(died[0].level, tracing::Level::ERROR);
     assert!(died[0].fields["panic"].contains("test hook"), "{:?}", died[0].fields);
     assert!(!report.is_clean(), "{report:?}");
-    assert!(report.loop_failure.as_deref().is_some_and(|text| text.contains("test hook")), "{report:?}");
+    assert!(
+        report.loop_failure.as_deref().is_some_and(|text| text.contains("test hook")),
+        "{report:?}"
+    );
     assert!(report.truncate.is_ok(), "the final pass still ran: {report:?}");
     let store = Store::open(small_config(dir.path())).unwrap();
     assert_eq!(store.fact("s", "g").unwrap(), Some(b"after".to_vec()));

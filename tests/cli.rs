@@ -15,7 +15,8 @@ use serde_json::Value;
 mod common;
 use common::{small_config, snapshot_files};
 
-const SUBCOMMANDS: [&str; 9] = ["demo", "load", "facts", "inspect", "dump", "verify", "checkpoint", "salvage", "bench"];
+const SUBCOMMANDS: [&str; 9] =
+    ["demo", "load", "facts", "inspect", "dump", "verify", "checkpoint", "salvage", "bench"];
 /// The same small segments as `common::small_config`, as a config file.
 const SMALL_CONFIG_TOML: &str =
     "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\nwal_bytes_max = 1048576\n";
@@ -34,7 +35,13 @@ fn stderr(output: &Output) -> String {
 
 /// Asserts the exit code, and on failure shows what the binary said.
 fn expect_code(output: &Output, code: i32) {
-    assert_eq!(output.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(output), stderr(output));
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(output),
+        stderr(output)
+    );
 }
 
 /// A failure reported the way the issue asks: one stderr line, no panic.
@@ -120,7 +127,8 @@ fn tear_tail(fixture: &Fixture) -> (PathBuf, u64) {
 fn corrupt_second_record(fixture: &Fixture) -> PathBuf {
     let inspector = ReadOnlyStore::open(&small_config(&fixture.store())).unwrap();
     let second = &inspector.records()[1];
-    let segment = inspector.segments().iter().find(|s| s.header.number == second.segment_number).unwrap();
+    let segment =
+        inspector.segments().iter().find(|s| s.header.number == second.segment_number).unwrap();
     let path = segment.path.clone();
     let offset = second.offset + 40;
     drop(inspector);
@@ -154,8 +162,10 @@ fn load_prints_one_exact_ack_per_write_and_facts_show_the_last() {
     // line follows the documented schedule, and `facts --json` then holds,
     // for every fact, the value of its write with the highest LSN.
     let fixture = Fixture::new();
-    let load_args = ["--sessions", "3", "--writes", "60", "--facts-per-session", "2", "--value-bytes", "20"];
-    let output = fixture.run("load", &[&load_args[..], &["--threads", "4", "--retract-every", "5"]].concat());
+    let load_args =
+        ["--sessions", "3", "--writes", "60", "--facts-per-session", "2", "--value-bytes", "20"];
+    let output = fixture
+        .run("load", &[&load_args[..], &["--threads", "4", "--retract-every", "5"]].concat());
     expect_code(&output, 0);
     let mut last_by_fact: BTreeMap<(String, String), (u64, u64, String)> = BTreeMap::new();
     let (mut seqs, mut lsns) = (BTreeSet::new(), BTreeSet::new());
@@ -180,7 +190,8 @@ fn load_prints_one_exact_ack_per_write_and_facts_show_the_last() {
         if op == "assert" {
             let value = format!("{:.<20}", format!("{session}/{fact}/{seq}"));
             assert_eq!(value.len(), 20);
-            expected.insert(format!(r#"{{"session":"{session}","fact":"{fact}","value":"{value}"}}"#));
+            expected
+                .insert(format!(r#"{{"session":"{session}","fact":"{fact}","value":"{value}"}}"#));
         }
     }
     let facts = fixture.run("facts", &["--json"]);
@@ -211,8 +222,16 @@ fn read_only_commands_change_no_byte_whatever_the_wal_holds() {
         let before = snapshot_files(&fixture.store());
         for (subcommand, extra) in runs {
             let output = fixture.run(subcommand, extra);
-            assert!(!stderr(&output).contains("panicked"), "{subcommand} {extra:?}: {}", stderr(&output));
-            assert_eq!(snapshot_files(&fixture.store()), before, "{subcommand} {extra:?} changed files ({damage})");
+            assert!(
+                !stderr(&output).contains("panicked"),
+                "{subcommand} {extra:?}: {}",
+                stderr(&output)
+            );
+            assert_eq!(
+                snapshot_files(&fixture.store()),
+                before,
+                "{subcommand} {extra:?} changed files ({damage})"
+            );
         }
     }
 }
@@ -254,7 +273,11 @@ fn inspect_and_dump_describe_the_wal() {
     assert!(inspect["redb_bytes"].as_u64().unwrap() > 0);
     assert!(inspect["problem"].is_null());
     let segment = &inspect["segments"][0];
-    assert_eq!((segment["lsn_first"].as_u64(), segment["records"].as_u64()), (Some(1), Some(12)), "{segment}");
+    assert_eq!(
+        (segment["lsn_first"].as_u64(), segment["records"].as_u64()),
+        (Some(1), Some(12)),
+        "{segment}"
+    );
     assert_eq!(segment["bytes"], 16384);
     assert!(stdout(&fixture.run("inspect", &[])).contains("unfolded records  12"));
 
@@ -268,7 +291,10 @@ fn inspect_and_dump_describe_the_wal() {
     let record: Value = serde_json::from_str(stdout(&json).trim()).unwrap();
     assert_eq!(record["lsn"], 7);
     assert_eq!(record["folded"], false);
-    assert_eq!(record["ops"][0], serde_json::json!({"op": "retract", "session": "s2", "fact": "f2"}));
+    assert_eq!(
+        record["ops"][0],
+        serde_json::json!({"op": "retract", "session": "s2", "fact": "f2"})
+    );
     for key in ["segment", "offset", "bytes"] {
         assert!(!record[key].is_null(), "{key} missing: {record}");
     }
@@ -285,9 +311,16 @@ fn verify_exit_codes_clean_torn_tail_corruption() {
     let (segment, end) = tear_tail(&fixture);
     let torn = fixture.run("verify", &[]);
     let file = segment.display().to_string();
-    let line =
-        expect_one_error_line(&torn, 1, &["unreadable last record", &file, &format!("offset {end}"), "17 bytes"]);
-    assert!(stdout(&torn).contains(line.trim_start_matches("factwal: ").trim()), "{}", stdout(&torn));
+    let line = expect_one_error_line(
+        &torn,
+        1,
+        &["unreadable last record", &file, &format!("offset {end}"), "17 bytes"],
+    );
+    assert!(
+        stdout(&torn).contains(line.trim_start_matches("factwal: ").trim()),
+        "{}",
+        stdout(&torn)
+    );
     expect_code(&fixture.run("facts", &[]), 0);
     expect_code(&fixture.run("dump", &[]), 0);
 
@@ -319,13 +352,22 @@ fn checkpoint_reports_its_pass_and_empties_the_wal() {
     for key in ["busy", "log_frames", "checkpointed_frames", "elapsed_ms", "segments_removed"] {
         assert!(!pass[key].is_null(), "{key} missing: {pass}");
     }
-    let inspect: Value = serde_json::from_str(&stdout(&fixture.run("inspect", &["--json"]))).unwrap();
-    assert_eq!((inspect["unfolded_records"].as_u64(), inspect["applied_lsn"].as_u64()), (Some(0), Some(15)));
+    let inspect: Value =
+        serde_json::from_str(&stdout(&fixture.run("inspect", &["--json"]))).unwrap();
+    assert_eq!(
+        (inspect["unfolded_records"].as_u64(), inspect["applied_lsn"].as_u64()),
+        (Some(0), Some(15))
+    );
     let truncate = fixture.run("checkpoint", &["--truncate"]);
     expect_code(&truncate, 0);
     let line = stdout(&truncate);
-    assert!(line.starts_with("checkpoint pass mode=truncate busy=false log_frames=0 checkpointed_frames=0 elapsed_ms="));
-    assert!(line.contains(" applied_lsn=15 segments_removed=") && line.trim_end().ends_with("replayed_at_open=0"));
+    assert!(line.starts_with(
+        "checkpoint pass mode=truncate busy=false log_frames=0 checkpointed_frames=0 elapsed_ms="
+    ));
+    assert!(
+        line.contains(" applied_lsn=15 segments_removed=")
+            && line.trim_end().ends_with("replayed_at_open=0")
+    );
 }
 
 #[test]
@@ -343,7 +385,11 @@ fn errors_are_one_line_naming_what_and_where() {
         }
         expect_one_error_line(&factwal(&args), 1, &["persistence.segment_byte", &bad]);
     }
-    expect_one_error_line(&factwal(&["verify", "--config", &bad]), 3, &["persistence.segment_byte", &bad]);
+    expect_one_error_line(
+        &factwal(&["verify", "--config", &bad]),
+        3,
+        &["persistence.segment_byte", &bad],
+    );
     let missing = fixture.root.path().join("missing").display().to_string();
     for subcommand in ["facts", "inspect", "dump", "checkpoint"] {
         expect_one_error_line(&factwal(&[subcommand, "--dir", &missing]), 1, &[&missing]);
@@ -371,7 +417,16 @@ fn a_store_held_by_another_process_is_reported_locked() {
     let fixture = Fixture::new();
     let store_dir = fixture.store().display().to_string();
     let child = Command::new(env!("CARGO_BIN_EXE_factwal"))
-        .args(["load", "--dir", &store_dir, "--config", &fixture.config(), "--sessions", "4", "--writes"])
+        .args([
+            "load",
+            "--dir",
+            &store_dir,
+            "--config",
+            &fixture.config(),
+            "--sessions",
+            "4",
+            "--writes",
+        ])
         .arg(u64::MAX.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -409,9 +464,14 @@ fn demo_quick_run_loses_no_acknowledged_write() {
     let output = factwal(&["demo", "--quick", "--dir", &dir]);
     expect_code(&output, 0);
     let text = stdout(&output);
-    for needle in
-        ["writes acknowledged", "writes recovered", "disk floor", "WAL mode", "direct mode", "checkpoint passes"]
-    {
+    for needle in [
+        "writes acknowledged",
+        "writes recovered",
+        "disk floor",
+        "WAL mode",
+        "direct mode",
+        "checkpoint passes",
+    ] {
         assert!(text.contains(needle), "{needle:?} missing:\n{text}");
     }
     let lost = text.lines().find(|line| line.trim_start().starts_with("writes lost")).unwrap();
@@ -433,20 +493,31 @@ fn bench_json_has_every_cell_with_stable_keys() {
     // floor ratios of 1, and its directory removed at the end.
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("bench");
-    let output = factwal(&["bench", "--json", "--seconds", "0.05", "--dir", &dir.display().to_string()]);
+    let output =
+        factwal(&["bench", "--json", "--seconds", "0.05", "--dir", &dir.display().to_string()]);
     expect_code(&output, 0);
     let bench: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!(bench["seconds_per_measurement"], 0.05);
     assert_eq!(bench["value_bytes"], 200);
     let results = bench["results"].as_array().unwrap();
-    let cells: Vec<(String, u64)> =
-        results.iter().map(|r| (r["mode"].as_str().unwrap().to_string(), r["writers"].as_u64().unwrap())).collect();
+    let cells: Vec<(String, u64)> = results
+        .iter()
+        .map(|r| (r["mode"].as_str().unwrap().to_string(), r["writers"].as_u64().unwrap()))
+        .collect();
     let expected: Vec<(String, u64)> = [1, 8, 64]
         .into_iter()
         .flat_map(|writers| ["floor", "wal", "direct"].map(|mode| (mode.to_string(), writers)))
         .collect();
     assert_eq!(cells, expected);
-    let keys = ["writes", "writes_per_s", "p50_ms", "p95_ms", "p99_ms", "p50_vs_floor", "writes_per_s_vs_floor"];
+    let keys = [
+        "writes",
+        "writes_per_s",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "p50_vs_floor",
+        "writes_per_s_vs_floor",
+    ];
     for result in results {
         for key in keys {
             assert!(result[key].is_number(), "{key} in {result}");
@@ -473,13 +544,21 @@ fn a_fifo_or_a_directory_named_like_a_segment_is_refused_at_once() {
     for subcommand in ["facts", "verify", "inspect", "checkpoint"] {
         let output = fixture.run(subcommand, &[]);
         let code = if subcommand == "verify" { 3 } else { 1 };
-        expect_one_error_line(&output, code, &[&fifo.display().to_string(), "is a FIFO, not a regular file"]);
+        expect_one_error_line(
+            &output,
+            code,
+            &[&fifo.display().to_string(), "is a FIFO, not a regular file"],
+        );
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(30), "a tool waited on the FIFO");
     std::fs::remove_file(&fifo).unwrap();
     std::fs::create_dir(&fifo).unwrap();
     let output = fixture.run("facts", &[]);
-    expect_one_error_line(&output, 1, &[&fifo.display().to_string(), "is a directory, not a regular file"]);
+    expect_one_error_line(
+        &output,
+        1,
+        &[&fifo.display().to_string(), "is a directory, not a regular file"],
+    );
 }
 
 #[test]
@@ -545,7 +624,8 @@ fn plain_facts_and_dump_quote_ids_that_could_forge_a_line() {
     );
     let dump = fixture.run("dump", &[]);
     expect_code(&dump, 0);
-    let lines: Vec<String> = stdout(&dump).lines().map(|line| line.split(": ").nth(1).unwrap().to_string()).collect();
+    let lines: Vec<String> =
+        stdout(&dump).lines().map(|line| line.split(": ").nth(1).unwrap().to_string()).collect();
     assert_eq!(
         lines,
         vec![

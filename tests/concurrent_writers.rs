@@ -20,7 +20,11 @@ fn write_from_threads(store: &Arc<Store>) -> Vec<u64> {
                 (0..WRITES_PER_THREAD)
                     .map(|i| {
                         let batch = Batch::new()
-                            .assert(format!("s{thread}"), format!("f{i}"), format!("{thread}/{i}").into_bytes())
+                            .assert(
+                                format!("s{thread}"),
+                                format!("f{i}"),
+                                format!("{thread}/{i}").into_bytes(),
+                            )
                             .assert("all", format!("{thread}-{i}"), vec![1]);
                         store.write(batch).unwrap()
                     })
@@ -60,7 +64,11 @@ fn eight_threads_times_500_writes_all_present_with_dense_lsns() {
     let store = Store::open(config).unwrap();
     check_all_present(&store);
     assert_eq!(store.stats().unwrap().lsn_last, (THREADS * WRITES_PER_THREAD) as u64);
-    assert_eq!(store.write(Batch::new().assert("after", "f", b"x".to_vec())).unwrap(), 4001, "LSNs continue");
+    assert_eq!(
+        store.write(Batch::new().assert("after", "f", b"x".to_vec())).unwrap(),
+        4001,
+        "LSNs continue"
+    );
 }
 
 #[test]
@@ -93,9 +101,14 @@ fn sixty_four_threads_read_their_own_writes_while_checkpoints_truncate_the_log()
             std::thread::spawn(move || {
                 let mut lsns = Vec::with_capacity(WRITES);
                 for i in 0..WRITES {
-                    let (session, fact, value) = (format!("w{writer}"), format!("f{}", i % 7), format!("{i}"));
+                    let (session, fact, value) =
+                        (format!("w{writer}"), format!("f{}", i % 7), format!("{i}"));
                     lsns.push(store.assert(&session, &fact, value.as_bytes()).unwrap());
-                    assert_eq!(store.fact(&session, &fact).unwrap(), Some(value.into_bytes()), "read after ack");
+                    assert_eq!(
+                        store.fact(&session, &fact).unwrap(),
+                        Some(value.into_bytes()),
+                        "read after ack"
+                    );
                 }
                 lsns
             })
@@ -113,7 +126,11 @@ fn sixty_four_threads_read_their_own_writes_while_checkpoints_truncate_the_log()
         let facts = store.facts(&format!("w{writer}")).unwrap();
         assert_eq!(facts.len(), 7);
         for i in WRITES - 7..WRITES {
-            assert_eq!(facts[&format!("f{}", i % 7)], format!("{i}").into_bytes(), "writer {writer}, write {i}");
+            assert_eq!(
+                facts[&format!("f{}", i % 7)],
+                format!("{i}").into_bytes(),
+                "writer {writer}, write {i}"
+            );
         }
     }
 }
@@ -131,7 +148,11 @@ fn close_shared_while_threads_write_keeps_every_acknowledged_write_and_refuses_t
                 started.wait();
                 let mut acknowledged = Vec::new();
                 for i in 0.. {
-                    match store.assert(&format!("s{thread}"), &format!("f{i}"), format!("{thread}/{i}").as_bytes()) {
+                    match store.assert(
+                        &format!("s{thread}"),
+                        &format!("f{i}"),
+                        format!("{thread}/{i}").as_bytes(),
+                    ) {
                         Ok(_) => acknowledged.push(i),
                         Err(factwal::Error::Closed) => return acknowledged,
                         Err(other) => panic!("thread {thread}, write {i}: {other}"),
@@ -149,16 +170,28 @@ fn close_shared_while_threads_write_keeps_every_acknowledged_write_and_refuses_t
     let again = store.close_shared();
     assert!(matches!(again.truncate, Err(factwal::Error::Closed)) && !again.is_clean());
     let acknowledged: Vec<Vec<usize>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(acknowledged.iter().all(|writes| !writes.is_empty()), "every thread wrote before the close");
+    assert!(
+        acknowledged.iter().all(|writes| !writes.is_empty()),
+        "every thread wrote before the close"
+    );
     // The lock is free although a handle is still alive.
     let reopened = Store::open(config).unwrap();
     for (thread, writes) in acknowledged.iter().enumerate() {
         let facts = reopened.facts(&format!("s{thread}")).unwrap();
         for i in writes {
-            assert_eq!(facts.get(&format!("f{i}")), Some(&format!("{thread}/{i}").into_bytes()), "s{thread} f{i}");
+            assert_eq!(
+                facts.get(&format!("f{i}")),
+                Some(&format!("{thread}/{i}").into_bytes()),
+                "s{thread} f{i}"
+            );
         }
         // Nothing but acknowledged writes and at most the one in flight.
-        assert!(facts.len() <= writes.len() + 1, "s{thread}: {} facts, {} acknowledged", facts.len(), writes.len());
+        assert!(
+            facts.len() <= writes.len() + 1,
+            "s{thread}: {} facts, {} acknowledged",
+            facts.len(),
+            writes.len()
+        );
     }
     drop(store);
     assert!(reopened.close().is_clean());

@@ -116,7 +116,11 @@ fn unknown_key_is_refused_naming_the_file_and_the_key() {
     // refused with the file's path, the key as written, and the parser's
     // reason; the one-line message carries the path and the key too.
     let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "typo.toml", "[persistence]\nwal_enabled = true\nsegment_byte = 8192\n");
+    let path = write_file(
+        dir.path(),
+        "typo.toml",
+        "[persistence]\nwal_enabled = true\nsegment_byte = 8192\n",
+    );
     let error = Config::from_file(&path).unwrap_err();
     let text = error.to_string();
     assert!(text.contains(&path.display().to_string()) && text.contains("segment_byte"), "{text}");
@@ -140,7 +144,13 @@ fn wrong_type_is_refused_naming_the_key_and_the_value() {
     // written in the file, and the file's path.
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("[persistence]\nwal_enabled = \"yes\"\n", "persistence", "wal_enabled", "\"yes\"", "expected a boolean"),
+        (
+            "[persistence]\nwal_enabled = \"yes\"\n",
+            "persistence",
+            "wal_enabled",
+            "\"yes\"",
+            "expected a boolean",
+        ),
         ("[checkpoint]\nsamples = 1.5\n", "checkpoint", "samples", "1.5", "expected usize"),
         (
             "[persistence]\nrecovery_mode = \"sometimes\"\n",
@@ -150,7 +160,9 @@ fn wrong_type_is_refused_naming_the_key_and_the_value() {
             "unknown variant",
         ),
     ];
-    for (index, (text, table, name, value_expected, reason_expected)) in cases.into_iter().enumerate() {
+    for (index, (text, table, name, value_expected, reason_expected)) in
+        cases.into_iter().enumerate()
+    {
         let path = write_file(dir.path(), &format!("type{index}.toml"), text);
         let (error_path, key, value, reason) = config_error(Config::from_file(&path));
         assert_eq!(error_path, path);
@@ -253,7 +265,10 @@ fn an_empty_wal_path_is_refused_wherever_it_comes_from() {
         other => panic!("{other:?}"),
     }
     let error = Config::new(dir.path()).wal_path("").validate().unwrap_err();
-    assert!(matches!(error, factwal::Error::Config { ref key, .. } if key == "persistence.wal_path"), "{error}");
+    assert!(
+        matches!(error, factwal::Error::Config { ref key, .. } if key == "persistence.wal_path"),
+        "{error}"
+    );
     assert!(factwal::Store::open(Config::new(dir.path().join("store")).wal_path("")).is_err());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_factwal"))
         .args([
@@ -273,7 +288,8 @@ fn an_empty_wal_path_is_refused_wherever_it_comes_from() {
     // The command line refuses an empty value itself (a usage error).
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--wal-path"));
-    let stray: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let stray: Vec<_> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(stray.iter().all(|name| !name.to_string_lossy().ends_with(".wal")), "{stray:?}");
 }
 

@@ -13,7 +13,9 @@ use factwal::{Config, CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
 
 mod common;
-use common::{assert_batch, batch_of, records_in, Fact, RecordAt, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+use common::{
+    assert_batch, batch_of, records_in, Fact, RecordAt, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
 
 /// Batches written before the crash: LSN `n` is batch `n`. With ~1 KiB
 /// records and 16 KiB segments they fill three segments.
@@ -57,8 +59,16 @@ fn pristine() -> Pristine {
         .map(|path| (path.strip_prefix(dir.path()).unwrap().to_path_buf(), records_in(&path)))
         .collect();
     let names: Vec<String> = segments.iter().map(|(path, _)| path.display().to_string()).collect();
-    assert_eq!(names, ["wal/00000000000000000001.wal", "wal/00000000000000000002.wal", "wal/00000000000000000003.wal"]);
-    let lsns: Vec<u64> = segments.iter().flat_map(|(_, records)| records.iter().map(|r| r.lsn)).collect();
+    assert_eq!(
+        names,
+        [
+            "wal/00000000000000000001.wal",
+            "wal/00000000000000000002.wal",
+            "wal/00000000000000000003.wal"
+        ]
+    );
+    let lsns: Vec<u64> =
+        segments.iter().flat_map(|(_, records)| records.iter().map(|r| r.lsn)).collect();
     assert_eq!(lsns, (1..=BATCHES).collect::<Vec<_>>(), "every batch is one record, in order");
     assert!(segments.iter().all(|(_, records)| records.len() >= 3), "{segments:?}");
     Pristine { dir, segments }
@@ -86,11 +96,17 @@ fn flip_bit(path: &Path, offset: u64, bit: u8) {
 }
 
 fn warnings_and_errors(events: &[common::CapturedEvent]) -> Vec<&common::CapturedEvent> {
-    events.iter().filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR).collect()
+    events
+        .iter()
+        .filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR)
+        .collect()
 }
 
 /// Files added, removed or changed between two snapshots.
-fn changed_files(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<PathBuf> {
+fn changed_files(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<PathBuf> {
     let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
     paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
 }
@@ -113,15 +129,21 @@ type ChangedOutsideWal = BTreeMap<PathBuf, (usize, String)>;
 /// WAL directory byte-identical. Files changed outside the WAL directory are
 /// added to `changed_outside_wal`, which the caller asserts last, once every
 /// other check of the test has run.
-fn assert_refused(config: &Config, expected: &Corruption, context: &str, changed_outside_wal: &mut ChangedOutsideWal) {
+fn assert_refused(
+    config: &Config,
+    expected: &Corruption,
+    context: &str,
+    changed_outside_wal: &mut ChangedOutsideWal,
+) {
     let data_dir = config.persistence.data_dir.clone();
     let before = common::snapshot_files(&data_dir);
     for attempt in 1..=2 {
         let context = format!("{context}, attempt {attempt}");
         assert_eq!(&corruption_of(Store::open(config.clone())), expected, "{context}");
-        let (in_wal, outside): (Vec<_>, Vec<_>) = changed_files(&before, &common::snapshot_files(&data_dir))
-            .into_iter()
-            .partition(|path| path.starts_with(config.wal_dir()));
+        let (in_wal, outside): (Vec<_>, Vec<_>) =
+            changed_files(&before, &common::snapshot_files(&data_dir))
+                .into_iter()
+                .partition(|path| path.starts_with(config.wal_dir()));
         assert_eq!(in_wal, Vec::<PathBuf>::new(), "{context}: WAL changed by a refused open");
         for path in outside {
             let name = path.strip_prefix(&data_dir).unwrap().to_path_buf();
@@ -131,7 +153,11 @@ fn assert_refused(config: &Config, expected: &Corruption, context: &str, changed
 }
 
 fn assert_nothing_changed_outside_wal(changed_outside_wal: ChangedOutsideWal) {
-    assert_eq!(changed_outside_wal, ChangedOutsideWal::new(), "files changed by refused opens: (count, first)");
+    assert_eq!(
+        changed_outside_wal,
+        ChangedOutsideWal::new(),
+        "files changed by refused opens: (count, first)"
+    );
 }
 
 #[test]
@@ -145,12 +171,17 @@ fn bit_flip_in_first_segment_is_refused_and_changes_nothing() {
     let work = pristine.copy();
     let (segment, records) = pristine.segment(&work, 1);
     let damaged = records[2];
-    flip_bit(&segment, damaged.offset + RECORD_HEADER_BYTES + (damaged.bytes - RECORD_HEADER_BYTES) / 2, 3);
+    flip_bit(
+        &segment,
+        damaged.offset + RECORD_HEADER_BYTES + (damaged.bytes - RECORD_HEADER_BYTES) / 2,
+        3,
+    );
     let expected = (segment, damaged.offset, damaged.lsn, CorruptionKind::LsnGap);
 
     let mut changed = ChangedOutsideWal::new();
     assert_refused(&common::small_config(work.path()), &expected, "default mode", &mut changed);
-    let absolute = common::small_config(work.path()).recovery_mode(RecoveryMode::AbsoluteConsistency);
+    let absolute =
+        common::small_config(work.path()).recovery_mode(RecoveryMode::AbsoluteConsistency);
     assert_refused(&absolute, &expected, "absolute consistency", &mut changed);
     assert_nothing_changed_outside_wal(changed);
 }
@@ -167,15 +198,25 @@ fn point_in_time_keeps_the_prefix_before_a_bit_flip() {
     let work = pristine.copy();
     let (segment, records) = pristine.segment(&work, 1);
     let damaged = records[2];
-    flip_bit(&segment, damaged.offset + RECORD_HEADER_BYTES + (damaged.bytes - RECORD_HEADER_BYTES) / 2, 3);
-    let corruption =
-        Error::Corrupted { path: segment, offset: damaged.offset, lsn: damaged.lsn, kind: CorruptionKind::LsnGap };
+    flip_bit(
+        &segment,
+        damaged.offset + RECORD_HEADER_BYTES + (damaged.bytes - RECORD_HEADER_BYTES) / 2,
+        3,
+    );
+    let corruption = Error::Corrupted {
+        path: segment,
+        offset: damaged.offset,
+        lsn: damaged.lsn,
+        kind: CorruptionKind::LsnGap,
+    };
 
     let config = common::small_config(work.path()).recovery_mode(RecoveryMode::PointInTime);
     let (opened, events) = common::capture(|| Store::open(config));
     let store = opened.unwrap();
-    let reported: Vec<_> =
-        warnings_and_errors(&events).into_iter().map(|e| (e.target.as_str(), e.level, e.fields.clone())).collect();
+    let reported: Vec<_> = warnings_and_errors(&events)
+        .into_iter()
+        .map(|e| (e.target.as_str(), e.level, e.fields.clone()))
+        .collect();
     // Records 4..=40 follow the damaged one (3): each can still be read, and
     // the ERROR says they are dropped.
     let dropped = format!(
@@ -187,11 +228,18 @@ fn point_in_time_keeps_the_prefix_before_a_bit_flip() {
         ("dropped".to_string(), dropped),
         ("removed_segments".to_string(), "2".into()),
     ];
-    assert_eq!(reported, vec![("factwal::recovery", tracing::Level::ERROR, fields.into_iter().collect())]);
+    assert_eq!(
+        reported,
+        vec![("factwal::recovery", tracing::Level::ERROR, fields.into_iter().collect())]
+    );
     assert_prefix(&store, damaged.lsn, "point in time");
     assert_eq!(store.stats().unwrap().lsn_last, damaged.lsn - 1);
     let after = vec![("after".to_string(), "f".to_string(), b"after the cut".to_vec())];
-    assert_eq!(store.write(batch_of(&after)).unwrap(), damaged.lsn, "LSNs go on from the kept prefix");
+    assert_eq!(
+        store.write(batch_of(&after)).unwrap(),
+        damaged.lsn,
+        "LSNs go on from the kept prefix"
+    );
     store.simulate_crash();
 
     let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
@@ -281,7 +329,8 @@ fn header_naming_another_segment_is_refused() {
     let mut bytes = std::fs::read(&second).unwrap();
     let header = SegmentHeader::decode(&bytes).unwrap();
     assert_eq!(header.number, 2);
-    bytes[..SEGMENT_HEADER_BYTES as usize].copy_from_slice(&SegmentHeader { number: 9, ..header }.encode());
+    bytes[..SEGMENT_HEADER_BYTES as usize]
+        .copy_from_slice(&SegmentHeader { number: 9, ..header }.encode());
     std::fs::write(&second, bytes).unwrap();
     let expected = (second, 0, records[0].lsn, CorruptionKind::SegmentNumberMismatch);
     assert_refused(&common::small_config(work.path()), &expected, "renumbered", &mut changed);
@@ -317,10 +366,19 @@ fn other_files_in_the_wal_directory_are_ignored_and_temporaries_removed() {
     for (name, bytes) in &bystanders {
         assert_eq!(&std::fs::read(wal_dir.join(name)).unwrap(), bytes, "{name} left alone");
     }
-    let names: Vec<String> = common::segment_paths(&wal_dir).iter().map(|p| p.display().to_string()).collect();
-    assert_eq!(names, [wal_dir.join("00000000000000000004.wal").display().to_string()], "a fresh segment");
+    let names: Vec<String> =
+        common::segment_paths(&wal_dir).iter().map(|p| p.display().to_string()).collect();
+    assert_eq!(
+        names,
+        [wal_dir.join("00000000000000000004.wal").display().to_string()],
+        "a fresh segment"
+    );
     assert!(store.close().is_clean());
     for (name, bytes) in &bystanders {
-        assert_eq!(&std::fs::read(wal_dir.join(name)).unwrap(), bytes, "{name} left alone by close");
+        assert_eq!(
+            &std::fs::read(wal_dir.join(name)).unwrap(),
+            bytes,
+            "{name} left alone by close"
+        );
     }
 }

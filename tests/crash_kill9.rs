@@ -89,18 +89,28 @@ fn state_of(store: &Store) -> Facts {
 
 #[test]
 fn kill9_rounds_lose_no_acknowledged_write() {
-    let rounds: u64 = std::env::var("FACTWAL_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
-    let seed: u64 = std::env::var("FACTWAL_KILL9_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("kill9: {rounds} rounds, seed {seed} (FACTWAL_KILL9_SEED={seed} replays the kill timings)");
+    let rounds: u64 =
+        std::env::var("FACTWAL_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let seed: u64 = std::env::var("FACTWAL_KILL9_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                as u64
+        });
+    println!(
+        "kill9: {rounds} rounds, seed {seed} (FACTWAL_KILL9_SEED={seed} replays the kill timings)"
+    );
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("store");
     let config_path = temp.path().join("factwal.toml");
-    std::fs::write(&config_path, "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\n").unwrap();
+    std::fs::write(&config_path, "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\n")
+        .unwrap();
     let config = Config::from_file(&config_path).unwrap();
-    let config =
-        Config { persistence: factwal::PersistenceConfig { data_dir: dir.clone(), ..config.persistence }, ..config };
+    let config = Config {
+        persistence: factwal::PersistenceConfig { data_dir: dir.clone(), ..config.persistence },
+        ..config
+    };
     let mut state = Facts::new();
     let mut acked_total = 0;
     let started = Instant::now();
@@ -112,8 +122,10 @@ fn kill9_rounds_lose_no_acknowledged_write() {
         let kill_after = Duration::from_millis(rng % 120);
         let acks = round(&dir, &config_path, kill_after);
         acked_total += acks.len();
-        let context = format!("round {index} (seed {seed}, killed {kill_after:?} after the first ack)");
-        let store = Store::open(config.clone()).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
+        let context =
+            format!("round {index} (seed {seed}, killed {kill_after:?} after the first ack)");
+        let store =
+            Store::open(config.clone()).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
         check(&store, &state, &acks, &context);
         state = state_of(&store);
         // Half the rounds leave the WAL for the next child to recover.

@@ -127,8 +127,14 @@ fn damaged_pages_never_panic_and_never_give_a_wrong_value() {
         let state_path = config.state_path();
         match read_all(&config) {
             Ok(facts) => {
-                let wrong: Vec<_> = facts.keys().filter(|key| facts.get(*key) != pristine.facts.get(*key)).collect();
-                assert!(wrong.is_empty() && facts.len() == pristine.facts.len(), "{what}: wrong values for {wrong:?}");
+                let wrong: Vec<_> = facts
+                    .keys()
+                    .filter(|key| facts.get(*key) != pristine.facts.get(*key))
+                    .collect();
+                assert!(
+                    wrong.is_empty() && facts.len() == pristine.facts.len(),
+                    "{what}: wrong values for {wrong:?}"
+                );
             }
             Err(error) => {
                 assert!(is_state_damage(&error, &state_path), "{what}: {error:?}");
@@ -136,7 +142,8 @@ fn damaged_pages_never_panic_and_never_give_a_wrong_value() {
             }
         }
         let Ok(store) = Store::open(config.clone()) else { continue };
-        let acknowledged = store.write(Batch::new().assert("new", "fact", b"written after the damage".to_vec()));
+        let acknowledged =
+            store.write(Batch::new().assert("new", "fact", b"written after the damage".to_vec()));
         let _ = store.checkpoint(factwal::CheckpointMode::Passive);
         let report = store.close();
         if acknowledged.is_ok() && report.truncate.is_err() {
@@ -165,11 +172,21 @@ fn salvage_copies_every_readable_fact_and_names_every_loss() {
         let before = common::snapshot_files(work.path());
         let target = tempfile::tempdir().unwrap();
         let to = target.path().join("salvaged");
-        let report = factwal::salvage(&config, &to).unwrap_or_else(|e| panic!("{what}: salvage failed: {e}"));
-        assert_eq!(common::snapshot_files(work.path()), before, "{what}: salvage changed the damaged store");
-        let salvaged = read_all(&Config::new(&to)).unwrap_or_else(|e| panic!("{what}: the new store: {e}"));
+        let report = factwal::salvage(&config, &to)
+            .unwrap_or_else(|e| panic!("{what}: salvage failed: {e}"));
+        assert_eq!(
+            common::snapshot_files(work.path()),
+            before,
+            "{what}: salvage changed the damaged store"
+        );
+        let salvaged =
+            read_all(&Config::new(&to)).unwrap_or_else(|e| panic!("{what}: the new store: {e}"));
         for (key, value) in &salvaged {
-            assert_eq!(Some(value), pristine.facts.get(key), "{what}: {key:?} salvaged with a wrong value");
+            assert_eq!(
+                Some(value),
+                pristine.facts.get(key),
+                "{what}: {key:?} salvaged with a wrong value"
+            );
         }
         let explained = |(session, fact): &(String, String)| {
             report.lost.iter().any(|loss| match loss {
@@ -180,7 +197,11 @@ fn salvage_copies_every_readable_fact_and_names_every_loss() {
             })
         };
         for key in pristine.facts.keys().filter(|key| !salvaged.contains_key(*key)) {
-            assert!(explained(key), "{what}: {key:?} is missing and no loss names it: {:?}", report.lost);
+            assert!(
+                explained(key),
+                "{what}: {key:?} is missing and no loss names it: {:?}",
+                report.lost
+            );
         }
         if report.is_complete() {
             assert!(salvaged == pristine.facts, "{what}: a complete salvage lacks facts");
@@ -201,7 +222,9 @@ fn salvage_replays_the_wal_and_restores_what_it_rewrote() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     for i in 0..20 {
-        store.assert("s", &format!("f{i}"), format!("folded-{i}-{}", "x".repeat(60)).as_bytes()).unwrap();
+        store
+            .assert("s", &format!("f{i}"), format!("folded-{i}-{}", "x".repeat(60)).as_bytes())
+            .unwrap();
     }
     store.checkpoint(factwal::CheckpointMode::Truncate).unwrap();
     store.assert("s", "f3", b"rewritten after the fold").unwrap();
@@ -211,7 +234,10 @@ fn salvage_replays_the_wal_and_restores_what_it_rewrote() {
     let path = dir.path().join("state.redb");
     let mut bytes = std::fs::read(&path).unwrap();
     for needle in [&b"folded-3-"[..], &b"folded-5-"[..]] {
-        let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the value is in the file");
+        let at = bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("the value is in the file");
         bytes[at + needle.len() + 4] ^= 0x01;
     }
     std::fs::write(&path, bytes).unwrap();
@@ -274,11 +300,18 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
             assert_eq!(output.status.code(), Some(2), "{what}: {subcommand}: {err}");
             // verify leads with redb's own integrity finding, which its page
             // checksums also make; the others meet the fact's checksum.
-            let named = if subcommand == "verify" { "is damaged" } else { "fact checksum mismatch" };
-            assert!(err.contains(&state_path) && err.contains(named), "{what}: {subcommand}: {err}");
+            let named =
+                if subcommand == "verify" { "is damaged" } else { "fact checksum mismatch" };
+            assert!(
+                err.contains(&state_path) && err.contains(named),
+                "{what}: {subcommand}: {err}"
+            );
             assert!(!err.contains("panicked") && !err.contains("internal error"), "{err}");
             assert_eq!(err.lines().count(), 1, "{err}");
-            assert!(!text(&output.stdout).contains("s7 f4 s7/f4/v"), "{what}: {subcommand} printed the damaged fact");
+            assert!(
+                !text(&output.stdout).contains("s7 f4 s7/f4/v"),
+                "{what}: {subcommand} printed the damaged fact"
+            );
         }
     }
     // A crashed store (redb must repair it to read it): the tools work on it
@@ -296,7 +329,8 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
         let output = factwal_with_tmpdir(&[subcommand, "--dir", &dir], temp.path());
         assert_eq!(output.status.code(), Some(0), "{subcommand}: {}", text(&output.stderr));
     }
-    let left: Vec<PathBuf> = std::fs::read_dir(temp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    let left: Vec<PathBuf> =
+        std::fs::read_dir(temp.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(left, Vec::<PathBuf>::new(), "files left in the temporary directory");
 }
 
@@ -331,7 +365,10 @@ fn salvage_from_the_command_line_and_the_runbook_recipe() {
         let _guard = fork_guard();
         let reopened = Store::open(config(&store)).unwrap();
         assert_eq!(reopened.facts("s9").unwrap().len(), 11);
-        assert_eq!(reopened.fact("s8", "f2").unwrap(), pristine.facts.get(&("s8".into(), "f2".into())).cloned());
+        assert_eq!(
+            reopened.fact("s8", "f2").unwrap(),
+            pristine.facts.get(&("s8".into(), "f2".into())).cloned()
+        );
         assert!(reopened.close().is_clean());
     }
     // The destination must be new.

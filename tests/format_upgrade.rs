@@ -33,14 +33,17 @@ fn facts_json(store: &Path) -> Vec<String> {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    let mut lines: Vec<String> = String::from_utf8(output.stdout).unwrap().lines().map(String::from).collect();
+    let mut lines: Vec<String> =
+        String::from_utf8(output.stdout).unwrap().lines().map(String::from).collect();
     lines.sort();
     lines
 }
 
 fn expected() -> Vec<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/expected_facts.jsonl");
-    let mut lines: Vec<String> = std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1/expected_facts.jsonl");
+    let mut lines: Vec<String> =
+        std::fs::read_to_string(path).unwrap().lines().map(String::from).collect();
     lines.sort();
     lines
 }

@@ -72,7 +72,10 @@ fn point_in_time_drop_of_a_first_segment_after_an_lsn_gap_does_not_come_back() {
         temporary_file: false,
         clean_close: false,
         first_number: 2,
-        segments: vec![SegmentSpec { pieces: vec![Piece::Record(vec![ghost])], ..empty_segment(1) }],
+        segments: vec![SegmentSpec {
+            pieces: vec![Piece::Record(vec![ghost])],
+            ..empty_segment(1)
+        }],
     });
 }
 

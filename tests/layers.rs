@@ -32,12 +32,17 @@ fn imports() -> BTreeMap<String, BTreeSet<(String, String)>> {
             }
             let module = relative.split('/').next().unwrap().trim_end_matches(".rs").to_string();
             let text = std::fs::read_to_string(&path).unwrap();
-            let code: String = text.lines().map(|line| line.split("//").next().unwrap()).collect::<Vec<_>>().join("\n");
+            let code: String = text
+                .lines()
+                .map(|line| line.split("//").next().unwrap())
+                .collect::<Vec<_>>()
+                .join("\n");
             let code = without_test_items(&code);
             let named = graph.entry(module.clone()).or_default();
             for (at, _) in code.match_indices("crate::") {
                 let rest = &code[at + "crate::".len()..];
-                let target: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let target: String =
+                    rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
                 if !target.is_empty() && target != module {
                     named.insert((target, relative.clone()));
                 }
@@ -82,15 +87,22 @@ fn without_test_items(code: &str) -> String {
     kept
 }
 
-fn names(graph: &BTreeMap<String, BTreeSet<(String, String)>>, module: &str) -> BTreeSet<(String, String)> {
+fn names(
+    graph: &BTreeMap<String, BTreeSet<(String, String)>>,
+    module: &str,
+) -> BTreeSet<(String, String)> {
     graph.get(module).cloned().unwrap_or_default()
 }
 
 #[test]
 fn only_lib_rs_names_the_store_facade() {
     let graph = imports();
-    let offenders: Vec<_> =
-        graph.values().flatten().filter(|(target, _)| target == "store").map(|(_, file)| file.clone()).collect();
+    let offenders: Vec<_> = graph
+        .values()
+        .flatten()
+        .filter(|(target, _)| target == "store")
+        .map(|(_, file)| file.clone())
+        .collect();
     assert!(offenders.is_empty(), "crate::store named outside lib.rs by {offenders:?}");
 }
 
@@ -115,8 +127,10 @@ fn the_wal_knows_nothing_of_state_or_the_layers_above() {
 fn the_state_knows_nothing_of_the_wal_or_the_layers_above() {
     let allowed = ["batch", "error", "files", "identity", "sync"];
     let graph = imports();
-    let offending: Vec<_> =
-        names(&graph, "state").into_iter().filter(|(target, _)| !allowed.contains(&target.as_str())).collect();
+    let offending: Vec<_> = names(&graph, "state")
+        .into_iter()
+        .filter(|(target, _)| !allowed.contains(&target.as_str()))
+        .collect();
     assert!(offending.is_empty(), "state/ names {offending:?}");
 }
 
@@ -124,8 +138,10 @@ fn the_state_knows_nothing_of_the_wal_or_the_layers_above() {
 fn checkpoint_runs_passes_without_knowing_the_store() {
     let allowed = ["config", "error", "sync"];
     let graph = imports();
-    let offending: Vec<_> =
-        names(&graph, "checkpoint").into_iter().filter(|(target, _)| !allowed.contains(&target.as_str())).collect();
+    let offending: Vec<_> = names(&graph, "checkpoint")
+        .into_iter()
+        .filter(|(target, _)| !allowed.contains(&target.as_str()))
+        .collect();
     assert!(offending.is_empty(), "checkpoint/ names {offending:?}");
 }
 
@@ -134,7 +150,9 @@ fn the_module_graph_has_no_cycle() {
     let graph = imports();
     let edges: BTreeMap<&str, BTreeSet<&str>> = graph
         .iter()
-        .map(|(module, named)| (module.as_str(), named.iter().map(|(target, _)| target.as_str()).collect()))
+        .map(|(module, named)| {
+            (module.as_str(), named.iter().map(|(target, _)| target.as_str()).collect())
+        })
         .collect();
     // Depth-first search; a module met again on the current path closes a cycle.
     fn visit<'a>(

@@ -50,14 +50,26 @@ fn oversized_record_is_refused_and_nothing_is_written() {
             matches!(error, Error::LimitExceeded { what: "record bytes", actual, limit: RECORD_BYTES_MAX } if actual == RECORD_BYTES_MAX + 1),
             "wal={wal_enabled}: {error:?}"
         );
-        assert_eq!(common::snapshot_files(dir.path()), files_before, "wal={wal_enabled}: nothing written");
+        assert_eq!(
+            common::snapshot_files(dir.path()),
+            files_before,
+            "wal={wal_enabled}: nothing written"
+        );
         assert_eq!(store.stats().unwrap().lsn_last, 1);
         assert_eq!(store.fact("s", "big").unwrap(), None);
-        assert_eq!(store.assert("s", "after", b"2").unwrap(), 2, "wal={wal_enabled}: the refused write used no LSN");
+        assert_eq!(
+            store.assert("s", "after", b"2").unwrap(),
+            2,
+            "wal={wal_enabled}: the refused write used no LSN"
+        );
         store.simulate_crash();
 
         let store = open_small(dir.path(), wal_enabled);
-        assert_eq!(store.fact("s", "big").unwrap(), None, "wal={wal_enabled}: nothing to recover either");
+        assert_eq!(
+            store.fact("s", "big").unwrap(),
+            None,
+            "wal={wal_enabled}: nothing to recover either"
+        );
         assert_eq!(store.facts("s").unwrap().len(), 2);
         assert_eq!(store.stats().unwrap().lsn_last, 2);
     }
@@ -109,7 +121,10 @@ fn batch_operation_count_is_limited() {
         let store = Store::open(roomy_config(dir.path()).wal_enabled(wal_enabled)).unwrap();
         let error = store.write(drops(BATCH_OPS_MAX + 1)).unwrap_err();
         assert!(
-            matches!(error, Error::LimitExceeded { what: "batch operations", actual: 65_537, limit: 65_536 }),
+            matches!(
+                error,
+                Error::LimitExceeded { what: "batch operations", actual: 65_537, limit: 65_536 }
+            ),
             "wal={wal_enabled}: {error:?}"
         );
         assert_eq!(store.stats().unwrap().lsn_last, 0);
@@ -134,11 +149,15 @@ fn ids_longer_than_the_limit_are_refused() {
         ("fact id", store.assert("s", &long, b"v")),
         ("fact id", store.retract("s", &long)),
         // One bad id spoils the whole batch, wherever it is.
-        ("fact id", store.write(Batch::new().assert("s", "ok", b"v".to_vec()).retract("s", long.clone()))),
+        (
+            "fact id",
+            store.write(Batch::new().assert("s", "ok", b"v".to_vec()).retract("s", long.clone())),
+        ),
     ];
     for (index, (what_expected, result)) in refusals.into_iter().enumerate() {
         match result {
-            Err(Error::LimitExceeded { what, actual: 4097, limit: l }) if what == what_expected && l == limit => {}
+            Err(Error::LimitExceeded { what, actual: 4097, limit: l })
+                if what == what_expected && l == limit => {}
             other => panic!("refusal {index}: expected {what_expected} limit, got {other:?}"),
         }
     }
@@ -169,7 +188,10 @@ fn empty_batch_and_empty_ids_are_invalid_arguments() {
             store.write(Batch::new().assert("s", "ok", b"v".to_vec()).drop_session("")),
         ];
         for (index, result) in refusals.into_iter().enumerate() {
-            assert!(matches!(result, Err(Error::InvalidArgument(_))), "wal={wal_enabled} refusal {index}: {result:?}");
+            assert!(
+                matches!(result, Err(Error::InvalidArgument(_))),
+                "wal={wal_enabled} refusal {index}: {result:?}"
+            );
         }
         assert_eq!(common::snapshot_files(dir.path()), files_before);
         assert_eq!(store.fact("s", "ok").unwrap(), None);
@@ -197,18 +219,28 @@ fn config_limits_are_enforced_and_named() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let refused = |config: Config| config_refusal(config);
-    assert_eq!(refused(Config::new(&data).segment_bytes(4095).max_record_bytes(1024)), key("segment_bytes", 4095));
-    assert_eq!(refused(Config::new(&data).segment_bytes(8191).max_record_bytes(8096)), key("segment_bytes", 8191));
+    assert_eq!(
+        refused(Config::new(&data).segment_bytes(4095).max_record_bytes(1024)),
+        key("segment_bytes", 4095)
+    );
+    assert_eq!(
+        refused(Config::new(&data).segment_bytes(8191).max_record_bytes(8096)),
+        key("segment_bytes", 8191)
+    );
     assert_eq!(refused(Config::new(&data).max_record_bytes(0)), key("max_record_bytes", 0));
     assert_eq!(
         refused(Config::new(&data).segment_bytes((1 << 30) + 1).wal_bytes_max(2 << 30)),
         key("segment_bytes", (1 << 30) + 1)
     );
-    assert_eq!(refused(Config::new(&data).max_record_bytes((256 << 20) + 1)), key("max_record_bytes", (256 << 20) + 1));
+    assert_eq!(
+        refused(Config::new(&data).max_record_bytes((256 << 20) + 1)),
+        key("max_record_bytes", (256 << 20) + 1)
+    );
 
     for (segment_bytes, max_record_bytes) in [(4096, 4000), (8192, 8096)] {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::new(dir.path()).segment_bytes(segment_bytes).max_record_bytes(max_record_bytes);
+        let config =
+            Config::new(dir.path()).segment_bytes(segment_bytes).max_record_bytes(max_record_bytes);
         let store = Store::open(config).unwrap();
         store.assert("s", "f", &vec![0; max_record_bytes as usize - 16]).unwrap();
         assert!(store.close().is_clean());

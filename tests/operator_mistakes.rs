@@ -17,7 +17,8 @@ use common::snapshot_files;
 /// The binary under test; `FACTWAL_TEST_BIN` runs these scenarios against
 /// another build (an older release, to see them fail there).
 fn binary() -> PathBuf {
-    std::env::var_os("FACTWAL_TEST_BIN").map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_factwal")), PathBuf::from)
+    std::env::var_os("FACTWAL_TEST_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_factwal")), PathBuf::from)
 }
 
 fn factwal(args: &[&str]) -> Output {
@@ -67,7 +68,12 @@ fn load_and_kill(args: &[&str], acks_wanted: usize) -> Vec<Ack> {
         let fields: Vec<&str> = line.split(' ').collect();
         assert_eq!(fields[0], "ack", "{line}");
         let lsn = fields[1].parse().unwrap();
-        acks.push(Ack { lsn, session: fields[2].into(), fact: fields[3].into(), seq: fields[4].parse().unwrap() });
+        acks.push(Ack {
+            lsn,
+            session: fields[2].into(),
+            fact: fields[3].into(),
+            seq: fields[4].parse().unwrap(),
+        });
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -100,7 +106,9 @@ fn assert_acks_present(facts: &BTreeMap<(String, String), String>, acks: &[Ack],
     }
     for ((session, fact), seq) in &last {
         let value = facts.get(&(session.clone(), fact.clone()));
-        let found = value.and_then(|v| v.split('/').nth(2)).and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
+        let found = value
+            .and_then(|v| v.split('/').nth(2))
+            .and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
         assert!(
             found.is_some_and(|found| found >= *seq),
             "{context}: {session}/{fact} holds {value:?}, acked seq {seq}"
@@ -139,7 +147,16 @@ fn lowering_max_record_bytes_after_a_crash_loses_no_big_record() {
     );
     let (store_arg, big_arg, small_arg) = (path_arg(&store), path_arg(&big), path_arg(&small));
     let acks = load_and_kill(
-        &["--dir", &store_arg, "--config", &big_arg, "--value-bytes", "3000", "--checkpoint-interval-ms", "0"],
+        &[
+            "--dir",
+            &store_arg,
+            "--config",
+            &big_arg,
+            "--value-bytes",
+            "3000",
+            "--checkpoint-interval-ms",
+            "0",
+        ],
         60,
     );
     let lowered = ["--dir", store_arg.as_str(), "--config", small_arg.as_str()];
@@ -159,8 +176,10 @@ fn a_second_store_on_the_same_wal_directory_is_refused() {
     // Before the fix, B replayed A's records and deleted A's segments.
     let root = tempfile::tempdir().unwrap();
     let wal = root.path().join("wal");
-    let config_a =
-        factwal::Config::new(root.path().join("a")).wal_path(&wal).segment_bytes(16384).max_record_bytes(4096);
+    let config_a = factwal::Config::new(root.path().join("a"))
+        .wal_path(&wal)
+        .segment_bytes(16384)
+        .max_record_bytes(4096);
     let store_a = factwal::Store::open(config_a).unwrap();
     for i in 0..20 {
         store_a.assert("s", &format!("f{i}"), b"from A").unwrap();
@@ -177,7 +196,8 @@ fn a_second_store_on_the_same_wal_directory_is_refused() {
         let code = if subcommand == "verify" { 3 } else { 1 };
         expect(&output, code, &["locked", &lock]);
     }
-    let load = factwal(&["load", "--dir", &b, "--wal-path", &wal_arg, "--sessions", "1", "--writes", "5"]);
+    let load =
+        factwal(&["load", "--dir", &b, "--wal-path", &wal_arg, "--sessions", "1", "--writes", "5"]);
     expect(&load, 1, &["locked", &lock]);
     assert_eq!(snapshot_files(&wal), before, "A's WAL was changed");
     assert!(store_a.close().is_clean());
@@ -198,8 +218,14 @@ fn a_segment_of_another_store_is_refused_naming_both() {
         "[persistence]\nsegment_bytes = 4096\nmax_record_bytes = 1024\nwal_bytes_max = 1048576\n",
     );
     let config_arg = path_arg(&config);
-    load_and_kill(&["--dir", &a_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"], 300);
-    load_and_kill(&["--dir", &b_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"], 100);
+    load_and_kill(
+        &["--dir", &a_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"],
+        300,
+    );
+    load_and_kill(
+        &["--dir", &b_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"],
+        100,
+    );
     // A's segment with the number of B's last one takes its place: the
     // names, numbers and LSN chain fit; only the identity tells them apart.
     let b_segments = common::segment_paths(&b.join("wal"));
@@ -232,23 +258,38 @@ fn opening_once_without_the_wal_path_after_a_crash_is_refused() {
     let root = tempfile::tempdir().unwrap();
     let (store, wal) = (root.path().join("store"), root.path().join("fast-wal"));
     let (store_arg, wal_arg) = (path_arg(&store), path_arg(&wal));
-    let acks = load_and_kill(&["--dir", &store_arg, "--wal-path", &wal_arg, "--checkpoint-interval-ms", "0"], 40);
+    let acks = load_and_kill(
+        &["--dir", &store_arg, "--wal-path", &wal_arg, "--checkpoint-interval-ms", "0"],
+        40,
+    );
     let before = snapshot_files(root.path());
     let default_wal = path_arg(&store.join("wal"));
     let needles = ["last close was not clean", default_wal.as_str(), wal_arg.as_str()];
-    expect(&factwal(&["load", "--dir", &store_arg, "--sessions", "1", "--writes", "3"]), 1, &needles);
+    expect(
+        &factwal(&["load", "--dir", &store_arg, "--sessions", "1", "--writes", "3"]),
+        1,
+        &needles,
+    );
     expect(&factwal(&["facts", "--dir", &store_arg]), 1, &needles);
     expect(&factwal(&["checkpoint", "--dir", &store_arg]), 1, &needles);
     assert_eq!(snapshot_files(root.path()), before, "a refused open changed or created files");
     assert!(!store.join("wal").exists(), "no WAL directory was created");
-    assert_acks_present(&facts(&["--dir", &store_arg, "--wal-path", &wal_arg]), &acks, "with the right path");
+    assert_acks_present(
+        &facts(&["--dir", &store_arg, "--wal-path", &wal_arg]),
+        &acks,
+        "with the right path",
+    );
     expect(&factwal(&["checkpoint", "--dir", &store_arg, "--wal-path", &wal_arg]), 0, &[]);
 
     // After that clean close, running without --wal-path moves the WAL
     // (nothing waits in the old one). A crash there, then the old path:
     // refused again, the acknowledged writes waiting at the default path.
     let acks = load_and_kill(&["--dir", &store_arg, "--checkpoint-interval-ms", "0"], 40);
-    expect(&factwal(&["facts", "--dir", &store_arg, "--wal-path", &wal_arg]), 1, &["last close was not clean"]);
+    expect(
+        &factwal(&["facts", "--dir", &store_arg, "--wal-path", &wal_arg]),
+        1,
+        &["last close was not clean"],
+    );
     assert_acks_present(&facts(&["--dir", &store_arg]), &acks, "at the default path");
 }
 
@@ -268,7 +309,10 @@ fn a_segment_file_cut_short_is_damage_not_a_clean_end() {
         "[persistence]\nsegment_bytes = 65536\nwal_bytes_max = 1048576\nmax_record_bytes = 4096\n",
     );
     let config_arg = path_arg(&config);
-    load_and_kill(&["--dir", &store_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"], 200);
+    load_and_kill(
+        &["--dir", &store_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"],
+        200,
+    );
     let last = common::segment_paths(&store.join("wal")).pop().unwrap();
     let records = common::records_in(&last);
     assert!(records.len() > 20, "{} records", records.len());
@@ -295,7 +339,8 @@ fn a_segment_file_cut_short_is_damage_not_a_clean_end() {
         "[persistence]\nsegment_bytes = 65536\nwal_bytes_max = 1048576\nmax_record_bytes = 4096\nrecovery_mode = \"point-in-time\"\n",
     );
     let pit_arg = path_arg(&pit);
-    let checkpoint = factwal(&["checkpoint", "--dir", &store_arg, "--config", &pit_arg, "--log", "error"]);
+    let checkpoint =
+        factwal(&["checkpoint", "--dir", &store_arg, "--config", &pit_arg, "--log", "error"]);
     expect(&checkpoint, 0, &["point-in-time recovery", "cut short"]);
     expect(&factwal(&[&["verify"], &args[..]].concat()), 0, &[]);
 }
@@ -326,8 +371,13 @@ fn a_segment_of_a_newer_format_is_not_called_corruption_and_point_in_time_keeps_
     expect(&factwal(&["verify", "--dir", &store_arg]), 4, &needles);
     expect(&factwal(&["facts", "--dir", &store_arg]), 4, &needles);
     expect(&factwal(&["checkpoint", "--dir", &store_arg]), 4, &needles);
-    let pit = write_config(root.path(), "pit.toml", "[persistence]\nrecovery_mode = \"point-in-time\"\n");
-    expect(&factwal(&["checkpoint", "--dir", &store_arg, "--config", &path_arg(&pit)]), 4, &needles);
+    let pit =
+        write_config(root.path(), "pit.toml", "[persistence]\nrecovery_mode = \"point-in-time\"\n");
+    expect(
+        &factwal(&["checkpoint", "--dir", &store_arg, "--config", &path_arg(&pit)]),
+        4,
+        &needles,
+    );
     assert_eq!(snapshot_files(&store), before, "nothing was changed, nothing deleted");
 }
 
@@ -345,7 +395,17 @@ fn a_wal_without_its_state_redb_is_refused() {
     let before = snapshot_files(root.path());
     let output = factwal(&["checkpoint", "--dir", &other, "--wal-path", &wal_arg]);
     expect(&output, 1, &["open data directory", "no such directory"]);
-    let output = factwal(&["load", "--dir", &other, "--wal-path", &wal_arg, "--sessions", "1", "--writes", "1"]);
+    let output = factwal(&[
+        "load",
+        "--dir",
+        &other,
+        "--wal-path",
+        &wal_arg,
+        "--sessions",
+        "1",
+        "--writes",
+        "1",
+    ]);
     expect(&output, 1, &["there is no state.redb", wal_arg.as_str()]);
     let mut after = snapshot_files(root.path());
     after.retain(|path, _| !path.starts_with(root.path().join("elsewhere")));
@@ -368,7 +428,10 @@ fn salvage_keeps_every_readable_wal_record_after_a_damaged_one() {
         "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\nwal_bytes_max = 1048576\n",
     );
     let config_arg = path_arg(&config);
-    let acks = load_and_kill(&["--dir", &store_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"], 600);
+    let acks = load_and_kill(
+        &["--dir", &store_arg, "--config", &config_arg, "--checkpoint-interval-ms", "0"],
+        600,
+    );
     let segments = common::segment_paths(&store.join("wal"));
     assert!(segments.len() >= 3, "{} segments", segments.len());
     let damaged = common::records_in(&segments[1])[3];
@@ -379,7 +442,8 @@ fn salvage_keeps_every_readable_wal_record_after_a_damaged_one() {
     expect(&factwal(&[&["verify"], &args[..]].concat()), 2, &[]);
 
     let salvaged = root.path().join("salvaged");
-    let output = factwal(&[&["salvage"], &args[..], &["--to", &path_arg(&salvaged), "--json"]].concat());
+    let output =
+        factwal(&[&["salvage"], &args[..], &["--to", &path_arg(&salvaged), "--json"]].concat());
     expect(&output, 2, &[]);
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
@@ -393,7 +457,9 @@ fn salvage_keeps_every_readable_wal_record_after_a_damaged_one() {
     // a later acknowledged write (or one in flight) replaced it.
     let lost = acks.iter().find(|ack| ack.lsn == damaged.lsn).unwrap();
     let value = facts.get(&(lost.session.clone(), lost.fact.clone()));
-    let seq = value.and_then(|v| v.split('/').nth(2)).and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
+    let seq = value
+        .and_then(|v| v.split('/').nth(2))
+        .and_then(|s| s.trim_end_matches('.').parse::<u64>().ok());
     assert_ne!(seq, Some(lost.seq), "the damaged batch's write came back");
 }
 
@@ -412,18 +478,31 @@ fn a_lost_wal_is_refused_and_point_in_time_opens_from_state_redb_alone() {
     let summary: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     let applied = summary["applied_lsn"].as_u64().unwrap();
     std::fs::remove_dir_all(store.join("wal")).unwrap();
-    expect(&factwal(&["facts", "--dir", &store_arg]), 1, &["last close was not clean", "holds no segment"]);
+    expect(
+        &factwal(&["facts", "--dir", &store_arg]),
+        1,
+        &["last close was not clean", "holds no segment"],
+    );
     expect(&factwal(&["checkpoint", "--dir", &store_arg]), 1, &["last close was not clean"]);
-    let pit = write_config(root.path(), "pit.toml", "[persistence]\nrecovery_mode = \"point-in-time\"\n");
+    let pit =
+        write_config(root.path(), "pit.toml", "[persistence]\nrecovery_mode = \"point-in-time\"\n");
     let pit_arg = path_arg(&pit);
-    let output = factwal(&["checkpoint", "--dir", &store_arg, "--config", &pit_arg, "--log", "error"]);
-    expect(&output, 0, &["the WAL is missing", "writes acknowledged after its applied LSN are lost"]);
+    let output =
+        factwal(&["checkpoint", "--dir", &store_arg, "--config", &pit_arg, "--log", "error"]);
+    expect(
+        &output,
+        0,
+        &["the WAL is missing", "writes acknowledged after its applied LSN are lost"],
+    );
     // The state is state.redb's: each fact holds its last write up to the
     // applied LSN (one writer thread: LSNs follow seqs), none after it.
     let after = facts(&["--dir", &store_arg]);
     let folded: Vec<&Ack> = acks.iter().filter(|ack| ack.lsn <= applied).collect();
     let folded_owned: Vec<Ack> = folded.iter().map(|ack| (*ack).clone()).collect();
-    assert!(!folded.is_empty(), "the loop folded something before the kill (applied LSN {applied})");
+    assert!(
+        !folded.is_empty(),
+        "the loop folded something before the kill (applied LSN {applied})"
+    );
     assert_acks_present(&after, &folded_owned, "state.redb alone");
     for (key, value) in &after {
         let seq: u64 = value.split('/').nth(2).unwrap().trim_end_matches('.').parse().unwrap();

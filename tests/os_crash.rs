@@ -78,13 +78,26 @@ struct FileSystem {
     options: &'static str,
 }
 
-const EXT4_ORDERED: FileSystem =
-    FileSystem { name: "ext4-ordered", mkfs: &["mkfs.ext4", "-q", "-F"], fstype: "ext4", options: "data=ordered" };
-const EXT4_WRITEBACK: FileSystem =
-    FileSystem { name: "ext4-writeback", mkfs: &["mkfs.ext4", "-q", "-F"], fstype: "ext4", options: "data=writeback" };
-const XFS: FileSystem = FileSystem { name: "xfs", mkfs: &["mkfs.xfs", "-q", "-f"], fstype: "xfs", options: "defaults" };
-const BTRFS: FileSystem =
-    FileSystem { name: "btrfs", mkfs: &["mkfs.btrfs", "-q", "-f"], fstype: "btrfs", options: "defaults" };
+const EXT4_ORDERED: FileSystem = FileSystem {
+    name: "ext4-ordered",
+    mkfs: &["mkfs.ext4", "-q", "-F"],
+    fstype: "ext4",
+    options: "data=ordered",
+};
+const EXT4_WRITEBACK: FileSystem = FileSystem {
+    name: "ext4-writeback",
+    mkfs: &["mkfs.ext4", "-q", "-F"],
+    fstype: "ext4",
+    options: "data=writeback",
+};
+const XFS: FileSystem =
+    FileSystem { name: "xfs", mkfs: &["mkfs.xfs", "-q", "-f"], fstype: "xfs", options: "defaults" };
+const BTRFS: FileSystem = FileSystem {
+    name: "btrfs",
+    mkfs: &["mkfs.btrfs", "-q", "-f"],
+    fstype: "btrfs",
+    options: "defaults",
+};
 
 #[test]
 fn kernel_crashes_on_ext4_data_ordered_lose_no_acknowledged_write() {
@@ -118,8 +131,12 @@ const WAL_POINTS: &[(&str, u64)] = &[
     ("state-sync-after", 40),
 ];
 /// Where an open that recovers a crashed WAL store syncs and removes.
-const RECOVERY_POINTS: &[(&str, u64)] =
-    &[("state-sync-before", 3), ("state-sync-after", 3), ("segment-unlink", 3), ("dir-sync-before", 3)];
+const RECOVERY_POINTS: &[(&str, u64)] = &[
+    ("state-sync-before", 3),
+    ("state-sync-after", 3),
+    ("segment-unlink", 3),
+    ("dir-sync-before", 3),
+];
 const DIRECT_POINTS: &[(&str, u64)] = &[("state-sync-before", 400), ("state-sync-after", 400)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,24 +182,32 @@ struct Tools {
 
 fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs = std::env::split_paths(&path).chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
+    let dirs = std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from));
     dirs.map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }
 
 fn tools(fs: &FileSystem) -> Result<Tools, String> {
-    let missing = |what: &str, package: &str| format!("{what} not found (Debian package {package})");
+    let missing =
+        |what: &str, package: &str| format!("{what} not found (Debian package {package})");
     let kernel = match std::env::var_os("FACTWAL_UML") {
-        Some(path) => Some(PathBuf::from(path))
-            .filter(|path| path.is_file())
-            .ok_or_else(|| format!("FACTWAL_UML={} names no file", std::env::var("FACTWAL_UML").unwrap_or_default()))?,
+        Some(path) => Some(PathBuf::from(path)).filter(|path| path.is_file()).ok_or_else(|| {
+            format!(
+                "FACTWAL_UML={} names no file",
+                std::env::var("FACTWAL_UML").unwrap_or_default()
+            )
+        })?,
         None => find_program("linux.uml")
             .ok_or_else(|| missing("the User-Mode Linux kernel linux.uml", "user-mode-linux"))?,
     };
     Ok(Tools {
         kernel,
-        mkfs: find_program(fs.mkfs[0])
-            .ok_or_else(|| missing(fs.mkfs[0], if fs.fstype == "ext4" { "e2fsprogs" } else { &fs.mkfs[0][5..] }))?,
-        cc: find_program("cc").or_else(|| find_program("gcc")).ok_or_else(|| missing("a C compiler", "gcc"))?,
+        mkfs: find_program(fs.mkfs[0]).ok_or_else(|| {
+            missing(fs.mkfs[0], if fs.fstype == "ext4" { "e2fsprogs" } else { &fs.mkfs[0][5..] })
+        })?,
+        cc: find_program("cc")
+            .or_else(|| find_program("gcc"))
+            .ok_or_else(|| missing("a C compiler", "gcc"))?,
     })
 }
 
@@ -201,7 +226,9 @@ fn skip(fs: &FileSystem, why: &str) {
 }
 
 fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
 }
 
 struct Rng(u64);
@@ -242,7 +269,9 @@ impl Boot {
                 self.transcript.push(line.clone());
                 Some(line)
             }
-            Ok(Console::Closed) | Err(RecvTimeoutError::Disconnected) | Err(RecvTimeoutError::Timeout) => None,
+            Ok(Console::Closed)
+            | Err(RecvTimeoutError::Disconnected)
+            | Err(RecvTimeoutError::Timeout) => None,
         }
     }
 
@@ -256,7 +285,10 @@ impl Boot {
         let _ = self.child.wait();
         let started = Instant::now();
         while live_members(group) > 0 {
-            assert!(started.elapsed() < Duration::from_secs(30), "the guest's processes outlived SIGKILL by 30 s");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the guest's processes outlived SIGKILL by 30 s"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         // Every line the guest's console wrote before the kill, to the end of
@@ -266,7 +298,9 @@ impl Boot {
             match self.console.recv_timeout(Duration::from_secs(30)) {
                 Ok(Console::Line(line)) => self.transcript.push(line),
                 Ok(Console::Closed) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => panic!("the guest's console stayed open 30 s after its kernel died"),
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("the guest's console stayed open 30 s after its kernel died")
+                }
             }
         }
         self.transcript
@@ -277,12 +311,14 @@ impl Boot {
 /// and whoever inherited it may reap it at leisure.
 fn live_members(group: i32) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    let stats = entries.filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok());
+    let stats =
+        entries.filter_map(|entry| std::fs::read_to_string(entry.ok()?.path().join("stat")).ok());
     stats
         .filter(|stat| {
             // pid (comm) state ppid pgrp ...: comm may hold spaces, so split
             // after its closing parenthesis.
-            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+            let fields: Vec<&str> =
+                stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
             fields.len() > 2 && fields[2] == group.to_string() && !matches!(fields[0], "Z" | "X")
         })
         .count()
@@ -304,7 +340,13 @@ impl Machine {
         let image = dir.join("disk.img");
         std::fs::File::create(&image).unwrap().set_len(IMAGE_BYTES).unwrap();
         let made = Command::new(&tools.mkfs).args(&fs.mkfs[1..]).arg(&image).output().unwrap();
-        assert!(made.status.success(), "{} {}: {}", fs.mkfs[0], image.display(), String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{} {}: {}",
+            fs.mkfs[0],
+            image.display(),
+            String::from_utf8_lossy(&made.stderr)
+        );
         let shim = dir.join("crashpoint.so");
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/os_crash/crashpoint.c");
         let built = Command::new(&tools.cc)
@@ -314,7 +356,12 @@ impl Machine {
             .arg("-ldl")
             .output()
             .unwrap();
-        assert!(built.status.success(), "cc {}: {}", source.display(), String::from_utf8_lossy(&built.stderr));
+        assert!(
+            built.status.success(),
+            "cc {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&built.stderr)
+        );
         for mode in [Mode::Wal, Mode::Direct] {
             std::fs::write(dir.join(format!("{}.toml", mode.store())), mode.config()).unwrap();
         }
@@ -350,13 +397,23 @@ impl Machine {
         std::fs::write(&script, text).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let kernel_log =
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("kernel.log")).unwrap();
+        let kernel_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("kernel.log"))
+            .unwrap();
         use std::os::unix::process::CommandExt;
         let mut child = Command::new(&self.tools.kernel)
             .arg(GUEST_MEMORY)
             .arg(format!("ubd0={}", self.image.display()))
-            .args(["root=/dev/root", "rootfstype=hostfs", "rootflags=/", "rw", "quiet", "loglevel=1"])
+            .args([
+                "root=/dev/root",
+                "rootfstype=hostfs",
+                "rootflags=/",
+                "rw",
+                "quiet",
+                "loglevel=1",
+            ])
             .args(["con=null", "con0=null,fd:1"])
             .arg(format!("uml_dir={}", self.dir.display()))
             .arg(format!("init={}", script.display()))
@@ -398,9 +455,17 @@ struct Written {
 }
 
 /// Boots a writer on `mode`'s store and kills the kernel as `kill` says.
-fn write_and_kill(machine: &Machine, mode: Mode, threads: u64, kill: &Kill, context: &str) -> Written {
+fn write_and_kill(
+    machine: &Machine,
+    mode: Mode,
+    threads: u64,
+    kill: &Kill,
+    context: &str,
+) -> Written {
     let preload = match kill {
-        Kill::At(point, n) => format!("LD_PRELOAD={} FACTWAL_CRASH_AT={point}:{n} ", machine.shim.display()),
+        Kill::At(point, n) => {
+            format!("LD_PRELOAD={} FACTWAL_CRASH_AT={point}:{n} ", machine.shim.display())
+        }
         _ => String::new(),
     };
     let body = format!(
@@ -422,8 +487,13 @@ fn write_and_kill(machine: &Machine, mode: Mode, threads: u64, kill: &Kill, cont
     };
     loop {
         let Some(line) = boot.line_before(deadline) else {
-            if !mounted || (acks.is_empty() && !matches!(kill, Kill::AfterMount(_) | Kill::At(..))) {
-                let why = if mounted { "the writer acknowledged nothing" } else { "the guest did not mount the image" };
+            if !mounted || (acks.is_empty() && !matches!(kill, Kill::AfterMount(_) | Kill::At(..)))
+            {
+                let why = if mounted {
+                    "the writer acknowledged nothing"
+                } else {
+                    "the guest did not mount the image"
+                };
                 fail(boot, format!("{why} within {BOOT_WAIT_MAX:?} (or the kernel stopped)"));
             }
             break;
@@ -446,7 +516,10 @@ fn write_and_kill(machine: &Machine, mode: Mode, threads: u64, kill: &Kill, cont
         } else if let Some(reached) = line.strip_prefix("crashpoint ") {
             point = Some(reached.to_string());
             break;
-        } else if line.starts_with(MARK) || line.starts_with("factwal:") || line.starts_with("crashpoint:") {
+        } else if line.starts_with(MARK)
+            || line.starts_with("factwal:")
+            || line.starts_with("crashpoint:")
+        {
             fail(boot, format!("the writer stopped by itself: {line}"));
         }
     }
@@ -521,13 +594,20 @@ fn read_back(machine: &Machine, mode: Mode, context: &str) -> Option<Checked> {
     );
     let inspect: serde_json::Value = serde_json::from_str(&read("inspect.json"))
         .unwrap_or_else(|e| panic!("{context}: inspect --json: {e}: {}", read("inspect.err")));
-    let lsn_last = inspect["applied_lsn"].as_u64().unwrap() + inspect["unfolded_records"].as_u64().unwrap();
+    let lsn_last =
+        inspect["applied_lsn"].as_u64().unwrap() + inspect["unfolded_records"].as_u64().unwrap();
     let mut facts = Facts::new();
     for line in read("facts.json").lines() {
         let fact: serde_json::Value = serde_json::from_str(line).unwrap();
         let (session, name) = (fact["session"].as_str().unwrap(), fact["fact"].as_str().unwrap());
-        assert!(fact.get("encoding").is_none(), "{context}: a value of this workload is text: {line}");
-        facts.insert((session.to_string(), name.to_string()), fact["value"].as_str().unwrap().as_bytes().to_vec());
+        assert!(
+            fact.get("encoding").is_none(),
+            "{context}: a value of this workload is text: {line}"
+        );
+        facts.insert(
+            (session.to_string(), name.to_string()),
+            fact["value"].as_str().unwrap().as_bytes().to_vec(),
+        );
     }
     assert!(read("facts.err").is_empty(), "{context}: facts --json: {}", read("facts.err"));
     Some(Checked { facts, lsn_last, verify })
@@ -554,9 +634,13 @@ fn campaign(fs: &'static FileSystem) {
     };
     let rounds = env_u64("FACTWAL_OS_CRASH_ROUNDS").unwrap_or(6);
     let seed = env_u64("FACTWAL_OS_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+            as u64
     });
-    println!("os_crash {}: {rounds} rounds, seed {seed} (FACTWAL_OS_CRASH_SEED={seed} replays it)", fs.name);
+    println!(
+        "os_crash {}: {rounds} rounds, seed {seed} (FACTWAL_OS_CRASH_SEED={seed} replays it)",
+        fs.name
+    );
     let temp = tempfile::tempdir().unwrap();
     let machine = Machine::new(fs, tools, temp.path());
     let mut rng = Rng(seed | 1);
@@ -604,7 +688,9 @@ fn campaign(fs: &'static FileSystem) {
         let previous = before.get(&mode).unwrap_or(&empty);
         match &checked {
             Some(checked) => {
-                if let Err(problem) = acks::check(&checked.facts, checked.lsn_last, previous, &written.acks, threads) {
+                if let Err(problem) =
+                    acks::check(&checked.facts, checked.lsn_last, previous, &written.acks, threads)
+                {
                     panic!("{context}: {problem}");
                 }
                 tally.torn_tails += u64::from(checked.verify == 1);

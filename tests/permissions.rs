@@ -24,11 +24,21 @@ fn clear_umask() {
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 fn assert_mode(path: &Path, expected: u32) {
-    assert_eq!(mode(path), expected, "{} is {:o}, expected {expected:o}", path.display(), mode(path));
+    assert_eq!(
+        mode(path),
+        expected,
+        "{} is {:o}, expected {expected:o}",
+        path.display(),
+        mode(path)
+    );
 }
 
 /// Checks every directory and file under `root`, `root` included.

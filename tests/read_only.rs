@@ -15,7 +15,9 @@ fn reads_a_crashed_store_without_changing_a_byte() {
     let config = small_config(dir.path());
     let store = Store::open(config.clone()).unwrap();
     for i in 0..40 {
-        store.write(Batch::new().assert(format!("s{}", i % 4), format!("f{i}"), vec![i as u8; 30])).unwrap();
+        store
+            .write(Batch::new().assert(format!("s{}", i % 4), format!("f{i}"), vec![i as u8; 30]))
+            .unwrap();
     }
     store.checkpoint(CheckpointMode::Passive).unwrap();
     store.write(Batch::new().retract("s0", "f0").drop_session("s1")).unwrap();
@@ -57,7 +59,11 @@ fn reports_a_torn_tail_and_refuses_while_a_writer_runs() {
     std::fs::write(&segment, &bytes).unwrap();
     let before = snapshot_files(dir.path());
     let inspector = ReadOnlyStore::open(&config).unwrap();
-    assert!(matches!(inspector.problem(), Some(WalProblem::TornTail { .. })), "{:?}", inspector.problem());
+    assert!(
+        matches!(inspector.problem(), Some(WalProblem::TornTail { .. })),
+        "{:?}",
+        inspector.problem()
+    );
     assert_eq!(inspector.fact("s", "f").unwrap(), Some(b"v".to_vec()));
     drop(inspector);
     assert_eq!(snapshot_files(dir.path()), before);
@@ -96,5 +102,9 @@ fn open_reports_what_recovery_did() {
     assert_eq!(report.dropped_after, None);
     assert!(store.close().is_clean());
     let store = Store::open(config).unwrap();
-    assert_eq!(store.recovery(), &factwal::RecoveryReport::default(), "a clean close leaves nothing to recover");
+    assert_eq!(
+        store.recovery(),
+        &factwal::RecoveryReport::default(),
+        "a clean close leaves nothing to recover"
+    );
 }

@@ -33,7 +33,11 @@ fn dump(store: &Store) -> State {
         let facts = store.facts(&session).unwrap();
         assert!(!facts.is_empty(), "sessions() lists {session:?}, which has no facts");
         for (fact, value) in &facts {
-            assert_eq!(store.fact(&session, fact).unwrap().as_ref(), Some(value), "{session}/{fact}");
+            assert_eq!(
+                store.fact(&session, fact).unwrap().as_ref(),
+                Some(value),
+                "{session}/{fact}"
+            );
         }
         state.insert(session, facts);
     }
@@ -85,7 +89,11 @@ fn assert_replace_retract_and_drop_session_in_both_modes() {
         assert_eq!(store.retract("s1", "a").unwrap(), 6);
         assert_eq!(store.fact("s1", "a").unwrap(), None);
         assert_eq!(store.facts("s1").unwrap(), facts(&[("b", "")]));
-        assert_eq!(store.retract("s1", "never-asserted").unwrap(), 7, "a no-op retract still takes an LSN");
+        assert_eq!(
+            store.retract("s1", "never-asserted").unwrap(),
+            7,
+            "a no-op retract still takes an LSN"
+        );
         assert_eq!(store.facts("s1").unwrap(), facts(&[("b", "")]));
 
         assert_eq!(store.drop_session("s2").unwrap(), 8);
@@ -149,10 +157,17 @@ fn reopen_after_close_drop_and_crash_gives_the_same_state() {
 
         let store = open(dir.path(), wal_enabled);
         assert_eq!(dump(&store), expected, "after drop, wal={wal_enabled}");
-        assert_eq!(store.write(Batch::new().drop_session("s7").assert("s8", "y", b"2")).unwrap(), 19);
+        assert_eq!(
+            store.write(Batch::new().drop_session("s7").assert("s8", "y", b"2")).unwrap(),
+            19
+        );
         let expected = dump(&store);
         if wal_enabled {
-            assert_eq!(store.stats().unwrap().unfolded.records, 1, "the crash leaves a record only the WAL holds");
+            assert_eq!(
+                store.stats().unwrap().unfolded.records,
+                1,
+                "the crash leaves a record only the WAL holds"
+            );
         }
         store.simulate_crash();
         if wal_enabled {
@@ -189,8 +204,16 @@ fn overlay_and_redb_merge_before_and_after_checkpoint_and_reopen() {
                     .assert("s3", "k", b"1".to_vec()),
             )
             .unwrap();
-        store.write(Batch::new().assert("p", "f", b"p".to_vec()).assert("p2", "f", b"p2".to_vec())).unwrap();
-        store.write(Batch::new().assert("p\0q", "f", b"nul".to_vec()).assert("p", "g", b"p".to_vec())).unwrap();
+        store
+            .write(Batch::new().assert("p", "f", b"p".to_vec()).assert("p2", "f", b"p2".to_vec()))
+            .unwrap();
+        store
+            .write(Batch::new().assert("p\0q", "f", b"nul".to_vec()).assert(
+                "p",
+                "g",
+                b"p".to_vec(),
+            ))
+            .unwrap();
         let report = store.checkpoint(CheckpointMode::Passive).unwrap();
         assert_eq!(report.applied_lsn, 3);
         let stats = store.stats().unwrap();
@@ -210,7 +233,11 @@ fn overlay_and_redb_merge_before_and_after_checkpoint_and_reopen() {
             ("s2", &[("z", "2")]),
         ]);
         let unfolded = if wal_enabled { 7 } else { 0 };
-        assert_eq!(store.stats().unwrap().unfolded.records, unfolded, "the new writes sit in the overlay");
+        assert_eq!(
+            store.stats().unwrap().unfolded.records,
+            unfolded,
+            "the new writes sit in the overlay"
+        );
         check_merged(&store, &expected);
 
         let report = store.checkpoint(CheckpointMode::Passive).unwrap();
@@ -247,7 +274,9 @@ fn sessions_excludes_sessions_whose_facts_are_all_retracted() {
         for session in ["gone", "half", "readded", "mixed", "dropped", "retract-missing"] {
             batch = batch.assert(session, "a", b"1".to_vec());
         }
-        store.write(batch.assert("gone", "b", b"1".to_vec()).assert("half", "b", b"1".to_vec())).unwrap();
+        store
+            .write(batch.assert("gone", "b", b"1".to_vec()).assert("half", "b", b"1".to_vec()))
+            .unwrap();
         store.checkpoint(CheckpointMode::Passive).unwrap();
 
         store.retract("gone", "a").unwrap();
@@ -259,7 +288,13 @@ fn sessions_excludes_sessions_whose_facts_are_all_retracted() {
         store.write(Batch::new().retract("mixed", "a").retract("mixed", "b")).unwrap();
         store.drop_session("dropped").unwrap();
         store.retract("retract-missing", "zzz").unwrap();
-        store.write(Batch::new().assert("overlay-only", "x", b"1".to_vec()).retract("overlay-only", "x")).unwrap();
+        store
+            .write(
+                Batch::new()
+                    .assert("overlay-only", "x", b"1".to_vec())
+                    .retract("overlay-only", "x"),
+            )
+            .unwrap();
         let expected = names(&["half", "readded", "retract-missing"]);
         if wal_enabled {
             assert!(store.stats().unwrap().unfolded.records > 0);
@@ -284,7 +319,9 @@ fn operations_of_one_batch_apply_in_order() {
     for wal_enabled in MODES {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), wal_enabled);
-        store.write(Batch::new().assert("t", "old", b"0".to_vec()).assert("s", "b", b"0".to_vec())).unwrap();
+        store
+            .write(Batch::new().assert("t", "old", b"0".to_vec()).assert("s", "b", b"0".to_vec()))
+            .unwrap();
         store.checkpoint(CheckpointMode::Passive).unwrap();
         let batch = Batch::new()
             .assert("s", "a", b"1".to_vec())
@@ -492,11 +529,15 @@ fn step_strategy() -> impl Strategy<Value = Step> {
 }
 
 fn compare(store: &Store, model: &Model) -> Result<(), TestCaseError> {
-    let sessions: std::collections::BTreeSet<String> = model.keys().map(|(session, _)| session.clone()).collect();
+    let sessions: std::collections::BTreeSet<String> =
+        model.keys().map(|(session, _)| session.clone()).collect();
     prop_assert_eq!(store.sessions().unwrap(), sessions.into_iter().collect::<Vec<_>>());
     for session in SESSIONS {
-        let expected: BTreeMap<String, Vec<u8>> =
-            model.iter().filter(|((s, _), _)| s == session).map(|((_, f), v)| (f.clone(), v.clone())).collect();
+        let expected: BTreeMap<String, Vec<u8>> = model
+            .iter()
+            .filter(|((s, _), _)| s == session)
+            .map(|((_, f), v)| (f.clone(), v.clone()))
+            .collect();
         prop_assert_eq!(store.facts(session).unwrap(), expected);
         for fact in FACTS {
             let expected = model.get(&(session.to_string(), fact.to_string())).cloned();

@@ -15,7 +15,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::CapturedEvent;
-use factwal::wal::format::{decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES};
+use factwal::wal::format::{
+    decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 use factwal::{Batch, Config, Lsn, Store};
 
 /// `common::small_config`'s segment size and record limit.
@@ -77,7 +79,11 @@ fn assert_batch(fact: &str, value: &str) -> Batch {
 /// Writes a segment file: `header`, then each record framed with the identity
 /// given for it (its own salt and number), then zeros up to
 /// `header.segment_bytes`. Returns the offset just past each record.
-fn craft_segment(path: &Path, header: &SegmentHeader, records: &[(SegmentHeader, Lsn, &[u8])]) -> Vec<u64> {
+fn craft_segment(
+    path: &Path,
+    header: &SegmentHeader,
+    records: &[(SegmentHeader, Lsn, &[u8])],
+) -> Vec<u64> {
     let mut bytes = header.encode().to_vec();
     let mut ends = Vec::new();
     for (identity, lsn, payload) in records {
@@ -104,20 +110,32 @@ fn open_capturing(config: &Config) -> (Store, Vec<CapturedEvent>) {
 /// The (file, offset, bytes_dropped) of every torn-tail WARN, after checking
 /// that no other WARN or ERROR was emitted.
 fn torn_tail_warnings(events: &[CapturedEvent]) -> Vec<(String, String, String)> {
-    let loud: Vec<_> =
-        events.iter().filter(|e| matches!(e.level, tracing::Level::WARN | tracing::Level::ERROR)).collect();
+    let loud: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.level, tracing::Level::WARN | tracing::Level::ERROR))
+        .collect();
     loud.iter()
         .map(|event| {
             assert_eq!(event.target, "factwal::recovery", "unexpected event {event:?}");
-            assert!(event.message.starts_with("unreadable last record dropped"), "unexpected event {event:?}");
-            (event.fields["file"].clone(), event.fields["offset"].clone(), event.fields["bytes_dropped"].clone())
+            assert!(
+                event.message.starts_with("unreadable last record dropped"),
+                "unexpected event {event:?}"
+            );
+            (
+                event.fields["file"].clone(),
+                event.fields["offset"].clone(),
+                event.fields["bytes_dropped"].clone(),
+            )
         })
         .collect()
 }
 
 /// The records count of the "replayed WAL into redb" INFO, if it was emitted.
 fn replayed_records(events: &[CapturedEvent]) -> Option<String> {
-    events.iter().find(|e| e.message == "replayed WAL into redb").map(|e| e.fields["records"].clone())
+    events
+        .iter()
+        .find(|e| e.message == "replayed WAL into redb")
+        .map(|e| e.fields["records"].clone())
 }
 
 #[test]
@@ -139,7 +157,10 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
     assert!(store.close().is_clean());
     let store = Store::open(old_config.clone()).unwrap();
     for i in 6..=10 {
-        assert_eq!(store.write(Batch::new().assert("stale", format!("f{i}"), format!("old-{i}"))).unwrap(), i);
+        assert_eq!(
+            store.write(Batch::new().assert("stale", format!("f{i}"), format!("old-{i}"))).unwrap(),
+            i
+        );
     }
     store.simulate_crash();
     let old_path = segment_path(&old_config, 1);
@@ -153,7 +174,10 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
     let store = Store::open(config.clone()).unwrap();
     let store_id = store.store_id();
     for i in 1..=5 {
-        assert_eq!(store.write(Batch::new().assert("live", format!("f{i}"), format!("new-{i}"))).unwrap(), i);
+        assert_eq!(
+            store.write(Batch::new().assert("live", format!("f{i}"), format!("new-{i}"))).unwrap(),
+            i
+        );
     }
     assert!(store.close().is_clean());
     assert!(common::segment_paths(&config.wal_dir()).is_empty(), "close emptied the WAL");
@@ -174,11 +198,18 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
     // its salt, so only the salt check stands between it and a replay.
     let rest = &bytes[SEGMENT_HEADER_BYTES as usize..];
     let ignoring_salt = SegmentHeader { salt: old_header.salt, ..recycled };
-    assert!(matches!(decode_record(rest, &ignoring_salt, PAYLOAD_BYTES_MAX), Frame::Valid { lsn: 6, .. }));
+    assert!(matches!(
+        decode_record(rest, &ignoring_salt, PAYLOAD_BYTES_MAX),
+        Frame::Valid { lsn: 6, .. }
+    ));
     assert_eq!(decode_record(rest, &recycled, PAYLOAD_BYTES_MAX), Frame::Invalid);
 
     let (store, events) = open_capturing(&config);
-    assert_eq!(store.facts("stale").unwrap().len(), 0, "no record of the file's previous life is replayed");
+    assert_eq!(
+        store.facts("stale").unwrap().len(),
+        0,
+        "no record of the file's previous life is replayed"
+    );
     let live = store.facts("live").unwrap();
     assert_eq!(live.len(), 5);
     for i in 1..=5 {
@@ -193,10 +224,18 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
     let stale_bytes = old_records.last().unwrap().end() - SEGMENT_HEADER_BYTES;
     assert_eq!(
         torn_tail_warnings(&events),
-        vec![(path.display().to_string(), SEGMENT_HEADER_BYTES.to_string(), stale_bytes.to_string())]
+        vec![(
+            path.display().to_string(),
+            SEGMENT_HEADER_BYTES.to_string(),
+            stale_bytes.to_string()
+        )]
     );
     assert_eq!(store.stats().unwrap().lsn_last, 5);
-    assert_eq!(store.write(assert_batch("after", "x")).unwrap(), 6, "LSNs continue from B's own history");
+    assert_eq!(
+        store.write(assert_batch("after", "x")).unwrap(),
+        6,
+        "LSNs continue from B's own history"
+    );
     store.simulate_crash();
 
     let store = Store::open(config).unwrap();
@@ -207,7 +246,8 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
 }
 
 #[test]
-fn stale_record_with_the_expected_lsn_and_another_salt_after_the_last_valid_record_is_not_replayed() {
+fn stale_record_with_the_expected_lsn_and_another_salt_after_the_last_valid_record_is_not_replayed()
+{
     // Segment 1 holds LSNs 1 and 2, then LSNs 3 and 4 framed for an earlier
     // segment 1 with another salt (numbers restart at 1 after a close, so an
     // old file with the same number is the realistic source). The stale LSN 3
@@ -234,16 +274,28 @@ fn stale_record_with_the_expected_lsn_and_another_salt_after_the_last_valid_reco
     let ends = craft_segment(
         &path,
         &header,
-        &[(header, 1, &payloads[0]), (header, 2, &payloads[1]), (foreign, 3, &payloads[2]), (foreign, 4, &payloads[3])],
+        &[
+            (header, 1, &payloads[0]),
+            (header, 2, &payloads[1]),
+            (foreign, 3, &payloads[2]),
+            (foreign, 4, &payloads[3]),
+        ],
     );
     let bytes = std::fs::read(&path).unwrap();
     let stale = &bytes[ends[1] as usize..];
     let ignoring_salt = SegmentHeader { salt: foreign.salt, ..header };
-    assert!(matches!(decode_record(stale, &ignoring_salt, PAYLOAD_BYTES_MAX), Frame::Valid { lsn: 3, .. }));
+    assert!(matches!(
+        decode_record(stale, &ignoring_salt, PAYLOAD_BYTES_MAX),
+        Frame::Valid { lsn: 3, .. }
+    ));
 
     let (store, events) = open_capturing(&config);
     let facts = store.facts("s").unwrap();
-    assert_eq!(facts.keys().collect::<Vec<_>>(), vec!["f1", "f2"], "exactly LSNs 1 and 2 are replayed");
+    assert_eq!(
+        facts.keys().collect::<Vec<_>>(),
+        vec!["f1", "f2"],
+        "exactly LSNs 1 and 2 are replayed"
+    );
     assert_eq!(replayed_records(&events), Some("2".to_string()));
     // The stale records are non-zero bytes with no record of this segment's
     // salt after them: a torn tail, reported and zeroed.
@@ -252,7 +304,11 @@ fn stale_record_with_the_expected_lsn_and_another_salt_after_the_last_valid_reco
         vec![(path.display().to_string(), ends[1].to_string(), (ends[3] - ends[1]).to_string())]
     );
     assert_eq!(store.stats().unwrap().lsn_last, 2);
-    assert_eq!(store.write(assert_batch("f3", "three")).unwrap(), 3, "LSN 3 is free for the next write");
+    assert_eq!(
+        store.write(assert_batch("f3", "three")).unwrap(),
+        3,
+        "LSN 3 is free for the next write"
+    );
     assert_eq!(store.fact("s", "f3").unwrap(), Some(b"three".to_vec()));
     assert_eq!(store.fact("s", "stale3").unwrap(), None);
 }
@@ -262,7 +318,11 @@ fn record_with_the_right_salt_but_another_segment_number_is_not_replayed() {
     // Segment 1 holds LSNs 1 and 2, then an LSN 3 record with segment 1's
     // salt but segment 2's number in its header. It sits where LSN 3 is
     // expected, so only the number check stops it.
-    let payloads = payloads_of(vec![assert_batch("f1", "one"), assert_batch("f2", "two"), assert_batch("stale3", "x")]);
+    let payloads = payloads_of(vec![
+        assert_batch("f1", "one"),
+        assert_batch("f2", "two"),
+        assert_batch("stale3", "x"),
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let config = common::small_config(dir.path());
     let (store_id, epoch) = common::crashed_empty_store(&config);
@@ -284,11 +344,18 @@ fn record_with_the_right_salt_but_another_segment_number_is_not_replayed() {
     let bytes = std::fs::read(&path).unwrap();
     let stale = &bytes[ends[1] as usize..];
     let ignoring_number = SegmentHeader { number: 2, ..header };
-    assert!(matches!(decode_record(stale, &ignoring_number, PAYLOAD_BYTES_MAX), Frame::Valid { lsn: 3, .. }));
+    assert!(matches!(
+        decode_record(stale, &ignoring_number, PAYLOAD_BYTES_MAX),
+        Frame::Valid { lsn: 3, .. }
+    ));
 
     let (store, events) = open_capturing(&config);
     let facts = store.facts("s").unwrap();
-    assert_eq!(facts.keys().collect::<Vec<_>>(), vec!["f1", "f2"], "exactly LSNs 1 and 2 are replayed");
+    assert_eq!(
+        facts.keys().collect::<Vec<_>>(),
+        vec!["f1", "f2"],
+        "exactly LSNs 1 and 2 are replayed"
+    );
     assert_eq!(replayed_records(&events), Some("2".to_string()));
     assert_eq!(
         torn_tail_warnings(&events),
@@ -319,7 +386,10 @@ fn zeroed_preallocated_tail_replays_exactly_the_valid_records_without_a_warning(
     let (_, records, bytes) = read_segment(&path);
     assert_eq!(bytes.len() as u64, SEGMENT_BYTES, "the segment is preallocated to its full size");
     assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![1, 2, 3]);
-    assert!(bytes[records[2].end() as usize..].iter().all(|&b| b == 0), "the preallocated tail is zeros");
+    assert!(
+        bytes[records[2].end() as usize..].iter().all(|&b| b == 0),
+        "the preallocated tail is zeros"
+    );
 
     let (store, events) = open_capturing(&config);
     assert_eq!(torn_tail_warnings(&events), vec![]);
@@ -337,9 +407,17 @@ fn zeroed_preallocated_tail_replays_exactly_the_valid_records_without_a_warning(
     let records_bytes: u64 = payloads.iter().map(|p| 32 + p.len() as u64).sum();
     let segment_bytes = SEGMENT_HEADER_BYTES + records_bytes + 10;
     let (store_id, epoch) = common::crashed_empty_store(&config);
-    let header = SegmentHeader { number: 1, lsn_first: 1, salt: 77, segment_bytes, store_id: Some(store_id), epoch };
+    let header = SegmentHeader {
+        number: 1,
+        lsn_first: 1,
+        salt: 77,
+        segment_bytes,
+        store_id: Some(store_id),
+        epoch,
+    };
     let path = segment_path(&config, 1);
-    let ends = craft_segment(&path, &header, &[(header, 1, &payloads[0]), (header, 2, &payloads[1])]);
+    let ends =
+        craft_segment(&path, &header, &[(header, 1, &payloads[0]), (header, 2, &payloads[1])]);
     assert_eq!(std::fs::metadata(&path).unwrap().len() - ends[1], 10);
 
     let (store, events) = open_capturing(&config);

@@ -105,8 +105,13 @@ fn the_loop_prepares_the_next_segment_and_the_roll_uses_it() {
     // Close with a prepared file waiting: it goes too.
     wait_until("segment 6 is prepared", || temporary_files(&wal_dir).len() == 1);
     assert!(store.close().is_clean());
-    let left: Vec<_> = std::fs::read_dir(&wal_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(left, vec![factwal::LOCK_FILE_NAME], "close leaves no file but the lock in the WAL directory");
+    let left: Vec<_> =
+        std::fs::read_dir(&wal_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(
+        left,
+        vec![factwal::LOCK_FILE_NAME],
+        "close leaves no file but the lock in the WAL directory"
+    );
 
     let store = Store::open(config).unwrap();
     assert_facts(&store, written);
@@ -127,7 +132,11 @@ fn a_crash_with_a_prepared_segment_loses_nothing_and_the_file_is_removed() {
     store.simulate_crash();
 
     let store = Store::open(config.clone()).unwrap();
-    assert_eq!(temporary_files(&wal_dir), Vec::<PathBuf>::new(), "the open removed the prepared file");
+    assert_eq!(
+        temporary_files(&wal_dir),
+        Vec::<PathBuf>::new(),
+        "the open removed the prepared file"
+    );
     assert_facts(&store, 50);
     write_facts(&store, 50, 150);
     assert!(store.close().is_clean());
@@ -172,18 +181,27 @@ fn a_failed_preparation_is_reported_and_harms_nothing() {
     // the file is discarded, nothing is poisoned (the file never held a
     // record, and is never used or synced again), a later tick prepares it
     // afresh, and writes go on. Every fact survives a reopen.
-    for (fault, operation) in [(FaultOp::Allocate, "preallocate segment"), (FaultOp::Sync, "sync preallocated segment")]
+    for (fault, operation) in
+        [(FaultOp::Allocate, "preallocate segment"), (FaultOp::Sync, "sync preallocated segment")]
     {
         let dir = tempfile::tempdir().unwrap();
         let config = small_config(dir.path());
         let events = open_and_fail_the_preparation(&config, fault);
-        let errors: Vec<_> =
-            events.iter().filter(|e| e.level == tracing::Level::ERROR && e.target == "factwal::checkpoint").collect();
+        let errors: Vec<_> = events
+            .iter()
+            .filter(|e| e.level == tracing::Level::ERROR && e.target == "factwal::checkpoint")
+            .collect();
         assert_eq!(errors.len(), 1, "{fault:?}: {errors:?}");
-        assert_eq!(errors[0].message, "preparing the next segment failed; the roll into it will make it instead");
+        assert_eq!(
+            errors[0].message,
+            "preparing the next segment failed; the roll into it will make it instead"
+        );
         assert_eq!(errors[0].fields["wal_dir"], config.wal_dir().display().to_string());
         let chain = &errors[0].fields["error"];
-        assert!(chain.contains(operation) && chain.contains("00000000000000000002.wal.tmp"), "{fault:?}: {chain}");
+        assert!(
+            chain.contains(operation) && chain.contains("00000000000000000002.wal.tmp"),
+            "{fault:?}: {chain}"
+        );
         let store = Store::open(config).unwrap();
         assert_facts(&store, 150);
     }

@@ -132,9 +132,13 @@ impl Run {
     fn follow(&mut self, model: &mut Facts, lsn_last: u64, seed: u64) {
         if lsn_last == self.log.len() as u64 + 1 {
             let (_, batch) =
-                self.failed.iter().find(|(before, _)| *before == self.log.len()).unwrap_or_else(|| {
-                    panic!("seed {seed}: LSN {lsn_last} appeared with no failed write to explain it")
-                });
+                self.failed.iter().find(|(before, _)| *before == self.log.len()).unwrap_or_else(
+                    || {
+                        panic!(
+                        "seed {seed}: LSN {lsn_last} appeared with no failed write to explain it"
+                    )
+                    },
+                );
             apply(model, batch);
             self.log.push(batch.clone());
         }
@@ -255,7 +259,8 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
         Fault::PowerLossDropUnsynced => disk.power_loss(Tear::DropUnsynced).unwrap(),
         Fault::ProcessCrash | Fault::Errno(_) => disk.process_restart(),
     }
-    let store = open(&disk, dir.path(), seed).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
+    let store =
+        open(&disk, dir.path(), seed).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
     let recovered = read_all(&store);
     let lsn_last = store.stats().unwrap().lsn_last;
     let allowed = allowed_states(&run);
@@ -267,7 +272,11 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
         run.log.len()
     );
     let next = store.write(Batch::new().assert("after", "crash", b"x".to_vec()));
-    assert_eq!(next.unwrap_or_else(|e| panic!("{context}: write after recovery: {e}")), lsn_last + 1, "{context}");
+    assert_eq!(
+        next.unwrap_or_else(|e| panic!("{context}: write after recovery: {e}")),
+        lsn_last + 1,
+        "{context}"
+    );
     let report = store.close();
     assert!(report.is_clean(), "{context}: {report:?}");
     let mut db = redb::Database::open(config(dir.path(), seed).state_path()).unwrap();
@@ -279,7 +288,8 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
 fn mutations_of(seed: u64, steps: &[Step]) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(dir.path());
-    let (run, store) = run(seed, steps, &disk, dir.path(), true, &format!("seed {seed} without a fault"));
+    let (run, store) =
+        run(seed, steps, &disk, dir.path(), true, &format!("seed {seed} without a fault"));
     assert!(run.failed.is_empty(), "seed {seed}: a fault-free run failed a write");
     assert!(store.expect("fault-free run keeps its store").close().is_clean());
     disk.mutations()
@@ -299,7 +309,11 @@ fn fault_for(seed: u64, point: u64) -> Fault {
 
 #[test]
 fn crash_at_every_io_operation_loses_nothing_acknowledged() {
-    let counters = Counters { points: AtomicU64::new(0), injected: AtomicU64::new(0), acked: AtomicU64::new(0) };
+    let counters = Counters {
+        points: AtomicU64::new(0),
+        injected: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+    };
     if let (Some(seed), Some(point)) = (env_u64("FACTWAL_SIM_SEED"), env_u64("FACTWAL_SIM_POINT")) {
         let steps = workload(seed);
         check_point(seed, &steps, point, fault_for(seed, point), &counters);

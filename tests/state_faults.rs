@@ -85,7 +85,10 @@ fn a_full_disk_under_back_pressure_does_not_stop_writes_after_space_returns() {
     // of the store.
     let dir = tempfile::tempdir().unwrap();
     let disk = SimDisk::new(dir.path());
-    let config = Config::new(dir.path()).segment_bytes(16 * 1024).max_record_bytes(4096).wal_bytes_max(16 * 1024);
+    let config = Config::new(dir.path())
+        .segment_bytes(16 * 1024)
+        .max_record_bytes(4096)
+        .wal_bytes_max(16 * 1024);
     let store = open(&disk, config.clone());
     disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
     let mut acknowledged = Vec::new();

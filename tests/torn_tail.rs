@@ -27,10 +27,16 @@ const FILLER_BYTES: usize = 2600;
 /// batch's presence can be read off its own facts.
 fn batch_facts(n: u64) -> Vec<Fact> {
     let mut facts: Vec<Fact> = (0..3)
-        .map(|k| (format!("session-{}", n % 2), format!("b{n}-f{k}"), format!("v{n}-{k}").into_bytes()))
+        .map(|k| {
+            (format!("session-{}", n % 2), format!("b{n}-f{k}"), format!("v{n}-{k}").into_bytes())
+        })
         .collect();
     if n < BATCHES {
-        facts.push((format!("session-{}", n % 2), format!("b{n}-filler"), vec![b'a' + n as u8; FILLER_BYTES]));
+        facts.push((
+            format!("session-{}", n % 2),
+            format!("b{n}-filler"),
+            vec![b'a' + n as u8; FILLER_BYTES],
+        ));
     }
     facts
 }
@@ -53,7 +59,11 @@ fn pristine() -> Pristine {
     assert_eq!(segments.len(), 2, "the batches span two segments: {segments:?}");
     let last_segment = segments[1].clone();
     let records = records_in(&last_segment);
-    assert_eq!(records.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![BATCHES - 1, BATCHES], "last segment layout");
+    assert_eq!(
+        records.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        vec![BATCHES - 1, BATCHES],
+        "last segment layout"
+    );
     let last_record = records[1];
     Pristine { dir, last_segment, last_record }
 }
@@ -77,7 +87,9 @@ enum Cut {
 
 fn cut_at(path: &Path, at: u64, cut: Cut) {
     match cut {
-        Cut::Truncate => std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(at).unwrap(),
+        Cut::Truncate => {
+            std::fs::OpenOptions::new().write(true).open(path).unwrap().set_len(at).unwrap()
+        }
         Cut::ZeroRest => {
             let mut bytes = std::fs::read(path).unwrap();
             bytes[at as usize..].fill(0);
@@ -94,11 +106,17 @@ fn garbage_bytes(segment: &[u8], record: RecordAt, at: u64) -> u64 {
 }
 
 fn warnings_and_errors(events: &[common::CapturedEvent]) -> Vec<&common::CapturedEvent> {
-    events.iter().filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR).collect()
+    events
+        .iter()
+        .filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR)
+        .collect()
 }
 
 /// Files added, removed or changed between two snapshots.
-fn changed_files(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>) -> Vec<PathBuf> {
+fn changed_files(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<PathBuf> {
     let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
     paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
 }
@@ -128,14 +146,19 @@ fn every_cut_inside_the_last_record_drops_exactly_that_batch() {
             let context = format!("{cut:?} at {at} (record {}..{record_end})", record.offset);
             let (work, last_segment) = fresh_copy(&pristine);
             cut_at(&last_segment, at, cut);
-            let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
+            let (opened, events) =
+                common::capture(|| Store::open(common::small_config(work.path())));
             let store = opened.unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
             for n in 1..BATCHES {
                 assert_batch(&store, &batch_facts(n), true, &context);
             }
             let whole = at == record_end;
             assert_batch(&store, &batch_facts(BATCHES), whole, &context);
-            assert_eq!(store.stats().unwrap().lsn_last, if whole { BATCHES } else { BATCHES - 1 }, "{context}");
+            assert_eq!(
+                store.stats().unwrap().lsn_last,
+                if whole { BATCHES } else { BATCHES - 1 },
+                "{context}"
+            );
 
             let dropped = if whole { 0 } else { garbage_bytes(&segment_bytes, record, at) };
             let reported: Vec<_> = warnings_and_errors(&events)
@@ -143,7 +166,11 @@ fn every_cut_inside_the_last_record_drops_exactly_that_batch() {
                 .map(|e| (e.target.as_str(), e.level, e.fields.clone()))
                 .collect();
             if dropped == 0 {
-                assert_eq!(reported, vec![], "{context}: nothing was dropped, so nothing to report");
+                assert_eq!(
+                    reported,
+                    vec![],
+                    "{context}: nothing was dropped, so nothing to report"
+                );
             } else {
                 let fields = [
                     ("bytes_dropped".to_string(), dropped.to_string()),
@@ -177,7 +204,13 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
     let pristine = pristine();
     let record = pristine.last_record;
     let record_end = record.offset + record.bytes;
-    for at in [record.offset, record.offset + 1, record.offset + record.bytes / 2, record_end - 1, record_end] {
+    for at in [
+        record.offset,
+        record.offset + 1,
+        record.offset + record.bytes / 2,
+        record_end - 1,
+        record_end,
+    ] {
         let context = format!("truncated at {at} (record {}..{record_end})", record.offset);
         let (work, last_segment) = fresh_copy(&pristine);
         cut_at(&last_segment, at, Cut::Truncate);
@@ -188,8 +221,15 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
         for mode in [RecoveryMode::TolerateCorruptedTail, RecoveryMode::AbsoluteConsistency] {
             let config = common::small_config(work.path()).recovery_mode(mode);
             let refused = corruption_of(Store::open(config));
-            assert_eq!(refused, (last_segment.clone(), kept_end, lsn_next, kind), "{context}, {mode:?}");
-            assert_eq!(changed_files(&before, &common::snapshot_files(work.path())), Vec::<PathBuf>::new());
+            assert_eq!(
+                refused,
+                (last_segment.clone(), kept_end, lsn_next, kind),
+                "{context}, {mode:?}"
+            );
+            assert_eq!(
+                changed_files(&before, &common::snapshot_files(work.path())),
+                Vec::<PathBuf>::new()
+            );
         }
         let config = common::small_config(work.path()).recovery_mode(RecoveryMode::PointInTime);
         let (opened, events) = common::capture(|| Store::open(config));
@@ -198,9 +238,14 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
             assert_batch(&store, &batch_facts(n), true, &context);
         }
         assert_batch(&store, &batch_facts(BATCHES), at == record_end, &context);
-        let errors: Vec<_> = warnings_and_errors(&events).into_iter().map(|e| e.fields["corruption"].clone()).collect();
+        let errors: Vec<_> = warnings_and_errors(&events)
+            .into_iter()
+            .map(|e| e.fields["corruption"].clone())
+            .collect();
         assert_eq!(errors.len(), 1, "{context}: {events:?}");
-        assert!(errors[0].contains(&format!("segment file is {at} bytes but its header says 16384 (cut short)")));
+        assert!(errors[0].contains(&format!(
+            "segment file is {at} bytes but its header says 16384 (cut short)"
+        )));
         store.simulate_crash();
     }
 }
@@ -213,7 +258,8 @@ fn absolute_consistency_refuses_a_torn_tail_and_changes_nothing() {
     // in that mode, and the torn one still opens in the default mode after.
     let pristine = pristine();
     let record = pristine.last_record;
-    let absolute = |dir: &Path| common::small_config(dir).recovery_mode(RecoveryMode::AbsoluteConsistency);
+    let absolute =
+        |dir: &Path| common::small_config(dir).recovery_mode(RecoveryMode::AbsoluteConsistency);
 
     let (intact, _) = fresh_copy(&pristine);
     let store = Store::open(absolute(intact.path())).expect("a log that ends cleanly opens");
@@ -229,19 +275,34 @@ fn absolute_consistency_refuses_a_torn_tail_and_changes_nothing() {
         let before = common::snapshot_files(work.path());
         for attempt in 1..=2 {
             let expected = (last_segment.clone(), record.offset, BATCHES, CorruptionKind::TornTail);
-            assert_eq!(corruption_of(Store::open(absolute(work.path()))), expected, "{cut:?}, attempt {attempt}");
-            let (in_wal, outside): (Vec<_>, Vec<_>) = changed_files(&before, &common::snapshot_files(work.path()))
-                .into_iter()
-                .partition(|path| path.starts_with(work.path().join("wal")));
-            assert_eq!(in_wal, Vec::<PathBuf>::new(), "{cut:?}, attempt {attempt}: WAL changed by a refused open");
-            changed_outside_wal.extend(outside.into_iter().map(|path| format!("{cut:?}, attempt {attempt}: {path:?}")));
+            assert_eq!(
+                corruption_of(Store::open(absolute(work.path()))),
+                expected,
+                "{cut:?}, attempt {attempt}"
+            );
+            let (in_wal, outside): (Vec<_>, Vec<_>) =
+                changed_files(&before, &common::snapshot_files(work.path()))
+                    .into_iter()
+                    .partition(|path| path.starts_with(work.path().join("wal")));
+            assert_eq!(
+                in_wal,
+                Vec::<PathBuf>::new(),
+                "{cut:?}, attempt {attempt}: WAL changed by a refused open"
+            );
+            changed_outside_wal.extend(
+                outside.into_iter().map(|path| format!("{cut:?}, attempt {attempt}: {path:?}")),
+            );
         }
         let store = Store::open(common::small_config(work.path())).unwrap();
         assert_batch(&store, &batch_facts(BATCHES - 1), true, "default mode after refusal");
         assert_batch(&store, &batch_facts(BATCHES), false, "default mode after refusal");
         store.simulate_crash();
     }
-    assert_eq!(changed_outside_wal, Vec::<String>::new(), "files outside the WAL changed by a refused open");
+    assert_eq!(
+        changed_outside_wal,
+        Vec::<String>::new(),
+        "files outside the WAL changed by a refused open"
+    );
 }
 
 #[test]
@@ -280,10 +341,15 @@ fn lsns_continue_densely_after_a_torn_tail() {
 
     let store = Store::open(config.clone()).unwrap();
     assert_eq!(store.stats().unwrap().lsn_last, BATCHES - 1);
-    let after: Vec<Vec<Fact>> =
-        (0..3).map(|k| vec![(format!("after-{k}"), "f".to_string(), format!("after {k}").into_bytes())]).collect();
+    let after: Vec<Vec<Fact>> = (0..3)
+        .map(|k| vec![(format!("after-{k}"), "f".to_string(), format!("after {k}").into_bytes())])
+        .collect();
     let lsns: Vec<u64> = after.iter().map(|facts| store.write(batch_of(facts)).unwrap()).collect();
-    assert_eq!(lsns, vec![BATCHES, BATCHES + 1, BATCHES + 2], "the first write after the torn tail reuses LSN 7");
+    assert_eq!(
+        lsns,
+        vec![BATCHES, BATCHES + 1, BATCHES + 2],
+        "the first write after the torn tail reuses LSN 7"
+    );
     store.simulate_crash();
 
     let check = |store: &Store, context: &str| {
@@ -304,6 +370,9 @@ fn lsns_continue_densely_after_a_torn_tail() {
 
     let store = Store::open(config).unwrap();
     check(&store, "after close");
-    assert_eq!(store.write(batch_of(&[("next".into(), "f".into(), b"x".to_vec())])).unwrap(), BATCHES + 3);
+    assert_eq!(
+        store.write(batch_of(&[("next".into(), "f".into(), b"x".to_vec())])).unwrap(),
+        BATCHES + 3
+    );
     assert!(store.close().is_clean());
 }

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{FaultOp, FaultyIo};
-use factwal::wal::format::{decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES};
+use factwal::wal::format::{
+    decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
 use factwal::{Batch, Config, Error, Lsn, Result, Store};
 
 // Linux errno values. `libc` is a normal dependency of the crate, not a
@@ -25,7 +27,8 @@ use factwal::{Batch, Config, Error, Lsn, Result, Store};
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
 
-const OPS: [FaultOp; 5] = [FaultOp::Write, FaultOp::Sync, FaultOp::Allocate, FaultOp::SyncDir, FaultOp::Remove];
+const OPS: [FaultOp; 5] =
+    [FaultOp::Write, FaultOp::Sync, FaultOp::Allocate, FaultOp::SyncDir, FaultOp::Remove];
 
 /// Segments large enough that no test rolls over by accident.
 fn large_segments(dir: &Path) -> Config {
@@ -49,8 +52,10 @@ fn temporary_path(config: &Config, number: u64) -> PathBuf {
 /// Every file name in the WAL directory, sorted.
 /// The WAL directory's files, but its lock file.
 fn wal_files(config: &Config) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(config.wal_dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(config.wal_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
     names.retain(|name| name != factwal::LOCK_FILE_NAME);
     names.sort();
     names
@@ -98,7 +103,11 @@ fn counts(io: &FaultyIo) -> Vec<u64> {
 fn assert_io(error: &Error, path: &Path, operation: &str, errno: i32) {
     match error {
         Error::Io { path: at, operation: what, source } => {
-            assert_eq!((at.as_path(), *what, source.raw_os_error()), (path, operation, Some(errno)), "{error}");
+            assert_eq!(
+                (at.as_path(), *what, source.raw_os_error()),
+                (path, operation, Some(errno)),
+                "{error}"
+            );
         }
         other => panic!("expected an I/O error on {}, got {other:?}", path.display()),
     }
@@ -124,7 +133,8 @@ fn write_pairs(store: &Store, range: std::ops::RangeInclusive<u64>) {
 fn small_segment_capacity(config: &Config) -> u64 {
     let bytes = std::fs::read(segment_path(config, 1)).unwrap();
     let header = SegmentHeader::decode(&bytes).unwrap();
-    let Frame::Valid { lsn: 1, record_bytes, .. } = decode_record(&bytes[64..], &header, 1024) else {
+    let Frame::Valid { lsn: 1, record_bytes, .. } = decode_record(&bytes[64..], &header, 1024)
+    else {
         panic!("segment 1 starts with LSN 1");
     };
     let capacity = (config.persistence.segment_bytes - SEGMENT_HEADER_BYTES) / record_bytes;
@@ -141,7 +151,11 @@ fn fill_first_segment(store: &Store, config: &Config) -> u64 {
     for i in 2..=capacity {
         assert_eq!(store.write(big_pair(i)).unwrap(), i);
     }
-    assert_eq!(common::segment_paths(&config.wal_dir()), vec![segment_path(config, 1)], "no roll yet");
+    assert_eq!(
+        common::segment_paths(&config.wal_dir()),
+        vec![segment_path(config, 1)],
+        "no roll yet"
+    );
     capacity
 }
 
@@ -154,7 +168,11 @@ fn assert_stays_poisoned(store: &Store, io: &FaultyIo, cause: &Arc<Error>, lsn_l
         let later = expect_poisoned(store.write(pair("later", attempt, "never")));
         assert!(Arc::ptr_eq(&later, cause), "later writes report the original failure");
     }
-    assert_eq!(counts(io), before, "a poisoned WAL neither writes, syncs, creates nor removes files");
+    assert_eq!(
+        counts(io),
+        before,
+        "a poisoned WAL neither writes, syncs, creates nor removes files"
+    );
     assert_eq!(store.facts("later").unwrap().len(), 0);
     assert_eq!(store.stats().unwrap().lsn_last, lsn_last);
 }
@@ -183,7 +201,10 @@ fn failed_sync_poisons_until_reopen_and_is_never_retried() {
         vec![before[0] + 1, before[1] + 1, before[2], before[3], before[4]],
         "one write, one failed sync"
     );
-    assert!(!pair_present(&store, "s", 6, "unacknowledged"), "a write that failed its sync is never visible");
+    assert!(
+        !pair_present(&store, "s", 6, "unacknowledged"),
+        "a write that failed its sync is never visible"
+    );
     assert_stays_poisoned(&store, &io, &cause, 5);
     for i in 1..=5 {
         assert!(pair_present(&store, "s", i, "v"));
@@ -285,8 +306,13 @@ fn concurrent_writers_acknowledge_nothing_after_a_failed_sync() {
     let mut ok_lsns = BTreeSet::new();
     let mut cause: Option<Arc<Error>> = None;
     for (thread, results) in &outcomes {
-        let first_error = results.iter().position(|(_, r)| r.is_err()).expect("every thread saw the failure");
-        assert_eq!(results.len(), first_error + 4, "thread {thread}: three attempts after the first error");
+        let first_error =
+            results.iter().position(|(_, r)| r.is_err()).expect("every thread saw the failure");
+        assert_eq!(
+            results.len(),
+            first_error + 4,
+            "thread {thread}: three attempts after the first error"
+        );
         for (i, result) in results {
             match result {
                 Ok(lsn) => {
@@ -356,7 +382,10 @@ fn enospc_on_a_record_write_fails_only_that_write_and_writing_resumes_after_heal
 
     io.heal();
     write_pairs(&store, 4..=6);
-    assert_eq!(common::segment_paths(&config.wal_dir()), vec![segment_path(&config, 1), segment_path(&config, 2)]);
+    assert_eq!(
+        common::segment_paths(&config.wal_dir()),
+        vec![segment_path(&config, 1), segment_path(&config, 2)]
+    );
     for i in 1..=6 {
         assert!(pair_present(&store, "s", i, "v"));
     }
@@ -389,7 +418,12 @@ fn enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on() {
     let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
     write_pairs(&store, 1..=3);
     io.fail_nth(FaultOp::Write, 1, ENOSPC, false);
-    assert_io(&store.write(doomed).unwrap_err(), &segment_path(&config, 1), "write records", ENOSPC);
+    assert_io(
+        &store.write(doomed).unwrap_err(),
+        &segment_path(&config, 1),
+        "write records",
+        ENOSPC,
+    );
     write_pairs(&store, 4..=5);
     store.simulate_crash();
 
@@ -398,7 +432,9 @@ fn enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on() {
     let header = SegmentHeader::decode(&bytes).unwrap();
     let mut end = SEGMENT_HEADER_BYTES as usize;
     for lsn in 1..=3 {
-        let Frame::Valid { lsn: found, record_bytes, .. } = decode_record(&bytes[end..], &header, 1024) else {
+        let Frame::Valid { lsn: found, record_bytes, .. } =
+            decode_record(&bytes[end..], &header, 1024)
+        else {
             panic!("segment 1 holds LSN {lsn}");
         };
         assert_eq!(found, lsn);
@@ -409,10 +445,17 @@ fn enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on() {
     bytes[end..end + leftover.len()].copy_from_slice(&leftover);
     std::fs::write(&path, &bytes).unwrap();
     let next = std::fs::read(segment_path(&config, 2)).unwrap();
-    assert_eq!(SegmentHeader::decode(&next).unwrap().lsn_first, 4, "the log went on at LSN 4 in segment 2");
+    assert_eq!(
+        SegmentHeader::decode(&next).unwrap().lsn_first,
+        4,
+        "the log went on at LSN 4 in segment 2"
+    );
 
     let store = Store::open(config).unwrap();
-    assert!(!pair_present(&store, "doomed", 4, "never acknowledged"), "the failed write is not replayed");
+    assert!(
+        !pair_present(&store, "doomed", 4, "never acknowledged"),
+        "the failed write is not replayed"
+    );
     for i in 1..=5 {
         assert!(pair_present(&store, "s", i, "v"), "acknowledged write {i} survives");
     }
@@ -456,7 +499,11 @@ fn enospc_creating_a_new_segment_fails_the_write_and_writing_resumes_after_heali
     for _ in 0..2 {
         let error = store.write(big_pair(next)).unwrap_err();
         assert_io(&error, &temporary_path(&config, 2), "preallocate segment", ENOSPC);
-        assert_eq!(wal_files(&config), vec![format!("{:020}.wal", 1)], "no half-made segment is left");
+        assert_eq!(
+            wal_files(&config),
+            vec![format!("{:020}.wal", 1)],
+            "no half-made segment is left"
+        );
     }
     assert!(!big_pair_present(&store, next));
     assert_eq!(store.stats().unwrap().lsn_last, capacity);
@@ -464,7 +511,10 @@ fn enospc_creating_a_new_segment_fails_the_write_and_writing_resumes_after_heali
     io.heal();
     assert_eq!(store.write(big_pair(next)).unwrap(), next, "the retry gets the next LSN");
     assert_eq!(store.write(big_pair(next + 1)).unwrap(), next + 1);
-    assert_eq!(common::segment_paths(&config.wal_dir()), vec![segment_path(&config, 1), segment_path(&config, 2)]);
+    assert_eq!(
+        common::segment_paths(&config.wal_dir()),
+        vec![segment_path(&config, 1), segment_path(&config, 2)]
+    );
     store.simulate_crash();
 
     let store = Store::open(config).unwrap();
@@ -498,7 +548,10 @@ fn failed_directory_sync_while_creating_a_segment_poisons() {
     // Segment creation ran up to the directory sync: removal of a leftover
     // temporary file (none), preallocate, header write, header sync, rename;
     // no record was written.
-    assert_eq!(counts(&io), vec![before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 1, before[4] + 1]);
+    assert_eq!(
+        counts(&io),
+        vec![before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 1, before[4] + 1]
+    );
     assert!(!big_pair_present(&store, capacity + 1));
     assert_stays_poisoned(&store, &io, &cause, capacity);
     store.simulate_crash();
@@ -597,7 +650,8 @@ fn poisoning_the_wal_is_an_error_event_the_moment_it_happens() {
     });
     expect_poisoned(refused.0);
     expect_poisoned(refused.1);
-    let poisoned: Vec<_> = events.iter().filter(|e| e.message.starts_with("WAL poisoned")).collect();
+    let poisoned: Vec<_> =
+        events.iter().filter(|e| e.message.starts_with("WAL poisoned")).collect();
     assert_eq!(poisoned.len(), 1, "{events:?}");
     let event = poisoned[0];
     assert_eq!((event.target.as_str(), event.level), ("factwal::wal", tracing::Level::ERROR));
@@ -631,10 +685,18 @@ impl factwal::wal::io::WalIo for PanickingIo {
         self.io.list(dir)
     }
     fn create(&self, path: &Path) -> std::io::Result<Arc<dyn factwal::wal::io::WalFile>> {
-        Ok(Arc::new(PanickingFile { file: self.io.create(path)?, writes: self.writes.clone(), nth: self.nth }))
+        Ok(Arc::new(PanickingFile {
+            file: self.io.create(path)?,
+            writes: self.writes.clone(),
+            nth: self.nth,
+        }))
     }
     fn open(&self, path: &Path) -> std::io::Result<Arc<dyn factwal::wal::io::WalFile>> {
-        Ok(Arc::new(PanickingFile { file: self.io.open(path)?, writes: self.writes.clone(), nth: self.nth }))
+        Ok(Arc::new(PanickingFile {
+            file: self.io.open(path)?,
+            writes: self.writes.clone(),
+            nth: self.nth,
+        }))
     }
     fn read(&self, path: &Path) -> std::io::Result<factwal::wal::io::FileBytes> {
         self.io.read(path)
@@ -652,7 +714,9 @@ impl factwal::wal::io::WalIo for PanickingIo {
 
 impl factwal::wal::io::WalFile for PanickingFile {
     fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        if offset > SEGMENT_HEADER_BYTES - 1 && self.writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.nth {
+        if offset > SEGMENT_HEADER_BYTES - 1
+            && self.writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.nth
+        {
             panic!("a bug in the I/O layer");
         }
         self.file.write_at(offset, bytes)
@@ -677,7 +741,11 @@ fn a_panic_under_the_leader_poisons_and_close_returns() {
     // acknowledged write. Before the fix, close waited forever.
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = Arc::new(PanickingIo { io: FaultyIo::new(), writes: Arc::new(Default::default()), nth: 10 });
+    let io = Arc::new(PanickingIo {
+        io: FaultyIo::new(),
+        writes: Arc::new(Default::default()),
+        nth: 10,
+    });
     let store = Arc::new(Store::open_with_io(config.clone(), io).unwrap());
     let threads: Vec<_> = (0..8u64)
         .map(|thread| {
@@ -699,8 +767,13 @@ fn a_panic_under_the_leader_poisons_and_close_returns() {
             })
         })
         .collect();
-    let acknowledged: Vec<(u64, String)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
-    assert!(!acknowledged.is_empty() && acknowledged.len() < 160, "{} acknowledged", acknowledged.len());
+    let acknowledged: Vec<(u64, String)> =
+        threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(
+        !acknowledged.is_empty() && acknowledged.len() < 160,
+        "{} acknowledged",
+        acknowledged.len()
+    );
     let (done, finished) = std::sync::mpsc::channel();
     let closing = std::thread::spawn(move || {
         let store = Arc::try_unwrap(store).expect("the writers are gone");

@@ -66,7 +66,11 @@ fn record_decode_seeds() {
 fn config_seeds() {
     let example = include_str!("../../factwal.example.toml");
     write("config", "example", example.as_bytes());
-    write("config", "small", b"[persistence]\ndata_dir = \"d\"\nsegment_bytes = 4096\nmax_record_bytes = 1024\n");
+    write(
+        "config",
+        "small",
+        b"[persistence]\ndata_dir = \"d\"\nsegment_bytes = 4096\nmax_record_bytes = 1024\n",
+    );
     let all = "[persistence]\ndata_dir = \"/var/lib/x\"\nwal_enabled = false\nwal_path = \"/w\"\n\
                recovery_mode = \"point-in-time\"\nwal_bytes_max = 1048576\n\
                [checkpoint]\ninterval_s = 0.5\nwarn_ms = 10\nwal_bytes_trigger = 1\nsamples = 8\njoin_timeout_s = 1.5\n";
@@ -76,11 +80,18 @@ fn config_seeds() {
 }
 
 fn segment(pieces: Vec<Piece>) -> SegmentSpec {
-    SegmentSpec { number_step: 1, header: HeaderSpec::Valid, lsn_first_delta: 0, pieces, end: SegmentEnd::Preallocated }
+    SegmentSpec {
+        number_step: 1,
+        header: HeaderSpec::Valid,
+        lsn_first_delta: 0,
+        pieces,
+        end: SegmentEnd::Preallocated,
+    }
 }
 
 fn recovery_seeds() {
-    let record = |n: u8| Piece::Record(vec![assert(n % 3, n % 4, &[n; 5]), retract((n + 1) % 3, 0)]);
+    let record =
+        |n: u8| Piece::Record(vec![assert(n % 3, n % 4, &[n; 5]), retract((n + 1) % 3, 0)]);
     let pristine = Crafted {
         recovery_mode: RecoveryMode::TolerateCorruptedTail,
         folded_batches: 2,
@@ -93,7 +104,10 @@ fn recovery_seeds() {
         ],
     };
     let torn = Crafted {
-        segments: vec![segment(vec![record(1), Piece::Truncated { keep: 20, ops: vec![assert(0, 0, b"torn")] }])],
+        segments: vec![segment(vec![
+            record(1),
+            Piece::Truncated { keep: 20, ops: vec![assert(0, 0, b"torn")] },
+        ])],
         ..pristine.clone()
     };
     let corrupted = Crafted {
@@ -123,7 +137,10 @@ fn recovery_seeds() {
         ..pristine.clone()
     };
     let foreign = Crafted {
-        segments: vec![segment(vec![record(1)]), SegmentSpec { header: HeaderSpec::OtherStore, ..segment(vec![record(2)]) }],
+        segments: vec![
+            segment(vec![record(1)]),
+            SegmentSpec { header: HeaderSpec::OtherStore, ..segment(vec![record(2)]) },
+        ],
         ..pristine.clone()
     };
     let other_epoch = Crafted {
@@ -134,7 +151,10 @@ fn recovery_seeds() {
     let cut_short = Crafted {
         recovery_mode: RecoveryMode::PointInTime,
         segments: vec![
-            SegmentSpec { end: SegmentEnd::Cut(400), ..segment(vec![record(1), record(2), record(3)]) },
+            SegmentSpec {
+                end: SegmentEnd::Cut(400),
+                ..segment(vec![record(1), record(2), record(3)])
+            },
             segment(vec![record(4)]),
         ],
         ..pristine.clone()
@@ -151,7 +171,8 @@ fn recovery_seeds() {
         ("bad-payload", bad_payload),
     ] {
         let bytes = seed::crafted(&crafted);
-        let read = CraftedInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("seed reads back");
+        let read =
+            CraftedInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("seed reads back");
         assert!(read.0 == crafted, "the recovery seed {name} reads back as written");
         write("recovery", name, &bytes);
     }
@@ -181,12 +202,24 @@ fn store_model_seeds() {
         recovery_mode: RecoveryMode::PointInTime,
         steps: vec![
             Step::Write(vec![assert(0, 0, &value("a"))]),
-            Step::Fault(Fault { call: Some(IoCall::SyncData), nth: 1, sticky: false, errno: 5, torn_write: false }),
+            Step::Fault(Fault {
+                call: Some(IoCall::SyncData),
+                nth: 1,
+                sticky: false,
+                errno: 5,
+                torn_write: false,
+            }),
             Step::Write(vec![assert(0, 1, &value("lost?"))]),
             Step::Write(vec![assert(0, 2, &value("poisoned"))]),
             Step::Crash { tear: None },
             Step::ReadAll,
-            Step::Fault(Fault { call: Some(IoCall::WriteAt), nth: 2, sticky: true, errno: 28, torn_write: true }),
+            Step::Fault(Fault {
+                call: Some(IoCall::WriteAt),
+                nth: 2,
+                sticky: true,
+                errno: 28,
+                torn_write: true,
+            }),
             Step::Write(vec![assert(1, 0, &big)]),
             Step::Write(vec![assert(1, 1, &big)]),
             Step::Write(vec![assert(1, 2, &big)]),
@@ -203,7 +236,13 @@ fn store_model_seeds() {
             Step::Write(vec![assert(0, 1, &big)]),
             Step::Write(vec![assert(0, 2, &big)]),
             Step::Write(vec![assert(0, 3, &big)]),
-            Step::Fault(Fault { call: Some(IoCall::Remove), nth: 1, sticky: false, errno: 5, torn_write: false }),
+            Step::Fault(Fault {
+                call: Some(IoCall::Remove),
+                nth: 1,
+                sticky: false,
+                errno: 5,
+                torn_write: false,
+            }),
             Step::Checkpoint(CheckpointMode::Passive),
             Step::Fault(Fault { call: None, nth: 3, sticky: false, errno: 5, torn_write: false }),
             Step::Checkpoint(CheckpointMode::Truncate),
@@ -212,11 +251,14 @@ fn store_model_seeds() {
             Step::ReadAll,
         ],
     };
-    for (name, scenario) in
-        [("writes-crash-tear", writes), ("write-faults", faults), ("checkpoint-faults", checkpoint_faults)]
-    {
+    for (name, scenario) in [
+        ("writes-crash-tear", writes),
+        ("write-faults", faults),
+        ("checkpoint-faults", checkpoint_faults),
+    ] {
         let bytes = seed::scenario(&scenario);
-        let read = ScenarioInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("seed reads back");
+        let read =
+            ScenarioInput::arbitrary_take_rest(Unstructured::new(&bytes)).expect("seed reads back");
         assert!(read.0 == scenario, "the store_model seed {name} reads back as written");
         write("store_model", name, &bytes);
     }

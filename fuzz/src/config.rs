@@ -21,8 +21,9 @@ pub fn check(data: &[u8]) {
         Ok(config) => {
             config.validate().expect("an accepted config validates");
             let written = toml::to_string(&config).expect("an accepted config serializes");
-            let again = Config::from_toml(&written, origin)
-                .unwrap_or_else(|error| panic!("the config written back is refused: {error}\n{written}"));
+            let again = Config::from_toml(&written, origin).unwrap_or_else(|error| {
+                panic!("the config written back is refused: {error}\n{written}")
+            });
             assert_eq!(again, config, "written back as\n{written}");
         }
         Err(error @ Error::Config { .. }) => {

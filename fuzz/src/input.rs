@@ -67,8 +67,11 @@ pub struct ScenarioInput(pub Scenario);
 
 impl<'a> Arbitrary<'a> for ScenarioInput {
     fn arbitrary(u: &mut Unstructured<'a>) -> Result<Self> {
-        let recovery_mode =
-            if below(u, 2)? == 0 { RecoveryMode::TolerateCorruptedTail } else { RecoveryMode::PointInTime };
+        let recovery_mode = if below(u, 2)? == 0 {
+            RecoveryMode::TolerateCorruptedTail
+        } else {
+            RecoveryMode::PointInTime
+        };
         let mut steps = Vec::new();
         while steps.len() < STEPS_MAX && !u.is_empty() {
             steps.push(step(u)?);
@@ -80,7 +83,10 @@ impl<'a> Arbitrary<'a> for ScenarioInput {
 fn step(u: &mut Unstructured<'_>) -> Result<Step> {
     Ok(match below(u, 20)? {
         0..=6 => Step::Write(ops(u, true)?),
-        7 | 8 => Step::Read { session: format!("s{}", below(u, SESSIONS)?), fact: format!("f{}", below(u, FACTS)?) },
+        7 | 8 => Step::Read {
+            session: format!("s{}", below(u, SESSIONS)?),
+            fact: format!("f{}", below(u, FACTS)?),
+        },
         9 => Step::ReadAll,
         10 => Step::Checkpoint(CheckpointMode::Passive),
         11 => Step::Checkpoint(CheckpointMode::Truncate),
@@ -137,7 +143,14 @@ impl<'a> Arbitrary<'a> for CraftedInput {
         let first_number = 1 + u64::from(below(u, 3)?);
         let count = 1 + below(u, 4)?;
         let segments = (0..count).map(|_| segment(u)).collect::<Result<_>>()?;
-        let crafted = Crafted { recovery_mode, folded_batches, temporary_file, clean_close, first_number, segments };
+        let crafted = Crafted {
+            recovery_mode,
+            folded_batches,
+            temporary_file,
+            clean_close,
+            first_number,
+            segments,
+        };
         Ok(CraftedInput(crafted))
     }
 }
@@ -186,7 +199,11 @@ fn piece(u: &mut Unstructured<'_>) -> Result<Piece> {
             // One large record: within max_record_bytes, so still valid.
             let mut value = value(u)?;
             value.truncate(900);
-            Piece::Record(vec![Op::Assert { session: "big".into(), fact: format!("f{}", below(u, FACTS)?), value }])
+            Piece::Record(vec![Op::Assert {
+                session: "big".into(),
+                fact: format!("f{}", below(u, FACTS)?),
+                value,
+            }])
         }
     })
 }
@@ -216,7 +233,8 @@ pub mod seed {
     }
 
     fn encode_long_value(out: &mut Vec<u8>, value: &[u8]) {
-        let code = if value.len() < 24 { value.len() as u8 } else { 223 + (value.len() / 36) as u8 };
+        let code =
+            if value.len() < 24 { value.len() as u8 } else { 223 + (value.len() / 36) as u8 };
         out.extend([code, value.first().copied().unwrap_or(0)]);
     }
 
@@ -256,9 +274,12 @@ pub mod seed {
                 Step::Close => out.push(15),
                 Step::Open => out.push(16),
                 Step::Fault(fault) => {
-                    let call = fault.call.map_or(0, |call| 1 + IoCall::ALL.iter().position(|c| *c == call).unwrap());
-                    let flags =
-                        u8::from(fault.sticky) | u8::from(fault.errno == 28) << 1 | u8::from(fault.torn_write) << 2;
+                    let call = fault
+                        .call
+                        .map_or(0, |call| 1 + IoCall::ALL.iter().position(|c| *c == call).unwrap());
+                    let flags = u8::from(fault.sticky)
+                        | u8::from(fault.errno == 28) << 1
+                        | u8::from(fault.torn_write) << 2;
                     out.extend([17, call as u8, fault.nth as u8 - 1, flags]);
                 }
                 Step::Heal => out.push(18),
@@ -297,7 +318,9 @@ pub mod seed {
         });
         match &spec.header {
             HeaderSpec::Valid => out.push(0),
-            HeaderSpec::BitFlip(bit) => out.extend([12, bit.to_le_bytes()[0], bit.to_le_bytes()[1]]),
+            HeaderSpec::BitFlip(bit) => {
+                out.extend([12, bit.to_le_bytes()[0], bit.to_le_bytes()[1]])
+            }
             HeaderSpec::WrongNumber => out.push(14),
             HeaderSpec::Garbage(bytes) => {
                 out.push(15);
@@ -307,7 +330,11 @@ pub mod seed {
             HeaderSpec::Format1 => out.push(17),
             HeaderSpec::OtherEpoch => out.push(18),
         }
-        out.push(if spec.lsn_first_delta == 0 { 0 } else { (i16::from(spec.lsn_first_delta) + 228) as u8 });
+        out.push(if spec.lsn_first_delta == 0 {
+            0
+        } else {
+            (i16::from(spec.lsn_first_delta) + 228) as u8
+        });
         out.push(spec.pieces.len() as u8);
         for piece in &spec.pieces {
             self::piece(out, piece);

@@ -18,9 +18,11 @@
 
 use std::path::Path;
 
-use factwal::RECORD_BYTES_MAX;
-use factwal::wal::format::{decode_record, encode_record, find_valid_record_after, Frame, SegmentHeader};
+use factwal::wal::format::{
+    decode_record, encode_record, find_valid_record_after, Frame, SegmentHeader,
+};
 use factwal::wal::recovery::{scan, Owner, ScanOptions};
+use factwal::RECORD_BYTES_MAX;
 use factwal::{CorruptionKind, Error, Op, RecoveryMode, StoreId, BATCH_OPS_MAX, ID_BYTES_MAX};
 
 use crate::support::{encode_payload, segment_file_name, MemoryDir};
@@ -54,8 +56,15 @@ pub fn check(data: &[u8]) {
 
 fn check_segment_header(data: &[u8]) {
     if let Ok(header) = SegmentHeader::decode(data) {
-        assert_eq!(&header.encode()[..], &data[..SEGMENT_HEADER_BYTES], "a decoded header re-encodes the same");
-        assert!(header.lsn_first >= 1 && header.segment_bytes > SEGMENT_HEADER_BYTES as u64, "{header:?}");
+        assert_eq!(
+            &header.encode()[..],
+            &data[..SEGMENT_HEADER_BYTES],
+            "a decoded header re-encodes the same"
+        );
+        assert!(
+            header.lsn_first >= 1 && header.segment_bytes > SEGMENT_HEADER_BYTES as u64,
+            "{header:?}"
+        );
     }
 }
 
@@ -66,7 +75,11 @@ fn check_record(data: &[u8]) {
             assert_eq!(record_bytes as usize, RECORD_HEADER_BYTES + payload.len());
             let mut encoded = Vec::new();
             encode_record(&mut encoded, &HEADER, lsn, payload);
-            assert_eq!(encoded, &data[..record_bytes as usize], "a valid record re-encodes to the same bytes");
+            assert_eq!(
+                encoded,
+                &data[..record_bytes as usize],
+                "a valid record re-encodes to the same bytes"
+            );
         }
         Frame::Zeroes => {
             let head = &data[..data.len().min(RECORD_HEADER_BYTES)];
@@ -102,15 +115,24 @@ fn check_payload(data: &[u8]) {
     assert!((1..=BATCH_OPS_MAX).contains(&ops.len()), "{} operations", ops.len());
     for op in &ops {
         let (session, fact) = match op {
-            Op::Assert { session, fact, .. } | Op::Retract { session, fact } => (session, Some(fact)),
+            Op::Assert { session, fact, .. } | Op::Retract { session, fact } => {
+                (session, Some(fact))
+            }
             Op::DropSession { session } => (session, None),
         };
         for id in std::iter::once(session).chain(fact) {
-            assert!((1..=ID_BYTES_MAX).contains(&id.len()), "an id of {} bytes was accepted", id.len());
+            assert!(
+                (1..=ID_BYTES_MAX).contains(&id.len()),
+                "an id of {} bytes was accepted",
+                id.len()
+            );
         }
     }
     let encoded = encode_payload(&ops);
-    assert!(encoded.len() <= data.len(), "the canonical encoding is never longer than what was accepted");
+    assert!(
+        encoded.len() <= data.len(),
+        "the canonical encoding is never longer than what was accepted"
+    );
     let again = scan_payload(&encoded).expect("the re-encoded batch decodes");
     assert_eq!(again, ops, "decode(encode(batch)) == batch");
 }
@@ -120,7 +142,8 @@ fn check_payload(data: &[u8]) {
 pub fn scan_payload(payload: &[u8]) -> factwal::Result<Vec<Op>> {
     // A segment is as big as its header says (preallocated), and holds the
     // record whatever its size.
-    let segment_bytes = (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len()).max(4096) as u64;
+    let segment_bytes =
+        (SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + payload.len()).max(4096) as u64;
     let header = SegmentHeader { number: 1, segment_bytes, lsn_first: 1, ..HEADER };
     let mut segment = header.encode().to_vec();
     encode_record(&mut segment, &header, 1, payload);
@@ -135,7 +158,12 @@ pub fn scan_payload(payload: &[u8]) -> factwal::Result<Vec<Op>> {
         state_path: "state.redb".into(),
     };
     let mut recovered = scan(&dir, Path::new("wal"), &options)?;
-    assert_eq!(recovered.records.len(), 1, "one record written, {} read back", recovered.records.len());
+    assert_eq!(
+        recovered.records.len(),
+        1,
+        "one record written, {} read back",
+        recovered.records.len()
+    );
     assert!(recovered.repairs.is_empty(), "a segment ending with a whole record needs no repair");
     Ok(recovered.records.remove(0).batch.into())
 }

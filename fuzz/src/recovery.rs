@@ -26,7 +26,8 @@ use factwal::wal::format::{encode_record, SegmentHeader};
 use factwal::{Batch, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store, StoreId};
 
 use crate::support::{
-    apply_ops, assert_unchanged, encode_payload, read_all, scratch_dir, segment_file_name, snapshot_files, FactMap,
+    apply_ops, assert_unchanged, encode_payload, read_all, scratch_dir, segment_file_name,
+    snapshot_files, FactMap,
 };
 
 /// Segment size of the store and of the crafted segments.
@@ -167,21 +168,45 @@ pub fn run(crafted: &Crafted) {
     let store = match Store::open(config.clone()) {
         Ok(store) => store,
         Err(error @ Error::Corrupted { .. }) => {
-            assert_ne!(crafted.recovery_mode, RecoveryMode::PointInTime, "point-in-time refused to open: {error}");
-            assert_unchanged(&before, &snapshot_files(&data_dir), &format!("a refused open ({error})"));
+            assert_ne!(
+                crafted.recovery_mode,
+                RecoveryMode::PointInTime,
+                "point-in-time refused to open: {error}"
+            );
+            assert_unchanged(
+                &before,
+                &snapshot_files(&data_dir),
+                &format!("a refused open ({error})"),
+            );
             return;
         }
         Err(error @ Error::ForeignSegment { .. }) => {
-            let foreign =
-                crafted.segments.iter().any(|s| matches!(s.header, HeaderSpec::OtherStore | HeaderSpec::Format1));
-            assert!(foreign, "a segment refused as another store's, but none was written so: {error}");
-            assert_unchanged(&before, &snapshot_files(&data_dir), &format!("a refused open ({error})"));
+            let foreign = crafted
+                .segments
+                .iter()
+                .any(|s| matches!(s.header, HeaderSpec::OtherStore | HeaderSpec::Format1));
+            assert!(
+                foreign,
+                "a segment refused as another store's, but none was written so: {error}"
+            );
+            assert_unchanged(
+                &before,
+                &snapshot_files(&data_dir),
+                &format!("a refused open ({error})"),
+            );
             return;
         }
         Err(error @ Error::WalMismatch { .. }) => {
             let other_epoch = crafted.segments.iter().any(|s| s.header == HeaderSpec::OtherEpoch);
-            assert!(other_epoch || crafted.clean_close, "a WAL refused as not the store's: {error}");
-            assert_unchanged(&before, &snapshot_files(&data_dir), &format!("a refused open ({error})"));
+            assert!(
+                other_epoch || crafted.clean_close,
+                "a WAL refused as not the store's: {error}"
+            );
+            assert_unchanged(
+                &before,
+                &snapshot_files(&data_dir),
+                &format!("a refused open ({error})"),
+            );
             return;
         }
         Err(other) => panic!("Store::open gave an untyped refusal: {other:?}"),
@@ -189,7 +214,10 @@ pub fn run(crafted: &Crafted) {
     if crafted.recovery_mode != RecoveryMode::PointInTime {
         // Every segment was read by an open that did not refuse: none may
         // have been cut short or extended (never a clean end).
-        assert!(segment_sizes_whole(&before), "a segment of the wrong size was read as a clean end");
+        assert!(
+            segment_sizes_whole(&before),
+            "a segment of the wrong size was read as a clean end"
+        );
     }
     let opened = read_all(&store);
     if let Ok(read_only) = &read_only {
@@ -198,7 +226,10 @@ pub fn run(crafted: &Crafted) {
     if let Some(records) = expected {
         let mut facts = folded;
         records.iter().for_each(|ops| apply_ops(&mut facts, ops));
-        assert_eq!(opened, facts, "a log of valid records gives back exactly the folded batches and its records");
+        assert_eq!(
+            opened, facts,
+            "a log of valid records gives back exactly the folded batches and its records"
+        );
     }
     check_reopen(store, &config, opened);
 }
@@ -215,19 +246,27 @@ fn check_reopen(store: Store, config: &Config, mut facts: FactMap) {
 
     let store = Store::open(config.clone()).expect("a second open after a clean close");
     assert_eq!(read_all(&store), facts, "the second open disagrees with the first");
-    assert_eq!(store.stats().expect("stats").lsn_last, lsn, "the second open lost or invented an LSN");
+    assert_eq!(
+        store.stats().expect("stats").lsn_last,
+        lsn,
+        "the second open lost or invented an LSN"
+    );
     let report = store.close();
     assert!(report.is_clean(), "second close: {report:?}");
-    let read_only = ReadOnlyStore::open(config).expect("a read-only open of a cleanly closed store");
+    let read_only =
+        ReadOnlyStore::open(config).expect("a read-only open of a cleanly closed store");
     assert_eq!(read_all(&read_only), facts, "the read-only open disagrees after close");
 }
 
 /// True when every segment file in the snapshot with a readable header has
 /// the size that header gives.
 fn segment_sizes_whole(files: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>) -> bool {
-    files.iter().filter(|(path, _)| path.extension().is_some_and(|e| e == "wal")).all(|(_, bytes)| {
-        SegmentHeader::decode(bytes).map_or(true, |header| header.segment_bytes == bytes.len() as u64)
-    })
+    files.iter().filter(|(path, _)| path.extension().is_some_and(|e| e == "wal")).all(
+        |(_, bytes)| {
+            SegmentHeader::decode(bytes)
+                .map_or(true, |header| header.segment_bytes == bytes.len() as u64)
+        },
+    )
 }
 
 /// The store the crafted segments are written for.
@@ -272,7 +311,10 @@ fn fold_prefix(data_dir: &Path, batches: u8, clean_close: bool) -> (FactMap, Seg
 /// The epoch in the header of the (one) segment of `wal_dir`.
 fn segment_epoch(wal_dir: &Path) -> u32 {
     let entries = std::fs::read_dir(wal_dir).expect("list the WAL directory");
-    let segment = entries.flatten().find(|e| e.path().extension().is_some_and(|e| e == "wal")).expect("a segment");
+    let segment = entries
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|e| e == "wal"))
+        .expect("a segment");
     let bytes = std::fs::read(segment.path()).expect("read the segment");
     SegmentHeader::decode(&bytes).expect("the store's own header").epoch
 }
@@ -296,13 +338,21 @@ fn write_segments(wal_dir: &Path, crafted: &Crafted, owner: SegmentOwner) -> Opt
         }
         let lsn_first = lsn_next.saturating_add_signed(i64::from(spec.lsn_first_delta)).max(1);
         let (store_id, epoch) = match spec.header {
-            HeaderSpec::OtherStore => (StoreId::from_u64(owner.store_id.get() ^ 0x5a5a), owner.epoch),
+            HeaderSpec::OtherStore => {
+                (StoreId::from_u64(owner.store_id.get() ^ 0x5a5a), owner.epoch)
+            }
             HeaderSpec::Format1 => (None, 0),
             HeaderSpec::OtherEpoch => (Some(owner.store_id), owner.epoch ^ 0x0f0f),
             _ => (Some(owner.store_id), owner.epoch),
         };
-        let header =
-            SegmentHeader { number, lsn_first, salt: salt_of(number), segment_bytes: SEGMENT_BYTES, store_id, epoch };
+        let header = SegmentHeader {
+            number,
+            lsn_first,
+            salt: salt_of(number),
+            segment_bytes: SEGMENT_BYTES,
+            store_id,
+            epoch,
+        };
         let mut bytes = header_bytes(&spec.header, &header);
         lsn_next = lsn_first;
         for piece in &spec.pieces {
@@ -310,7 +360,9 @@ fn write_segments(wal_dir: &Path, crafted: &Crafted, owner: SegmentOwner) -> Opt
         }
         end_segment(&mut bytes, &spec.end);
         let fits = bytes.len() as u64 == SEGMENT_BYTES;
-        if let Some(records) = pristine.as_mut().filter(|_| fits && !crafted.clean_close && is_pristine(index, spec)) {
+        if let Some(records) =
+            pristine.as_mut().filter(|_| fits && !crafted.clean_close && is_pristine(index, spec))
+        {
             records.extend(spec.pieces.iter().filter_map(|piece| match piece {
                 Piece::Record(ops) => Some(ops.clone()),
                 _ => None,
@@ -318,10 +370,12 @@ fn write_segments(wal_dir: &Path, crafted: &Crafted, owner: SegmentOwner) -> Opt
         } else {
             pristine = None;
         }
-        std::fs::write(wal_dir.join(segment_file_name(number)), bytes).expect("write a crafted segment");
+        std::fs::write(wal_dir.join(segment_file_name(number)), bytes)
+            .expect("write a crafted segment");
     }
     if crafted.temporary_file {
-        std::fs::write(wal_dir.join(format!("{:020}.wal.tmp", number + 1)), [7u8; 100]).expect("write a .tmp");
+        std::fs::write(wal_dir.join(format!("{:020}.wal.tmp", number + 1)), [7u8; 100])
+            .expect("write a .tmp");
     }
     pristine
 }
@@ -335,22 +389,28 @@ fn is_pristine(index: usize, spec: &SegmentSpec) -> bool {
         && spec.header == HeaderSpec::Valid
         && spec.lsn_first_delta == 0
         && matches!(spec.end, SegmentEnd::Preallocated | SegmentEnd::Exact)
-        && !matches!(spec.header, HeaderSpec::OtherStore | HeaderSpec::Format1 | HeaderSpec::OtherEpoch)
+        && !matches!(
+            spec.header,
+            HeaderSpec::OtherStore | HeaderSpec::Format1 | HeaderSpec::OtherEpoch
+        )
         && spec.pieces.iter().all(|piece| matches!(piece, Piece::Record(_)))
 }
 
 fn header_bytes(spec: &HeaderSpec, header: &SegmentHeader) -> Vec<u8> {
     match spec {
-        HeaderSpec::Valid | HeaderSpec::OtherStore | HeaderSpec::Format1 | HeaderSpec::OtherEpoch => {
-            header.encode().to_vec()
-        }
+        HeaderSpec::Valid
+        | HeaderSpec::OtherStore
+        | HeaderSpec::Format1
+        | HeaderSpec::OtherEpoch => header.encode().to_vec(),
         HeaderSpec::BitFlip(bit) => {
             let mut bytes = header.encode();
             let bit = usize::from(*bit) % (SEGMENT_HEADER_BYTES * 8);
             bytes[bit / 8] ^= 1 << (bit % 8);
             bytes.to_vec()
         }
-        HeaderSpec::WrongNumber => SegmentHeader { number: header.number + 1, ..*header }.encode().to_vec(),
+        HeaderSpec::WrongNumber => {
+            SegmentHeader { number: header.number + 1, ..*header }.encode().to_vec()
+        }
         HeaderSpec::Garbage(bytes) => bytes.clone(),
     }
 }

@@ -19,7 +19,9 @@ use factwal::wal::format::{decode_record, encode_record, Frame, SegmentHeader};
 use factwal::{Batch, CheckpointMode, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store};
 
 use crate::fault_io::{Fault, FaultIo};
-use crate::support::{apply_ops, assert_unchanged, read_all, scratch_dir, segment_file_name, snapshot_files, FactMap};
+use crate::support::{
+    apply_ops, assert_unchanged, read_all, scratch_dir, segment_file_name, snapshot_files, FactMap,
+};
 
 /// Segment size: small, so that a few writes roll segments.
 pub const SEGMENT_BYTES: u64 = 4096;
@@ -217,7 +219,8 @@ impl Run {
     /// some of the failed ones, each wholly, in order; the log's last LSN
     /// (when known) moved on by at least the failed writes found.
     fn check_recovered(&self, observed: &FactMap, lsn_last: Option<Lsn>) {
-        let undecided: Vec<usize> = (0..self.written.len()).filter(|&i| !self.written[i].acknowledged).collect();
+        let undecided: Vec<usize> =
+            (0..self.written.len()).filter(|&i| !self.written[i].acknowledged).collect();
         let found = (0u32..1 << undecided.len()).find_map(|subset| {
             let mut facts = self.base.clone();
             for (index, write) in self.written.iter().enumerate() {
@@ -236,11 +239,21 @@ impl Run {
             );
         };
         let Some(lsn_last) = lsn_last else { return };
-        assert!(lsn_last >= self.lsn_last, "LSN went back from {} to {lsn_last} across an open", self.lsn_last);
+        assert!(
+            lsn_last >= self.lsn_last,
+            "LSN went back from {} to {lsn_last} across an open",
+            self.lsn_last
+        );
         if undecided.is_empty() {
-            assert_eq!(lsn_last, self.lsn_last, "LSNs changed across an open with every write acknowledged");
+            assert_eq!(
+                lsn_last, self.lsn_last,
+                "LSNs changed across an open with every write acknowledged"
+            );
         } else {
-            assert!(lsn_last - self.lsn_last >= u64::from(failed_kept), "failed writes came back without LSNs");
+            assert!(
+                lsn_last - self.lsn_last >= u64::from(failed_kept),
+                "failed writes came back without LSNs"
+            );
         }
     }
 
@@ -263,8 +276,8 @@ impl Run {
             // Refused before anything was written.
             Err(Error::LimitExceeded { .. } | Error::InvalidArgument(_)) => {}
             Err(error) => {
-                let explained =
-                    self.io.fired() > fired || (self.io.fired() > 0 && matches!(error, Error::Poisoned { .. }));
+                let explained = self.io.fired() > fired
+                    || (self.io.fired() > 0 && matches!(error, Error::Poisoned { .. }));
                 assert!(explained, "a write failed with no injected failure: {error}");
                 self.written.push(Written { ops: ops.to_vec(), acknowledged: false });
             }
@@ -278,7 +291,10 @@ impl Run {
             eprintln!("  checkpoint: {:?}", result.as_ref().map(|report| report.segments_removed));
         }
         if let Err(error) = result {
-            assert!(self.io.fired() > fired, "a {mode:?} checkpoint failed with no injected failure: {error}");
+            assert!(
+                self.io.fired() > fired,
+                "a {mode:?} checkpoint failed with no injected failure: {error}"
+            );
         }
         let actual = read_all(self.opened());
         assert_eq!(actual, self.visible, "a {mode:?} checkpoint changed what reads show");
@@ -289,7 +305,10 @@ impl Run {
         let fired = self.io.fired();
         let report = store.close();
         if self.io.fired() == fired {
-            assert!(report.truncate.is_ok() && report.redb_close.is_ok(), "close with no injected failure: {report:?}");
+            assert!(
+                report.truncate.is_ok() && report.redb_close.is_ok(),
+                "close with no injected failure: {report:?}"
+            );
         }
     }
 
@@ -297,7 +316,10 @@ impl Run {
     fn inspect(&mut self) {
         if self.store.is_some() {
             let refused = ReadOnlyStore::open(&self.config);
-            assert!(matches!(refused, Err(Error::Locked { .. })), "read-only open beside a writer: {refused:?}");
+            assert!(
+                matches!(refused, Err(Error::Locked { .. })),
+                "read-only open beside a writer: {refused:?}"
+            );
             return;
         }
         let data_dir = &self.config.persistence.data_dir;
@@ -313,13 +335,17 @@ impl Run {
     /// record may be.
     fn tear(&self, at: u16) {
         let wal_dir = self.config.wal_dir();
-        let Some(&number) = factwal::segment_numbers(&wal_dir).unwrap_or_default().last() else { return };
+        let Some(&number) = factwal::segment_numbers(&wal_dir).unwrap_or_default().last() else {
+            return;
+        };
         let path = wal_dir.join(segment_file_name(number));
         let mut bytes = std::fs::read(&path).expect("read the last segment");
         let Ok(header) = SegmentHeader::decode(&bytes) else { return };
         let (mut end, mut last) = (64usize, None);
         let mut lsn_next = header.lsn_first;
-        while let Frame::Valid { lsn, record_bytes, .. } = decode_record(&bytes[end..], &header, MAX_RECORD_BYTES) {
+        while let Frame::Valid { lsn, record_bytes, .. } =
+            decode_record(&bytes[end..], &header, MAX_RECORD_BYTES)
+        {
             if lsn != lsn_next {
                 break;
             }
@@ -328,7 +354,9 @@ impl Run {
             lsn_next = lsn + 1;
         }
         let (offset, record) = match last {
-            Some((offset, length, lsn)) if lsn > self.lsn_last => (offset, bytes[offset..offset + length].to_vec()),
+            Some((offset, length, lsn)) if lsn > self.lsn_last => {
+                (offset, bytes[offset..offset + length].to_vec())
+            }
             _ => {
                 let mut phantom = Vec::new();
                 encode_record(&mut phantom, &header, lsn_next, &[0xa5; 40]);

@@ -26,7 +26,10 @@ pub fn scratch_dir() -> tempfile::TempDir {
         None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
         None => std::env::temp_dir(),
     };
-    tempfile::Builder::new().prefix("factwal-fuzz-").tempdir_in(base).expect("create a scratch directory")
+    tempfile::Builder::new()
+        .prefix("factwal-fuzz-")
+        .tempdir_in(base)
+        .expect("create a scratch directory")
 }
 
 /// Every file under `dir` with its bytes: to prove that nothing changed.
@@ -49,7 +52,11 @@ pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Panics, naming each file that differs and the first differing offset,
 /// unless the two snapshots are equal.
-pub fn assert_unchanged(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<PathBuf, Vec<u8>>, what: &str) {
+pub fn assert_unchanged(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+    what: &str,
+) {
     if before == after {
         return;
     }
@@ -57,7 +64,11 @@ pub fn assert_unchanged(before: &BTreeMap<PathBuf, Vec<u8>>, after: &BTreeMap<Pa
     for path in before.keys().chain(after.keys().filter(|path| !before.contains_key(*path))) {
         match (before.get(path), after.get(path)) {
             (Some(old), Some(new)) if old != new => {
-                let offset = old.iter().zip(new).position(|(a, b)| a != b).unwrap_or(old.len().min(new.len()));
+                let offset = old
+                    .iter()
+                    .zip(new)
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(old.len().min(new.len()));
                 differences.push(format!(
                     "{}: changed from offset {offset} ({} -> {} bytes)",
                     path.display(),
@@ -118,7 +129,10 @@ impl ReadFacts for ReadOnlyStore {
 /// two agree: a listed session holds at least one fact.
 pub fn read_all(store: &dyn ReadFacts) -> FactMap {
     let sessions = store.sessions().expect("sessions() on an open store");
-    assert!(sessions.windows(2).all(|pair| pair[0] < pair[1]), "sessions() not sorted and unique: {sessions:?}");
+    assert!(
+        sessions.windows(2).all(|pair| pair[0] < pair[1]),
+        "sessions() not sorted and unique: {sessions:?}"
+    );
     let mut facts = FactMap::new();
     for session in sessions {
         let of_session = store.facts(&session).expect("facts() of a listed session");
@@ -184,7 +198,9 @@ fn read_only() -> io::Error {
 }
 
 fn file_name(path: &Path) -> io::Result<String> {
-    path.file_name().map(|name| name.to_string_lossy().into_owned()).ok_or_else(|| io::ErrorKind::NotFound.into())
+    path.file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .ok_or_else(|| io::ErrorKind::NotFound.into())
 }
 
 impl WalIo for MemoryDir {

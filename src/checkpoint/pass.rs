@@ -105,9 +105,15 @@ impl CheckpointState {
         loop {
             match self.lock.try_lock() {
                 Ok(guard) => return Some(guard),
-                Err(std::sync::TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
-                Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
-                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(1)),
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    return Some(poisoned.into_inner())
+                }
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => {
+                    return None
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
             }
         }
     }

@@ -105,7 +105,11 @@ fn run_loop(core: &impl Checkpointed, interval: Duration) {
             if now >= deadline {
                 break;
             }
-            control = state.wake.wait_timeout(control, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+            control = state
+                .wake
+                .wait_timeout(control, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         if control.stop {
             break;

@@ -86,7 +86,8 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
     let removed = remove_dir(&args.dir);
     let results = outcome?;
     removed?;
-    let json = BenchJson { seconds_per_measurement: args.seconds, value_bytes: VALUE_BYTES, results };
+    let json =
+        BenchJson { seconds_per_measurement: args.seconds, value_bytes: VALUE_BYTES, results };
     let mut out = Out::new();
     if args.json {
         out.json(&json)?;
@@ -108,8 +109,10 @@ fn measure_all(dir: &Path, duration: Duration) -> Result<Vec<ResultJson>, CliErr
         let mut results = Vec::new();
         for writers in WRITER_COUNTS {
             let label = format!("bench: {writers} writer(s), in turns");
-            let progress = Progress::start(&label, duration.as_millis() as u64 * targets.len() as u64);
-            let measured = measure::measure_in_turns(&targets, writers, duration, ROUNDS, &progress)?;
+            let progress =
+                Progress::start(&label, duration.as_millis() as u64 * targets.len() as u64);
+            let measured =
+                measure::measure_in_turns(&targets, writers, duration, ROUNDS, &progress)?;
             for (mode, one) in ["floor", "wal", "direct"].into_iter().zip(&measured) {
                 results.push(result_json(mode, one, &measured[0]));
             }
@@ -160,7 +163,14 @@ fn print_table(out: &mut Out, bench: &BenchJson) -> Result<(), CliError> {
     out.line("")?;
     out.line(format_args!(
         "{:>7}  {:<6}  {:>9}  {:>9}  {:>9}  {:>10}  {:>13}  {:>18}",
-        "writers", "mode", "p50 ms", "p95 ms", "p99 ms", "writes/s", "p50 vs floor", "writes/s vs floor"
+        "writers",
+        "mode",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "writes/s",
+        "p50 vs floor",
+        "writes/s vs floor"
     ))?;
     for row in &bench.results {
         out.line(format_args!(

@@ -45,9 +45,13 @@ pub fn run(args: &CheckpointArgs) -> Result<(), CliError> {
     // Anything else in the way (a file for a directory, a directory for a
     // file) Store::open names itself.
     let state_path = config.state_path();
-    let missing = std::fs::symlink_metadata(&state_path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
+    let missing = std::fs::symlink_metadata(&state_path)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound);
     if missing && config.persistence.data_dir.is_dir() {
-        return Err(CliError::failed(format!("no factwal store here: {} does not exist", state_path.display())));
+        return Err(CliError::failed(format!(
+            "no factwal store here: {} does not exist",
+            state_path.display()
+        )));
     }
     if missing {
         let data_dir = &config.persistence.data_dir;
@@ -56,7 +60,10 @@ pub fn run(args: &CheckpointArgs) -> Result<(), CliError> {
             Ok(_) => "is not a directory",
             Err(_) => "no such directory",
         };
-        return Err(CliError::failed(format!("I/O error: open data directory {}: {what}", data_dir.display())));
+        return Err(CliError::failed(format!(
+            "I/O error: open data directory {}: {what}",
+            data_dir.display()
+        )));
     }
     let store = Store::open(config)?;
     let replayed_at_open = store.recovery().records_replayed;

@@ -59,8 +59,11 @@ pub fn run(demo_dir: &Path, plan: &CrashPlan) -> Result<CrashOutcome, CliError> 
     let config_path = demo_dir.join("crash.toml");
     // A segment must hold the largest record: a quarter of it is plenty here.
     let (segment_bytes, record_bytes_max) = (plan.segment_bytes, plan.segment_bytes / 4);
-    let toml = format!("[persistence]\nsegment_bytes = {segment_bytes}\nmax_record_bytes = {record_bytes_max}\n");
-    std::fs::write(&config_path, toml).map_err(|e| CliError::io(format!("write {}", config_path.display()), e))?;
+    let toml = format!(
+        "[persistence]\nsegment_bytes = {segment_bytes}\nmax_record_bytes = {record_bytes_max}\n"
+    );
+    std::fs::write(&config_path, toml)
+        .map_err(|e| CliError::io(format!("write {}", config_path.display()), e))?;
     let mut config = Config::from_file(&config_path)?;
     config.persistence.data_dir = dir.clone();
     let mut writer = Writer::spawn(&dir, &config_path, &demo_dir.join("writer.log"), plan)?;
@@ -97,9 +100,16 @@ struct Writer {
 }
 
 impl Writer {
-    fn spawn(dir: &Path, config_path: &Path, log_path: &Path, plan: &CrashPlan) -> Result<Writer, CliError> {
-        let exe = std::env::current_exe().map_err(|e| CliError::io("find the factwal executable", e))?;
-        let log = File::create(log_path).map_err(|e| CliError::io(format!("create {}", log_path.display()), e))?;
+    fn spawn(
+        dir: &Path,
+        config_path: &Path,
+        log_path: &Path,
+        plan: &CrashPlan,
+    ) -> Result<Writer, CliError> {
+        let exe =
+            std::env::current_exe().map_err(|e| CliError::io("find the factwal executable", e))?;
+        let log = File::create(log_path)
+            .map_err(|e| CliError::io(format!("create {}", log_path.display()), e))?;
         let schedule = &plan.schedule;
         let mut command = Command::new(exe);
         command
@@ -120,9 +130,14 @@ impl Writer {
             command.arg(flag).arg(value.to_string());
         }
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-        let mut child = command.spawn().map_err(|e| CliError::io("start the writer process (factwal load)", e))?;
+        let mut child = command
+            .spawn()
+            .map_err(|e| CliError::io("start the writer process (factwal load)", e))?;
         let acks = Arc::new(AtomicU64::new(0));
-        let stdout = child.stdout.take().ok_or_else(|| CliError::failed("the writer process has no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| CliError::failed("the writer process has no stdout"))?;
         let counter = acks.clone();
         let reader = std::thread::spawn(move || read_acks(stdout, &counter));
         Ok(Writer { child, log_path: log_path.to_path_buf(), acks, reader: Some(reader) })
@@ -135,7 +150,9 @@ impl Writer {
         while self.acks.load(Ordering::Relaxed) == 0 {
             self.check_alive()?;
             if begun.elapsed() > FIRST_ACK_WAIT_MAX {
-                return Err(CliError::failed("the writer process acknowledged nothing within 30 s"));
+                return Err(CliError::failed(
+                    "the writer process acknowledged nothing within 30 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -144,20 +161,24 @@ impl Writer {
         while running.elapsed() < run_for {
             self.check_alive()?;
             let acks = self.acks.load(Ordering::Relaxed);
-            progress.set(running.elapsed().as_millis() as u64, || format!("{} writes acknowledged", grouped(acks)));
+            progress.set(running.elapsed().as_millis() as u64, || {
+                format!("{} writes acknowledged", grouped(acks))
+            });
             std::thread::sleep(Duration::from_millis(50));
         }
         drop(progress);
         // Child::kill sends SIGKILL on Unix: no handler, no flush, no close.
         self.child.kill().map_err(|e| CliError::io("kill the writer process", e))?;
         self.child.wait().map_err(|e| CliError::io("reap the writer process", e))?;
-        let reader = self.reader.take().ok_or_else(|| CliError::failed("acks already collected"))?;
+        let reader =
+            self.reader.take().ok_or_else(|| CliError::failed("acks already collected"))?;
         reader.join().map_err(|_| super::thread_panicked("the ack reader thread"))?
     }
 
     /// An error quoting the writer's last stderr line if it ended on its own.
     fn check_alive(&mut self) -> Result<(), CliError> {
-        let status = self.child.try_wait().map_err(|e| CliError::io("wait for the writer process", e))?;
+        let status =
+            self.child.try_wait().map_err(|e| CliError::io("wait for the writer process", e))?;
         let Some(status) = status else { return Ok(()) };
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let last_line = log.lines().last().unwrap_or("(no output)");
@@ -184,8 +205,9 @@ fn read_acks(stdout: ChildStdout, counter: &AtomicU64) -> Result<Vec<Ack>, CliEr
         line.clear();
         reader.read_line(&mut line).map_err(|e| CliError::io("read the writer's ack lines", e))?;
         let Some(complete) = line.strip_suffix('\n') else { return Ok(acks) };
-        let ack = Ack::parse(complete)
-            .ok_or_else(|| CliError::failed(format!("the writer printed a line that is not an ack: {complete:?}")))?;
+        let ack = Ack::parse(complete).ok_or_else(|| {
+            CliError::failed(format!("the writer printed a line that is not an ack: {complete:?}"))
+        })?;
         acks.push(ack);
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -198,7 +220,12 @@ struct Check {
 
 /// Every fact an ack names must hold the value of its last acknowledged
 /// write (by LSN), or of a later write that was in flight at the kill.
-fn check_acks(store: &Store, schedule: &Schedule, acks: &[Ack], threads: u64) -> Result<Check, CliError> {
+fn check_acks(
+    store: &Store,
+    schedule: &Schedule,
+    acks: &[Ack],
+    threads: u64,
+) -> Result<Check, CliError> {
     let mut last: HashMap<FactKey, &Ack> = HashMap::new();
     for ack in acks {
         let entry = last.entry(ack.write.key).or_insert(ack);
@@ -222,7 +249,11 @@ fn check_acks(store: &Store, schedule: &Schedule, acks: &[Ack], threads: u64) ->
 /// holds at most one write in flight, and seqs are handed out in order, so
 /// these are the unacknowledged seqs up to the highest acked one plus the
 /// number of threads.
-fn in_flight_writes(schedule: &Schedule, acks: &[Ack], threads: u64) -> HashMap<FactKey, Vec<PlannedWrite>> {
+fn in_flight_writes(
+    schedule: &Schedule,
+    acks: &[Ack],
+    threads: u64,
+) -> HashMap<FactKey, Vec<PlannedWrite>> {
     let acked: HashSet<u64> = acks.iter().map(|ack| ack.write.seq).collect();
     let seq_max = acks.iter().map(|ack| ack.write.seq).max().unwrap_or(0) + threads;
     let mut in_flight: HashMap<FactKey, Vec<PlannedWrite>> = HashMap::new();
@@ -235,7 +266,12 @@ fn in_flight_writes(schedule: &Schedule, acks: &[Ack], threads: u64) -> HashMap<
 
 /// True when `value` is what the last acknowledged write left, or what one
 /// of the in-flight writes to the same fact would have left.
-fn explains(schedule: &Schedule, last: &Ack, in_flight: &[PlannedWrite], value: Option<&[u8]>) -> bool {
+fn explains(
+    schedule: &Schedule,
+    last: &Ack,
+    in_flight: &[PlannedWrite],
+    value: Option<&[u8]>,
+) -> bool {
     let left_by = |write: &PlannedWrite| match (write.kind, value) {
         (OpKind::Retract, None) => true,
         (OpKind::Assert, Some(value)) => schedule.value(write) == value,
@@ -252,17 +288,25 @@ mod tests {
     fn a_value_is_explained_by_the_last_ack_or_a_write_in_flight() {
         // Session s1 fact f0 is written by seqs 1, 3, 5, ... (N = 2, K = 1);
         // every 3rd write is a retract.
-        let schedule = Schedule { sessions: 2, facts_per_session: 1, retract_every: 3, value_bytes: 8 };
+        let schedule =
+            Schedule { sessions: 2, facts_per_session: 1, retract_every: 3, value_bytes: 8 };
         let ack = |lsn, seq| Ack { lsn, write: schedule.write(seq) };
         let acks = [ack(1, 1), ack(2, 2), ack(4, 5)];
         let in_flight = in_flight_writes(&schedule, &acks, 2);
         let flying = &in_flight[&(1, 0)];
-        assert_eq!(flying.iter().map(|w| w.seq).collect::<Vec<_>>(), [3, 7], "seqs up to 5 + 2 threads");
+        assert_eq!(
+            flying.iter().map(|w| w.seq).collect::<Vec<_>>(),
+            [3, 7],
+            "seqs up to 5 + 2 threads"
+        );
         let value = |seq| schedule.value(&schedule.write(seq));
         assert!(explains(&schedule, &acks[2], flying, Some(&value(5))), "the last ack");
         assert!(explains(&schedule, &acks[2], flying, Some(&value(7))), "a later write in flight");
         assert!(explains(&schedule, &acks[2], flying, None), "seq 3 in flight is a retract");
         assert!(!explains(&schedule, &acks[2], &[], None), "nothing explains the fact missing");
-        assert!(!explains(&schedule, &acks[2], flying, Some(&value(1))), "an older acknowledged value");
+        assert!(
+            !explains(&schedule, &acks[2], flying, Some(&value(1))),
+            "an older acknowledged value"
+        );
     }
 }

@@ -63,7 +63,12 @@ const BROKER_WRITERS: usize = 8;
 const FULL: Plan = Plan {
     crash: CrashPlan {
         // 7 is coprime to 200 x 8, so every fact sees asserts and retracts.
-        schedule: Schedule { sessions: 200, facts_per_session: 8, retract_every: 7, value_bytes: 100 },
+        schedule: Schedule {
+            sessions: 200,
+            facts_per_session: 8,
+            retract_every: 7,
+            value_bytes: 100,
+        },
         threads: 8,
         checkpoint_interval_ms: 100,
         run_for: Duration::from_secs(3),
@@ -77,7 +82,12 @@ const FULL: Plan = Plan {
 
 const QUICK: Plan = Plan {
     crash: CrashPlan {
-        schedule: Schedule { sessions: 20, facts_per_session: 4, retract_every: 7, value_bytes: 100 },
+        schedule: Schedule {
+            sessions: 20,
+            facts_per_session: 4,
+            retract_every: 7,
+            value_bytes: 100,
+        },
         threads: 4,
         checkpoint_interval_ms: 50,
         run_for: Duration::from_millis(500),
@@ -155,9 +165,17 @@ fn print_crash(out: &mut Out, crashed: &CrashOutcome) -> Result<(), CliError> {
     let recovered = crashed.acknowledged - crashed.lost;
     out.line("")?;
     out.line(figure("writes acknowledged", grouped(crashed.acknowledged), ""))?;
-    out.line(figure("writes recovered", grouped(recovered), "present after reopen, or overwritten by a later write"))?;
+    out.line(figure(
+        "writes recovered",
+        grouped(recovered),
+        "present after reopen, or overwritten by a later write",
+    ))?;
     out.line(figure("writes lost", grouped(crashed.lost), "must be 0"))?;
-    out.line(figure("facts checked", grouped(crashed.facts_checked), "each holds its last acknowledged value"))?;
+    out.line(figure(
+        "facts checked",
+        grouped(crashed.facts_checked),
+        "each holds its last acknowledged value",
+    ))?;
     out.line(figure(
         "unacknowledged writes on disk",
         grouped(crashed.unacknowledged_on_disk),
@@ -175,15 +193,18 @@ fn print_crash(out: &mut Out, crashed: &CrashOutcome) -> Result<(), CliError> {
 /// Floor, WAL mode and direct mode with one writer, measured in turns so
 /// that each comparison is made under the same disk conditions.
 fn measure_latency(dir: &Path, plan: &Plan) -> Result<Latency, CliError> {
-    let progress = Progress::start("floor, WAL, direct in turns", plan.measure_for.as_millis() as u64 * 3);
+    let progress =
+        Progress::start("floor, WAL, direct in turns", plan.measure_for.as_millis() as u64 * 3);
     let floor = Floor::create(dir, plan.floor_file_bytes)?;
     let wal = measure::open_store(&dir.join("wal"), true, plan.checkpoint_interval)?;
     let direct = measure::open_store(&dir.join("direct"), false, plan.checkpoint_interval)?;
     let targets = [Target::Floor(&floor), Target::Store(&wal), Target::Store(&direct)];
-    let measured = measure::measure_in_turns(&targets, 1, plan.measure_for, LATENCY_ROUNDS, &progress);
+    let measured =
+        measure::measure_in_turns(&targets, 1, plan.measure_for, LATENCY_ROUNDS, &progress);
     let (wal_report, direct_report) = (wal.close(), direct.close());
     let [floor_measured, wal_measured, direct_measured] =
-        <[Measurement; 3]>::try_from(measured?).map_err(|_| CliError::failed("expected three latency measurements"))?;
+        <[Measurement; 3]>::try_from(measured?)
+            .map_err(|_| CliError::failed("expected three latency measurements"))?;
     floor.remove()?;
     for report in [wal_report, direct_report] {
         report.truncate.and(report.redb_close)?;
@@ -211,7 +232,9 @@ fn run_broker(dir: &Path, plan: &Plan) -> Result<Broker, CliError> {
 
 fn print_latency(out: &mut Out, latency: &Latency) -> Result<(), CliError> {
     out.line("")?;
-    out.line(format_args!("2. Per-write latency, one writer, {VALUE_BYTES}-byte values, same disk, same run"))?;
+    out.line(format_args!(
+        "2. Per-write latency, one writer, {VALUE_BYTES}-byte values, same disk, same run"
+    ))?;
     out.line("   Each write returns only once it is on disk. The three are measured in turns.")?;
     out.line("")?;
     out.line(format_args!("   {:<36} {:>10} {:>10} {:>12}", "", "p50", "p99", "p50 / floor"))?;
@@ -235,7 +258,8 @@ fn print_latency(out: &mut Out, latency: &Latency) -> Result<(), CliError> {
 
 fn print_broker(out: &mut Out, broker: &Broker, plan: &Plan) -> Result<(), CliError> {
     let (measured, stats) = (&broker.measured, &broker.checkpoints);
-    let show = |duration: Option<Duration>| duration.map_or_else(|| "-".to_string(), human_duration);
+    let show =
+        |duration: Option<Duration>| duration.map_or_else(|| "-".to_string(), human_duration);
     out.line("")?;
     out.line(format_args!(
         "3. A broker-like run: {BROKER_WRITERS} writer threads, WAL mode, a checkpoint every {} ms, {:.1} s",
@@ -267,8 +291,14 @@ fn ratio(value: Duration, floor: Duration) -> f64 {
     }
 }
 
-fn print_verdict(out: &mut Out, crashed: &CrashOutcome, latency: &Latency, dir: &Path) -> Result<(), CliError> {
-    let wal_vs_floor = ratio(latency.wal.latency.percentile(50.0), latency.floor.latency.percentile(50.0));
+fn print_verdict(
+    out: &mut Out,
+    crashed: &CrashOutcome,
+    latency: &Latency,
+    dir: &Path,
+) -> Result<(), CliError> {
+    let wal_vs_floor =
+        ratio(latency.wal.latency.percentile(50.0), latency.floor.latency.percentile(50.0));
     out.line("")?;
     if crashed.lost == 0 && crashed.acknowledged > 0 {
         out.line(format_args!(

@@ -74,12 +74,16 @@ pub fn run(args: &DumpArgs) -> Result<ExitCode, CliError> {
     match store.problem() {
         None => Ok(ExitCode::SUCCESS),
         Some(torn @ WalProblem::TornTail { .. }) => {
-            output::eprint_line(&format!("factwal: the WAL ends in an {}", problem::describe(torn)));
+            output::eprint_line(&format!(
+                "factwal: the WAL ends in an {}",
+                problem::describe(torn)
+            ));
             Ok(ExitCode::SUCCESS)
         }
-        Some(WalProblem::Corrupted(error)) => {
-            Err(CliError::with_code(EXIT_CORRUPTED, format!("{error}; records after it are not shown")))
-        }
+        Some(WalProblem::Corrupted(error)) => Err(CliError::with_code(
+            EXIT_CORRUPTED,
+            format!("{error}; records after it are not shown"),
+        )),
     }
 }
 
@@ -89,10 +93,14 @@ fn record_json(record: &RecoveredRecord, applied_lsn: u64) -> RecordJson {
         .ops()
         .iter()
         .map(|op| match op {
-            Op::Assert { session, fact, value } => {
-                OpJson::Assert { session: session.clone(), fact: fact.clone(), value_bytes: value.len() }
+            Op::Assert { session, fact, value } => OpJson::Assert {
+                session: session.clone(),
+                fact: fact.clone(),
+                value_bytes: value.len(),
+            },
+            Op::Retract { session, fact } => {
+                OpJson::Retract { session: session.clone(), fact: fact.clone() }
             }
-            Op::Retract { session, fact } => OpJson::Retract { session: session.clone(), fact: fact.clone() },
             Op::DropSession { session } => OpJson::DropSession { session: session.clone() },
         })
         .collect();

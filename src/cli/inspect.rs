@@ -113,22 +113,35 @@ fn summarise(store: &ReadOnlyStore) -> Result<InspectJson, CliError> {
     })
 }
 
-fn print_plain(out: &mut Out, summary: &InspectJson, problem: Option<String>) -> Result<(), CliError> {
+fn print_plain(
+    out: &mut Out,
+    summary: &InspectJson,
+    problem: Option<String>,
+) -> Result<(), CliError> {
     let mode = if summary.wal_enabled { "WAL mode" } else { "direct mode" };
     out.line(format_args!("store             {} ({mode})", summary.data_dir))?;
     out.line(format_args!("wal directory     {}", summary.wal_dir))?;
-    let identity = summary.store_id.as_deref().unwrap_or("none (format 1: given at the next read-write open)");
+    let identity =
+        summary.store_id.as_deref().unwrap_or("none (format 1: given at the next read-write open)");
     out.line(format_args!("store id          {identity}"))?;
     out.line(format_args!("format            {}", summary.format_version))?;
     let last_close = match (summary.format_version, summary.wal_in_use, &summary.wal_dir_recorded) {
         (1, _, _) => "not recorded (format 1)".to_string(),
-        (_, true, Some(dir)) => format!("not clean: acknowledged writes may wait in the WAL at {dir}"),
+        (_, true, Some(dir)) => {
+            format!("not clean: acknowledged writes may wait in the WAL at {dir}")
+        }
         (_, true, None) => "not clean".to_string(),
         (_, false, _) => "clean: state.redb holds everything the WAL held".to_string(),
     };
     out.line(format_args!("last close        {last_close}"))?;
-    out.line(format_args!("applied LSN       {} (redb holds every record up to it)", summary.applied_lsn))?;
-    out.line(format_args!("unfolded records  {} (a read-write open replays them)", summary.unfolded_records))?;
+    out.line(format_args!(
+        "applied LSN       {} (redb holds every record up to it)",
+        summary.applied_lsn
+    ))?;
+    out.line(format_args!(
+        "unfolded records  {} (a read-write open replays them)",
+        summary.unfolded_records
+    ))?;
     out.line(format_args!("sessions          {}", summary.sessions))?;
     out.line(format_args!("facts             {}", summary.facts))?;
     out.line(format_args!("redb file         {} bytes", summary.redb_bytes))?;

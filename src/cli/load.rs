@@ -88,7 +88,11 @@ pub fn run(args: &LoadArgs) -> Result<(), CliError> {
             .map(|_| scope.spawn(|| write_loop(&store, &schedule, &next_seq, args.writes, &failed)))
             .collect();
         let joined = threads.into_iter().map(|thread| thread.join());
-        joined.map(|outcome| outcome.unwrap_or_else(|_| Err(super::thread_panicked("a writer thread")))).collect()
+        joined
+            .map(|outcome| {
+                outcome.unwrap_or_else(|_| Err(super::thread_panicked("a writer thread")))
+            })
+            .collect()
     });
     let elapsed = started.elapsed();
     let report = store.close();
@@ -127,10 +131,11 @@ fn write_loop(
         }
         let write = schedule.write(seq);
         let begun = Instant::now();
-        let outcome = store.write(batch(schedule, &write)).map_err(CliError::from).and_then(|lsn| {
-            latency.record(begun.elapsed());
-            print_ack(lsn, &write)
-        });
+        let outcome =
+            store.write(batch(schedule, &write)).map_err(CliError::from).and_then(|lsn| {
+                latency.record(begun.elapsed());
+                print_ack(lsn, &write)
+            });
         if let Err(error) = outcome {
             failed.store(true, Ordering::Relaxed);
             return Err(error);

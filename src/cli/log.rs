@@ -102,7 +102,9 @@ impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message = value.to_string();
-        } else if value.is_empty() || value.contains(|c: char| c.is_whitespace() || c == '=' || c == '"') {
+        } else if value.is_empty()
+            || value.contains(|c: char| c.is_whitespace() || c == '=' || c == '"')
+        {
             let _ = write!(self.rest, " {}={value:?}", field.name());
         } else {
             // Bare words read better (`mode=passive`) and still split on spaces.

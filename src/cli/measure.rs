@@ -147,7 +147,12 @@ pub fn measure_in_turns(
 
 /// Runs `writers` threads calling `write(writer, iteration)` for `duration`,
 /// timing each call, while the calling thread moves the progress bar.
-fn run_writers<W>(writers: usize, duration: Duration, progress: &Progress, write: W) -> Result<Measurement, CliError>
+fn run_writers<W>(
+    writers: usize,
+    duration: Duration,
+    progress: &Progress,
+    write: W,
+) -> Result<Measurement, CliError>
 where
     W: Fn(usize, u64) -> Result<(), CliError> + Sync,
 {
@@ -177,7 +182,9 @@ where
             .collect();
         while !stop.load(Ordering::Relaxed) && started.elapsed() < duration {
             let writes = done.load(Ordering::Relaxed);
-            progress.set(started.elapsed().as_millis() as u64, || format!("{} writes", grouped(writes)));
+            progress.set(started.elapsed().as_millis() as u64, || {
+                format!("{} writes", grouped(writes))
+            });
             std::thread::sleep(Duration::from_millis(50).min(duration));
         }
         stop.store(true, Ordering::Relaxed);
@@ -207,8 +214,12 @@ impl Floor {
     pub fn create(dir: &Path, file_bytes: u64) -> Result<Floor, CliError> {
         let path = dir.join("floor.bin");
         let fail = |what: &str, e| CliError::io(format!("{what} {}", path.display()), e);
-        let file =
-            OpenOptions::new().write(true).create(true).truncate(true).open(&path).map_err(|e| fail("create", e))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| fail("create", e))?;
         let zeros = vec![0u8; 1 << 20];
         let mut offset = 0;
         while offset < file_bytes {
@@ -217,12 +228,20 @@ impl Floor {
             offset += chunk;
         }
         file.sync_all().map_err(|e| fail("sync", e))?;
-        let file =
-            OpenOptions::new().write(true).custom_flags(libc::O_DSYNC).open(&path).map_err(|e| fail("open", e))?;
+        let file = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .open(&path)
+            .map_err(|e| fail("open", e))?;
         Ok(Floor { path, file, file_bytes })
     }
 
-    pub fn measure(&self, writers: usize, duration: Duration, progress: &Progress) -> Result<Measurement, CliError> {
+    pub fn measure(
+        &self,
+        writers: usize,
+        duration: Duration,
+        progress: &Progress,
+    ) -> Result<Measurement, CliError> {
         let blocks_per_writer = (self.file_bytes / FLOOR_BLOCK_BYTES / writers as u64).max(1);
         let block = vec![0xA5u8; FLOOR_BLOCK_BYTES as usize];
         run_writers(writers, duration, progress, |writer, iteration| {
@@ -235,7 +254,8 @@ impl Floor {
 
     pub fn remove(self) -> Result<(), CliError> {
         drop(self.file);
-        std::fs::remove_file(&self.path).map_err(|e| CliError::io(format!("remove {}", self.path.display()), e))
+        std::fs::remove_file(&self.path)
+            .map_err(|e| CliError::io(format!("remove {}", self.path.display()), e))
     }
 }
 
@@ -259,7 +279,8 @@ pub fn measure_store(
         let mut value = format!("w{writer}/{iteration}/").into_bytes();
         value.resize(VALUE_BYTES, b'.');
         let session = format!("session-{}", (iteration * 7 + writer as u64) % 1024);
-        let batch = Batch::new().assert(session, format!("fact-{writer}-{}", iteration % 16), value);
+        let batch =
+            Batch::new().assert(session, format!("fact-{writer}-{}", iteration % 16), value);
         store.write(batch).map(drop).map_err(CliError::from)
     })
 }
@@ -292,7 +313,9 @@ mod tests {
         for micros in 1..=100 {
             histogram.record(Duration::from_micros(micros));
         }
-        let close = |actual: Duration, micros: f64| (actual.as_secs_f64() * 1e6 - micros).abs() < micros / 50.0;
+        let close = |actual: Duration, micros: f64| {
+            (actual.as_secs_f64() * 1e6 - micros).abs() < micros / 50.0
+        };
         assert!(close(histogram.percentile(50.0), 50.0), "{:?}", histogram.percentile(50.0));
         assert!(close(histogram.percentile(99.0), 99.0), "{:?}", histogram.percentile(99.0));
         assert_eq!(histogram.count(), 100);

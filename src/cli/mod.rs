@@ -55,7 +55,10 @@ pub fn last_panic() -> String {
 
 /// The error to report for a thread that panicked.
 pub fn thread_panicked(what: &str) -> CliError {
-    CliError::with_code(EXIT_INTERNAL, format!("internal error (please report it): {what} panicked: {}", last_panic()))
+    CliError::with_code(
+        EXIT_INTERNAL,
+        format!("internal error (please report it): {what} panicked: {}", last_panic()),
+    )
 }
 
 const AFTER_HELP: &str = "\
@@ -120,7 +123,9 @@ impl StoreArgs {
         let mut config = match &self.config {
             Some(path) => Config::from_file(path)?,
             None if self.dir.is_none() => {
-                return Err(CliError::failed("no store given: pass --dir DIR (or --config FILE with a data_dir)"))
+                return Err(CliError::failed(
+                    "no store given: pass --dir DIR (or --config FILE with a data_dir)",
+                ))
             }
             None => Config::default(),
         };
@@ -203,7 +208,10 @@ pub fn main() -> ExitCode {
     };
     log::install(cli.log);
     let outcome = std::panic::catch_unwind(|| run(cli.command)).unwrap_or_else(|_| {
-        Err(CliError::with_code(EXIT_INTERNAL, format!("internal error (please report it): {}", last_panic())))
+        Err(CliError::with_code(
+            EXIT_INTERNAL,
+            format!("internal error (please report it): {}", last_panic()),
+        ))
     });
     match outcome {
         Ok(code) => code,

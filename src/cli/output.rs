@@ -95,7 +95,8 @@ impl Out {
 
     /// One JSON document on one line.
     pub fn json(&mut self, value: &impl Serialize) -> Result<(), CliError> {
-        let text = serde_json::to_string(value).map_err(|e| CliError::failed(format!("encode JSON: {e}")))?;
+        let text = serde_json::to_string(value)
+            .map_err(|e| CliError::failed(format!("encode JSON: {e}")))?;
         self.line(text)
     }
 
@@ -140,7 +141,9 @@ pub fn json_value(bytes: &[u8]) -> (String, Option<&'static str>) {
 pub fn plain_text<'a>(text: &'a str, also: &[char]) -> std::borrow::Cow<'a, str> {
     let ambiguous = text.is_empty()
         || text.starts_with("base64:")
-        || text.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\' || also.contains(&c));
+        || text.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || c == '"' || c == '\\' || also.contains(&c)
+        });
     if ambiguous {
         std::borrow::Cow::Owned(serde_json::to_string(text).unwrap_or_else(|_| format!("{text:?}")))
     } else {
@@ -203,7 +206,8 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc_4648_vectors() {
-        let vectors = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")];
+        let vectors =
+            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg==")];
         for (plain, encoded) in vectors {
             assert_eq!(base64(plain.as_bytes()), encoded);
         }

@@ -29,15 +29,19 @@ pub enum ProblemJson {
 
 pub fn json(problem: &WalProblem) -> ProblemJson {
     match problem {
-        WalProblem::TornTail { path, offset, bytes } => {
-            ProblemJson::TornTail { file: path.display().to_string(), offset: *offset, bytes: *bytes }
-        }
-        WalProblem::Corrupted(Error::Corrupted { path, offset, lsn, kind }) => ProblemJson::Corrupted {
+        WalProblem::TornTail { path, offset, bytes } => ProblemJson::TornTail {
             file: path.display().to_string(),
             offset: *offset,
-            lsn: *lsn,
-            detail: kind.to_string(),
+            bytes: *bytes,
         },
+        WalProblem::Corrupted(Error::Corrupted { path, offset, lsn, kind }) => {
+            ProblemJson::Corrupted {
+                file: path.display().to_string(),
+                offset: *offset,
+                lsn: *lsn,
+                detail: kind.to_string(),
+            }
+        }
         WalProblem::Corrupted(other) => ProblemJson::Error { detail: other.to_string() },
     }
 }
@@ -61,16 +65,21 @@ pub fn describe(problem: &WalProblem) -> String {
 pub fn refusal(problem: Option<&WalProblem>, config: &Config) -> Option<CliError> {
     let mode = config.persistence.recovery_mode;
     match problem? {
-        WalProblem::Corrupted(error) if mode != RecoveryMode::PointInTime => Some(CliError::from(error)),
-        torn @ WalProblem::TornTail { .. } if mode == RecoveryMode::AbsoluteConsistency => Some(CliError::with_code(
-            EXIT_CORRUPTED,
-            format!("{} (refused: recovery_mode is absolute-consistency)", describe(torn)),
-        )),
+        WalProblem::Corrupted(error) if mode != RecoveryMode::PointInTime => {
+            Some(CliError::from(error))
+        }
+        torn @ WalProblem::TornTail { .. } if mode == RecoveryMode::AbsoluteConsistency => {
+            Some(CliError::with_code(
+                EXIT_CORRUPTED,
+                format!("{} (refused: recovery_mode is absolute-consistency)", describe(torn)),
+            ))
+        }
         _ => None,
     }
 }
 
 /// A segment's file name, for compact lines.
 pub fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
+    path.file_name()
+        .map_or_else(|| path.display().to_string(), |name| name.to_string_lossy().into_owned())
 }

@@ -68,13 +68,19 @@ enum LossJson {
 
 fn loss_json(loss: &Loss) -> LossJson {
     match loss {
-        Loss::Fact { session, fact } => LossJson::Fact { session: session.clone(), fact: fact.clone() },
+        Loss::Fact { session, fact } => {
+            LossJson::Fact { session: session.clone(), fact: fact.clone() }
+        }
         Loss::Session { session, recorded, found } => {
             LossJson::Session { session: session.clone(), recorded: *recorded, found: *found }
         }
-        Loss::Range { after, before } => LossJson::Range { after: after.clone(), before: before.clone() },
+        Loss::Range { after, before } => {
+            LossJson::Range { after: after.clone(), before: before.clone() }
+        }
         Loss::State { reason } => LossJson::State { reason: reason.clone() },
-        Loss::WalRecords { lsn_first, lsn_last } => LossJson::WalRecords { lsn_first: *lsn_first, lsn_last: *lsn_last },
+        Loss::WalRecords { lsn_first, lsn_last } => {
+            LossJson::WalRecords { lsn_first: *lsn_first, lsn_last: *lsn_last }
+        }
         Loss::WalSegment { path, reason } => {
             LossJson::WalSegment { path: path.display().to_string(), reason: reason.clone() }
         }
@@ -115,7 +121,10 @@ fn json(report: &SalvageReport) -> ReportJson {
 
 fn print_plain(out: &mut Out, report: &SalvageReport) -> Result<(), CliError> {
     let applied = report.applied_lsn.map_or_else(|| "unknown".to_string(), |lsn| lsn.to_string());
-    out.line(format_args!("state.redb: {} facts copied (applied LSN {applied})", grouped(report.facts_copied)))?;
+    out.line(format_args!(
+        "state.redb: {} facts copied (applied LSN {applied})",
+        grouped(report.facts_copied)
+    ))?;
     match report.wal_lsn_range {
         Some((first, last)) => out.line(format_args!(
             "wal: {} records replayed (LSN {first}..={last})",

@@ -11,7 +11,10 @@ use super::CliError;
 pub fn fresh_dir(dir: &Path, marker: &str) -> Result<(), CliError> {
     let shown = dir.display();
     if dir.exists() {
-        let is_empty = std::fs::read_dir(dir).map_err(|e| CliError::io(format!("read {shown}"), e))?.next().is_none();
+        let is_empty = std::fs::read_dir(dir)
+            .map_err(|e| CliError::io(format!("read {shown}"), e))?
+            .next()
+            .is_none();
         if !is_empty && !dir.join(marker).is_file() {
             return Err(CliError::failed(format!(
                 "refusing to wipe {shown}: it is not empty and was not made by factwal (no {marker} file); \

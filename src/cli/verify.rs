@@ -57,7 +57,11 @@ pub fn run(args: &VerifyArgs) -> ExitCode {
             if !error.message.is_empty() {
                 output::eprint_line(&format!("factwal: cannot verify: {}", error.message));
             }
-            ExitCode::from(if error.code == super::EXIT_BROKEN_PIPE { error.code } else { EXIT_NOT_VERIFIED })
+            ExitCode::from(if error.code == super::EXIT_BROKEN_PIPE {
+                error.code
+            } else {
+                EXIT_NOT_VERIFIED
+            })
         }
     }
 }
@@ -141,10 +145,20 @@ fn report_state(
     if state.problems_found > kept {
         out.line(format_args!("redb: ... and {} more problems", state.problems_found - kept))?;
     }
-    out.line(format_args!("redb: {} sessions, {} facts with a sound checksum", state.sessions, state.facts_sound))?;
+    out.line(format_args!(
+        "redb: {} sessions, {} facts with a sound checksum",
+        state.sessions, state.facts_sound
+    ))?;
     if !state.is_sound() {
-        let first = state.problems.first().map_or_else(String::new, |problem| format!(", the first: {problem}"));
-        failures.push(format!("{} is damaged: {} problem(s) found{first}", path.display(), state.problems_found));
+        let first = state
+            .problems
+            .first()
+            .map_or_else(String::new, |problem| format!(", the first: {problem}"));
+        failures.push(format!(
+            "{} is damaged: {} problem(s) found{first}",
+            path.display(),
+            state.problems_found
+        ));
     }
     Ok(())
 }

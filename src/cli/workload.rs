@@ -57,7 +57,9 @@ impl Schedule {
     /// The value write `seq` asserts: `s<i>/f<j>/<seq>` padded with `.` to
     /// `value_bytes` (a longer text is kept whole, never cut).
     pub fn value(&self, write: &PlannedWrite) -> Vec<u8> {
-        let mut value = format!("{}/{}/{}", session_name(write.key.0), fact_name(write.key.1), write.seq).into_bytes();
+        let mut value =
+            format!("{}/{}/{}", session_name(write.key.0), fact_name(write.key.1), write.seq)
+                .into_bytes();
         if value.len() < self.value_bytes {
             value.resize(self.value_bytes, b'.');
         }
@@ -101,7 +103,10 @@ impl Ack {
             "retract" => OpKind::Retract,
             _ => return None,
         };
-        words.next().is_none().then_some(Ack { lsn, write: PlannedWrite { seq, key: (session, fact), kind } })
+        words
+            .next()
+            .is_none()
+            .then_some(Ack { lsn, write: PlannedWrite { seq, key: (session, fact), kind } })
     }
 }
 
@@ -109,7 +114,8 @@ impl Ack {
 mod tests {
     use super::*;
 
-    const SCHEDULE: Schedule = Schedule { sessions: 10, facts_per_session: 4, retract_every: 3, value_bytes: 16 };
+    const SCHEDULE: Schedule =
+        Schedule { sessions: 10, facts_per_session: 4, retract_every: 3, value_bytes: 16 };
 
     #[test]
     fn schedule_and_ack_lines_round_trip() {

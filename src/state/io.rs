@@ -67,7 +67,11 @@ impl StorageBackend for BoxedBackend {
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
         self.0.try_lock_range(start, end)
     }
-    fn try_lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
         self.0.try_lock_shared_range(start, end)
     }
     fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
@@ -130,7 +134,9 @@ impl ScratchBackend {
         for piece in pieces(offset, out.len()) {
             let target = &mut out[piece.done..piece.done + piece.len];
             match state.pages.get(&piece.page) {
-                Some(bytes) => target.copy_from_slice(&bytes[piece.within..piece.within + piece.len]),
+                Some(bytes) => {
+                    target.copy_from_slice(&bytes[piece.within..piece.within + piece.len])
+                }
                 None => {
                     target.fill(0);
                     let at = offset + piece.done as u64;
@@ -153,7 +159,10 @@ impl StorageBackend for ScratchBackend {
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
         let state = self.state();
         if offset.saturating_add(out.len() as u64) > state.len {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the database"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the database",
+            ));
         }
         self.read_into(&state, offset, out)
     }
@@ -181,7 +190,10 @@ impl StorageBackend for ScratchBackend {
         for Piece { page, within, done, len } in pieces(offset, data.len()) {
             if !state.pages.contains_key(&page) {
                 if (state.pages.len() as u64 + 1) * SCRATCH_PAGE_BYTES > self.bytes_max {
-                    let text = format!("inspection needs more than {} bytes of scratch memory", self.bytes_max);
+                    let text = format!(
+                        "inspection needs more than {} bytes of scratch memory",
+                        self.bytes_max
+                    );
                     return Err(io::Error::new(io::ErrorKind::OutOfMemory, text));
                 }
                 let mut bytes = vec![0u8; SCRATCH_PAGE_BYTES as usize].into_boxed_slice();

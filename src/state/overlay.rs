@@ -42,7 +42,10 @@ pub struct Generation {
 impl Generation {
     /// Applies one record's operations, in order.
     pub fn apply(&mut self, lsn: Lsn, batch: Batch, payload_bytes: u64) {
-        debug_assert!(self.records == 0 || lsn == self.lsn_last + 1, "records are applied in LSN order");
+        debug_assert!(
+            self.records == 0 || lsn == self.lsn_last + 1,
+            "records are applied in LSN order"
+        );
         self.apply_ops(lsn, batch, payload_bytes);
     }
 
@@ -163,7 +166,8 @@ impl Overlay {
     /// a durable redb commit holds them.
     pub fn release_through(&self, lsn: Lsn) {
         let mut inner = write(&self.inner);
-        let released: u64 = inner.frozen.iter().filter(|g| g.lsn_last <= lsn).map(|g| g.bytes).sum();
+        let released: u64 =
+            inner.frozen.iter().filter(|g| g.lsn_last <= lsn).map(|g| g.bytes).sum();
         inner.frozen.retain(|generation| generation.lsn_last > lsn);
         self.bytes.fetch_sub(released, Ordering::AcqRel);
     }
@@ -238,10 +242,19 @@ mod tests {
         // Builds two generations and checks lookups across them, including a
         // drop that hides everything older and a retract that masks a value.
         let overlay = Overlay::default();
-        overlay.apply(1, vec![(Batch::new().assert("s", "a", b"1".to_vec()).assert("s", "b", b"2".to_vec()), 10)]);
+        overlay.apply(
+            1,
+            vec![(
+                Batch::new().assert("s", "a", b"1".to_vec()).assert("s", "b", b"2".to_vec()),
+                10,
+            )],
+        );
         let frozen = overlay.freeze();
         assert_eq!(frozen.len(), 1);
-        overlay.apply(2, vec![(Batch::new().retract("s", "a"), 5), (Batch::new().drop_session("t"), 5)]);
+        overlay.apply(
+            2,
+            vec![(Batch::new().retract("s", "a"), 5), (Batch::new().drop_session("t"), 5)],
+        );
         assert_eq!(overlay.fact("s", "a"), FactLookup::Absent);
         assert_eq!(overlay.fact("s", "b"), FactLookup::Value(b"2".to_vec()));
         assert_eq!(overlay.fact("s", "c"), FactLookup::Base);

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend, Table, TableDefinition,
-    TableHandle,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, StorageBackend, Table,
+    TableDefinition, TableHandle,
 };
 
 use crate::error::{panic_message, Error, Lsn, Result, StateDamage};
@@ -147,15 +147,20 @@ fn catch<R>(path: &Path, what: &'static str, body: impl FnOnce() -> Result<R>) -
 /// rest (I/O above all) is `Error::Redb`.
 fn classify(path: &Path, error: impl Into<redb::Error>) -> Error {
     let error = error.into();
-    let damaged =
-        |detail: String| Error::StateCorrupted { path: path.to_path_buf(), kind: StateDamage::Unreadable, detail };
+    let damaged = |detail: String| Error::StateCorrupted {
+        path: path.to_path_buf(),
+        kind: StateDamage::Unreadable,
+        detail,
+    };
     match error {
         redb::Error::Corrupted(detail) => damaged(detail),
         redb::Error::TableTypeMismatch { .. }
         | redb::Error::TableIsMultimap(_)
         | redb::Error::TableIsNotMultimap(_)
         | redb::Error::TypeDefinitionChanged { .. } => damaged(error.to_string()),
-        redb::Error::Io(ref source) if source.kind() == std::io::ErrorKind::InvalidData => damaged(error.to_string()),
+        redb::Error::Io(ref source) if source.kind() == std::io::ErrorKind::InvalidData => {
+            damaged(error.to_string())
+        }
         redb::Error::UpgradeRequired(version) => Error::UnsupportedFormatVersion {
             path: path.to_path_buf(),
             found: u32::from(version),
@@ -195,7 +200,11 @@ impl Tables {
 
     /// Opens an existing database over `backend`. A file of a newer format is
     /// refused; a format-1 file is read as it is (see [`Tables::upgrade`]).
-    pub fn open(path: &Path, backend: Box<dyn StorageBackend>, cache_bytes: usize) -> Result<Tables> {
+    pub fn open(
+        path: &Path,
+        backend: Box<dyn StorageBackend>,
+        cache_bytes: usize,
+    ) -> Result<Tables> {
         let empty = backend.len().map_err(|e| Error::io(path, "stat state file", e))? == 0;
         if empty {
             return Err(Error::StateCorrupted {
@@ -205,7 +214,12 @@ impl Tables {
             });
         }
         let db = open_database(path, backend, cache_bytes)?;
-        let mut tables = Tables { db: Some(db), path: path.to_path_buf(), format_version: 0, latch: Mutex::new(None) };
+        let mut tables = Tables {
+            db: Some(db),
+            path: path.to_path_buf(),
+            format_version: 0,
+            latch: Mutex::new(None),
+        };
         tables.format_version = tables.read_format_version()?;
         if tables.format_version > STATE_FORMAT_VERSION {
             return Err(Error::UnsupportedFormatVersion {
@@ -220,7 +234,8 @@ impl Tables {
     /// Opens `path` without changing a byte of it: redb's writes (the repair
     /// of a crashed file) are kept in memory. For the inspection tools.
     pub fn open_unchanged(path: &Path, cache_bytes: usize) -> Result<Tables> {
-        let backend = ScratchBackend::open(path, SCRATCH_BYTES_MAX).map_err(|e| Error::io(path, "open state", e))?;
+        let backend = ScratchBackend::open(path, SCRATCH_BYTES_MAX)
+            .map_err(|e| Error::io(path, "open state", e))?;
         Tables::open(path, Box::new(backend), cache_bytes)
     }
 
@@ -251,7 +266,11 @@ impl Tables {
 
     /// Runs `body` on the database unless the handle is latched; a panic
     /// becomes `StateCorrupted`, and it and a latching I/O error latch.
-    fn contain<R>(&self, what: &'static str, body: impl FnOnce(&Database) -> Result<R>) -> Result<R> {
+    fn contain<R>(
+        &self,
+        what: &'static str,
+        body: impl FnOnce(&Database) -> Result<R>,
+    ) -> Result<R> {
         // After a panic redb's state is unknown: it is asked nothing more.
         // After an I/O failure it refuses writes itself ("previous I/O
         // error") but may still serve reads from what it holds.
@@ -288,7 +307,11 @@ impl Tables {
     }
 
     /// Runs `body` in a read transaction.
-    pub fn read<R>(&self, what: &'static str, body: impl FnOnce(&Snapshot<'_>) -> Result<R>) -> Result<R> {
+    pub fn read<R>(
+        &self,
+        what: &'static str,
+        body: impl FnOnce(&Snapshot<'_>) -> Result<R>,
+    ) -> Result<R> {
         self.contain(what, |db| {
             let txn = db.begin_read().map_err(|e| classify(&self.path, e))?;
             let snapshot = Snapshot { txn, tables: self };
@@ -326,7 +349,8 @@ impl Tables {
         let format_version = self.format_version;
         self.read("reading the store record", |snapshot| {
             if format_version == 1 {
-                let meta = snapshot.txn.open_table(META_FORMAT_1).map_err(|e| classify(&self.path, e))?;
+                let meta =
+                    snapshot.txn.open_table(META_FORMAT_1).map_err(|e| classify(&self.path, e))?;
                 let applied = meta.get(key::APPLIED_LSN).map_err(|e| classify(&self.path, e))?;
                 let applied_lsn = applied.map_or(0, |guard| guard.value());
                 let wal_dir = None;
@@ -340,10 +364,13 @@ impl Tables {
                 });
             }
             let id = decode_u64(&self.path, key::STORE_ID, &snapshot.record(key::STORE_ID)?)?;
-            let store_id = StoreId::from_u64(id).ok_or_else(|| bad_record(&self.path, key::STORE_ID))?;
-            let applied_lsn = decode_u64(&self.path, key::APPLIED_LSN, &snapshot.record(key::APPLIED_LSN)?)?;
-            let wal_dir =
-                snapshot.optional_record(key::WAL_DIR)?.map(|bytes| PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)));
+            let store_id =
+                StoreId::from_u64(id).ok_or_else(|| bad_record(&self.path, key::STORE_ID))?;
+            let applied_lsn =
+                decode_u64(&self.path, key::APPLIED_LSN, &snapshot.record(key::APPLIED_LSN)?)?;
+            let wal_dir = snapshot
+                .optional_record(key::WAL_DIR)?
+                .map(|bytes| PathBuf::from(std::ffi::OsStr::from_bytes(&bytes)));
             let wal_in_use = match snapshot.optional_record(key::WAL_IN_USE)?.as_deref() {
                 None | Some([0]) => false,
                 Some([1]) => true,
@@ -353,7 +380,14 @@ impl Tables {
                 Some(bytes) => decode_u32(&self.path, key::WAL_EPOCH, &bytes)?,
                 None => 0,
             };
-            Ok(StoreRecord { format_version, store_id: Some(store_id), applied_lsn, wal_dir, wal_in_use, wal_epoch })
+            Ok(StoreRecord {
+                format_version,
+                store_id: Some(store_id),
+                applied_lsn,
+                wal_dir,
+                wal_in_use,
+                wal_epoch,
+            })
         })
     }
 
@@ -366,7 +400,12 @@ impl Tables {
     /// that also sets `applied_lsn` to `lsn` and, when given, where the WAL
     /// is. Applying a generation whose effects redb already holds changes
     /// nothing (invariant 5).
-    pub fn fold(&self, generations: &[Arc<Generation>], lsn: Lsn, wal: Option<WalMark<'_>>) -> Result<FoldStats> {
+    pub fn fold(
+        &self,
+        generations: &[Arc<Generation>],
+        lsn: Lsn,
+        wal: Option<WalMark<'_>>,
+    ) -> Result<FoldStats> {
         let format_version = self.format_version;
         self.write("folding records", |txn, path| {
             let mut facts = txn.open_table(FACTS)?;
@@ -381,7 +420,14 @@ impl Tables {
             let mut stats = FoldStats::default();
             for generation in generations {
                 for (session, delta) in &generation.sessions {
-                    fold_session(&mut facts, &mut sessions, session, delta, format_version, &mut stats)?;
+                    fold_session(
+                        &mut facts,
+                        &mut sessions,
+                        session,
+                        delta,
+                        format_version,
+                        &mut stats,
+                    )?;
                 }
             }
             write_applied_lsn(txn, format_version, lsn)?;
@@ -395,7 +441,9 @@ impl Tables {
     /// Records where the WAL is, in a commit of its own.
     pub fn mark_wal(&self, mark: WalMark<'_>) -> Result<()> {
         let format_version = self.format_version;
-        self.write("recording the WAL directory", |txn, _| write_wal_mark(txn, format_version, mark))
+        self.write("recording the WAL directory", |txn, _| {
+            write_wal_mark(txn, format_version, mark)
+        })
     }
 
     /// Upgrades a format-1 file to the current format in one transaction:
@@ -415,7 +463,10 @@ impl Tables {
                 rewritten.push((session.to_string(), fact.to_string(), value.value().to_vec()));
             }
             for (session, fact, value) in &rewritten {
-                facts.insert((session.as_str(), fact.as_str()), encode_fact(session, fact, value).as_slice())?;
+                facts.insert(
+                    (session.as_str(), fact.as_str()),
+                    encode_fact(session, fact, value).as_slice(),
+                )?;
             }
             drop(facts);
             txn.delete_table(META_FORMAT_1)?;
@@ -470,7 +521,11 @@ impl Drop for Tables {
     }
 }
 
-fn open_database(path: &Path, backend: Box<dyn StorageBackend>, cache_bytes: usize) -> Result<Database> {
+fn open_database(
+    path: &Path,
+    backend: Box<dyn StorageBackend>,
+    cache_bytes: usize,
+) -> Result<Database> {
     catch(path, "opening", || {
         redb::Builder::new()
             .set_cache_size(cache_bytes)
@@ -495,13 +550,21 @@ macro_rules! write_error_from {
     };
 }
 
-write_error_from!(redb::Error, redb::StorageError, redb::TableError, redb::TransactionError, redb::CommitError);
+write_error_from!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError
+);
 
 impl WriteError {
     fn into_error(self, path: &Path) -> Error {
         match self {
             WriteError::Redb(error) => classify(path, error),
-            WriteError::Damage(kind, detail) => Error::StateCorrupted { path: path.to_path_buf(), kind, detail },
+            WriteError::Damage(kind, detail) => {
+                Error::StateCorrupted { path: path.to_path_buf(), kind, detail }
+            }
         }
     }
 }
@@ -522,7 +585,8 @@ fn fold_session(
         stats.facts_removed += count;
         count = 0;
     }
-    let count_damaged = || WriteError::Damage(StateDamage::CountMismatch, format!("session {session:?}"));
+    let count_damaged =
+        || WriteError::Damage(StateDamage::CountMismatch, format!("session {session:?}"));
     // One buffer for every value this session's facts store (checksum and
     // value), instead of an allocation per fact.
     let mut stored = Vec::new();
@@ -571,7 +635,8 @@ fn read_applied_lsn(
         Some(guard) => checked_record(key::APPLIED_LSN, guard.value()),
         None => None,
     };
-    let bytes = bytes.ok_or(WriteError::Damage(StateDamage::BadStoreRecord, key::APPLIED_LSN.to_string()))?;
+    let bytes = bytes
+        .ok_or(WriteError::Damage(StateDamage::BadStoreRecord, key::APPLIED_LSN.to_string()))?;
     decode_u64(path, key::APPLIED_LSN, &bytes)
         .map_err(|_| WriteError::Damage(StateDamage::BadStoreRecord, key::APPLIED_LSN.to_string()))
 }
@@ -606,7 +671,11 @@ fn write_wal_mark(
 }
 
 /// Writes a store record: the value, then a CRC-32 of key and value.
-fn put_record(store: &mut Table<&str, &[u8]>, key: &str, value: &[u8]) -> std::result::Result<(), WriteError> {
+fn put_record(
+    store: &mut Table<&str, &[u8]>,
+    key: &str,
+    value: &[u8],
+) -> std::result::Result<(), WriteError> {
     let mut bytes = value.to_vec();
     bytes.extend_from_slice(&record_checksum(key, value).to_le_bytes());
     store.insert(key, bytes.as_slice())?;
@@ -688,7 +757,8 @@ impl Snapshot<'_> {
     fn optional_record(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let store = self.txn.open_table(STORE).map_err(|e| self.error(e))?;
         let Some(guard) = store.get(key).map_err(|e| self.error(e))? else { return Ok(None) };
-        let value = checked_record(key, guard.value()).ok_or_else(|| bad_record(&self.tables.path, key))?;
+        let value =
+            checked_record(key, guard.value()).ok_or_else(|| bad_record(&self.tables.path, key))?;
         Ok(Some(value))
     }
 
@@ -704,8 +774,12 @@ impl Snapshot<'_> {
         let checked = stored.split_at_checked(FACT_CHECKSUM_BYTES).and_then(|(crc, value)| {
             (fact_checksum(session, fact, value).to_le_bytes() == crc).then(|| value.to_vec())
         });
-        checked
-            .ok_or_else(|| self.damaged(StateDamage::ChecksumMismatch, format!("session {session:?}, fact {fact:?}")))
+        checked.ok_or_else(|| {
+            self.damaged(
+                StateDamage::ChecksumMismatch,
+                format!("session {session:?}, fact {fact:?}"),
+            )
+        })
     }
 
     /// One fact's value.
@@ -724,15 +798,18 @@ impl Snapshot<'_> {
             let (key, stored) = entry.map_err(|e| self.error(e))?;
             let (found_session, fact) = key.value();
             if found_session != session {
-                let detail = format!("session {session:?}: a key of session {found_session:?} in its range");
+                let detail =
+                    format!("session {session:?}: a key of session {found_session:?} in its range");
                 return Err(self.damaged(StateDamage::Unreadable, detail));
             }
             facts.insert(fact.to_string(), self.value(session, fact, stored.value())?);
         }
         let sessions = self.txn.open_table(SESSIONS).map_err(|e| self.error(e))?;
-        let count = sessions.get(session).map_err(|e| self.error(e))?.map_or(0, |guard| guard.value());
+        let count =
+            sessions.get(session).map_err(|e| self.error(e))?.map_or(0, |guard| guard.value());
         if count != facts.len() as u64 {
-            let detail = format!("session {session:?}: {count} facts recorded, {} found", facts.len());
+            let detail =
+                format!("session {session:?}: {count} facts recorded, {} found", facts.len());
             return Err(self.damaged(StateDamage::CountMismatch, detail));
         }
         Ok(facts)
@@ -827,7 +904,8 @@ mod tests {
         }
         assert_eq!(checked_record("k", b"\x01"), None, "too short for a checksum");
         let mut record = 7u64.to_le_bytes().to_vec();
-        record.extend_from_slice(&record_checksum("applied_lsn", &7u64.to_le_bytes()).to_le_bytes());
+        record
+            .extend_from_slice(&record_checksum("applied_lsn", &7u64.to_le_bytes()).to_le_bytes());
         assert_eq!(checked_record("applied_lsn", &record), Some(7u64.to_le_bytes().to_vec()));
         assert_eq!(checked_record("store_id", &record), None, "a record moved to another key");
     }
@@ -860,14 +938,26 @@ mod tests {
         let tables = Tables::create(&path, backend, 1 << 20, StoreId::new_random()).unwrap();
         let before = {
             let mut generation = Generation::default();
-            generation.apply(1, Batch::new().assert("a", "x", b"1".to_vec()).assert("b", "y", b"2".to_vec()), 10);
+            generation.apply(
+                1,
+                Batch::new().assert("a", "x", b"1".to_vec()).assert("b", "y", b"2".to_vec()),
+                10,
+            );
             generation.apply(2, Batch::new().assert("c", "z", b"3".to_vec()), 10);
             Arc::new(generation)
         };
         tables.fold(&[before], 2, None).unwrap();
         let mut generation = Generation::default();
-        generation.apply(3, Batch::new().assert("a", "x", b"one".to_vec()).assert("a", "w", b"4".to_vec()), 10);
-        generation.apply(4, Batch::new().retract("b", "y").drop_session("c").assert("c", "n", b"5".to_vec()), 10);
+        generation.apply(
+            3,
+            Batch::new().assert("a", "x", b"one".to_vec()).assert("a", "w", b"4".to_vec()),
+            10,
+        );
+        generation.apply(
+            4,
+            Batch::new().retract("b", "y").drop_session("c").assert("c", "n", b"5".to_vec()),
+            10,
+        );
         generation.apply(5, Batch::new().assert("d", "q", b"6".to_vec()).retract("a", "w"), 10);
         let generation = Arc::new(generation);
         let first = tables.fold(&[Arc::clone(&generation)], 5, None).unwrap();
@@ -878,7 +968,10 @@ mod tests {
             ("d".to_string(), "q".to_string(), b"6".to_vec()),
         ];
         assert_eq!(once.1, expected_facts);
-        assert_eq!(once.0, BTreeMap::from([("a".to_string(), 1), ("c".to_string(), 1), ("d".to_string(), 1)]));
+        assert_eq!(
+            once.0,
+            BTreeMap::from([("a".to_string(), 1), ("c".to_string(), 1), ("d".to_string(), 1)])
+        );
         assert_eq!(first.facts_written, 3, "the generation reduces to its last value per fact");
         tables.fold(&[generation], 5, None).unwrap();
         assert_eq!(contents(&tables), once, "the second fold changed the tables");

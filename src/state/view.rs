@@ -24,7 +24,9 @@ impl View<'_> {
         match self.overlay.fact(session, fact) {
             FactLookup::Value(value) => Ok(Some(value)),
             FactLookup::Absent => Ok(None),
-            FactLookup::Base => self.tables.read("reading a fact", |snapshot| snapshot.fact(session, fact)),
+            FactLookup::Base => {
+                self.tables.read("reading a fact", |snapshot| snapshot.fact(session, fact))
+            }
         }
     }
 
@@ -48,13 +50,17 @@ impl View<'_> {
     /// Every session holding at least one fact, sorted.
     pub fn sessions(&self) -> Result<Vec<String>> {
         let touched = self.overlay.touched_sessions();
-        let views: Vec<_> = touched.iter().map(|session| (session, self.overlay.session(session))).collect();
+        let views: Vec<_> =
+            touched.iter().map(|session| (session, self.overlay.session(session))).collect();
         self.tables.read("listing sessions", |snapshot| {
             let mut sessions = snapshot.sessions()?;
             for (session, view) in views {
                 let asserted = view.facts.values().any(Option::is_some);
-                let base_count =
-                    if view.base_hidden { 0 } else { sessions.get(session.as_str()).copied().unwrap_or(0) };
+                let base_count = if view.base_hidden {
+                    0
+                } else {
+                    sessions.get(session.as_str()).copied().unwrap_or(0)
+                };
                 let mut retracted_from_base = 0;
                 if !asserted && base_count > 0 {
                     for (fact, _) in view.facts.iter().filter(|(_, value)| value.is_none()) {

@@ -205,7 +205,11 @@ pub enum Frame<'a> {
 /// Decodes the record at the start of `bytes`, which belong to the segment
 /// `header`. Never panics and never allocates; a length above
 /// `payload_bytes_max` is invalid.
-pub fn decode_record<'a>(bytes: &'a [u8], header: &SegmentHeader, payload_bytes_max: u64) -> Frame<'a> {
+pub fn decode_record<'a>(
+    bytes: &'a [u8],
+    header: &SegmentHeader,
+    payload_bytes_max: u64,
+) -> Frame<'a> {
     let head_len = RECORD_HEADER_BYTES as usize;
     let Some(head) = bytes.get(..head_len) else {
         return if bytes.iter().all(|&b| b == 0) { Frame::Zeroes } else { Frame::Invalid };
@@ -227,7 +231,11 @@ pub fn decode_record<'a>(bytes: &'a [u8], header: &SegmentHeader, payload_bytes_
     if crc32fast::hash(&record[4..]) != read_u32(head, 0) {
         return Frame::Invalid;
     }
-    Frame::Valid { lsn: read_u64(head, 8), payload: &record[head_len..], record_bytes: record.len() as u64 }
+    Frame::Valid {
+        lsn: read_u64(head, 8),
+        payload: &record[head_len..],
+        record_bytes: record.len() as u64,
+    }
 }
 
 /// What a search for a valid record after an invalid one found.
@@ -246,7 +254,11 @@ pub enum Search {
 /// after position 0; returns its position and LSN. Used by recovery to tell a
 /// torn tail (nothing valid after the bad record) from mid-log corruption.
 #[cfg(any(test, feature = "testing"))]
-pub fn find_valid_record_after(bytes: &[u8], header: &SegmentHeader, payload_bytes_max: u64) -> Option<(u64, Lsn)> {
+pub fn find_valid_record_after(
+    bytes: &[u8],
+    header: &SegmentHeader,
+    payload_bytes_max: u64,
+) -> Option<(u64, Lsn)> {
     let mut unbounded = u64::MAX;
     match search_valid_record(bytes, header, payload_bytes_max, &mut unbounded) {
         Search::Found(position, lsn) => Some((position, lsn)),
@@ -282,7 +294,9 @@ pub fn search_valid_record(
             return Search::Undecided(position as u64);
         }
         *checksum_budget -= claimed;
-        if let Frame::Valid { lsn, .. } = decode_record(&bytes[position..], header, payload_bytes_max) {
+        if let Frame::Valid { lsn, .. } =
+            decode_record(&bytes[position..], header, payload_bytes_max)
+        {
             return Search::Found(position as u64, lsn);
         }
     }

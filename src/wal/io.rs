@@ -67,7 +67,12 @@ impl WalIo for StdIo {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        let file = OpenOptions::new().read(true).write(true).create_new(true).mode(FILE_MODE).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(path)?;
         Ok(Arc::new(StdFile { file }))
     }
 
@@ -155,7 +160,8 @@ pub(crate) fn ensure_durable_dir(io: &dyn WalIo, dir: &Path) -> Result<()> {
     }
     io.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
     for created in missing.iter().rev() {
-        let parent = created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent =
+            created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         io.sync_dir(parent).map_err(|e| Error::io(parent, "sync directory", e))?;
     }
     Ok(())

@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::batch::Batch;
 use crate::error::{CorruptionKind, Error, Lsn, Result};
 use crate::identity::StoreId;
-use crate::wal::format::{self, Frame, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES};
+use crate::wal::format::{
+    self, Frame, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES,
+};
 use crate::wal::io::WalIo;
 use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name, segment_file_name};
 
@@ -136,10 +138,16 @@ pub struct Dropped {
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.lsn_range {
-            Some((first, last)) => write!(f, "{} readable records (LSN {first}..={last})", self.records)?,
+            Some((first, last)) => {
+                write!(f, "{} readable records (LSN {first}..={last})", self.records)?
+            }
             None => f.write_str("no readable record")?,
         }
-        write!(f, "; {} non-zero bytes zeroed in the damaged segment from the cut on", self.tail_bytes)
+        write!(
+            f,
+            "; {} non-zero bytes zeroed in the damaged segment from the cut on",
+            self.tail_bytes
+        )
     }
 }
 
@@ -222,10 +230,14 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
         Err(error) => return Err(Error::io(dir, "list WAL directory", error)),
     };
-    let mut numbers: Vec<u64> = names.iter().filter_map(|name| parse_segment_file_name(name)).collect();
+    let mut numbers: Vec<u64> =
+        names.iter().filter_map(|name| parse_segment_file_name(name)).collect();
     numbers.sort_unstable();
-    recovered.temporary_files =
-        names.iter().filter(|name| is_temporary_file_name(name)).map(|name| dir.join(name)).collect();
+    recovered.temporary_files = names
+        .iter()
+        .filter(|name| is_temporary_file_name(name))
+        .map(|name| dir.join(name))
+        .collect();
 
     let owner = options.owner;
     let state_path = options.state_path.as_path();
@@ -239,10 +251,16 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
             // Every segment from here on goes, except one whose valid prefix
             // was kept (its summary was recorded; it is zeroed from the
             // corruption on instead).
-            let kept = |path: &PathBuf| scanner.recovered.segments.iter().any(|segment| &segment.path == path);
-            let removed_segments: Vec<PathBuf> =
-                numbers[index..].iter().map(|&n| dir.join(segment_file_name(n))).filter(|path| !kept(path)).collect();
-            let dropped = describe_dropped(io, &corruption, &scanner.recovered.segments, &removed_segments);
+            let kept = |path: &PathBuf| {
+                scanner.recovered.segments.iter().any(|segment| &segment.path == path)
+            };
+            let removed_segments: Vec<PathBuf> = numbers[index..]
+                .iter()
+                .map(|&n| dir.join(segment_file_name(n)))
+                .filter(|path| !kept(path))
+                .collect();
+            let dropped =
+                describe_dropped(io, &corruption, &scanner.recovered.segments, &removed_segments);
             scanner.recovered.repairs.push(Repair::DropAfter {
                 corruption: Box::new(corruption),
                 removed_segments,
@@ -257,7 +275,12 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
     if mode == RecoveryMode::AbsoluteConsistency {
         if let Some(Repair::TornTail { path, offset, .. }) = scanner.recovered.repairs.first() {
             let lsn = scanner.recovered.lsn_last + 1;
-            return Err(Error::Corrupted { path: path.clone(), offset: *offset, lsn, kind: CorruptionKind::TornTail });
+            return Err(Error::Corrupted {
+                path: path.clone(),
+                offset: *offset,
+                lsn,
+                kind: CorruptionKind::TornTail,
+            });
         }
     }
     Ok(scanner.recovered)
@@ -283,12 +306,21 @@ impl Scanner<'_> {
 
     fn scan_segment(&mut self, io: &dyn WalIo, number: u64, is_last: bool) -> Result<()> {
         let path = self.dir.join(segment_file_name(number));
-        let corrupted =
-            |path: &Path, offset, lsn, kind| Error::Corrupted { path: path.to_path_buf(), offset, lsn, kind };
+        let corrupted = |path: &Path, offset, lsn, kind| Error::Corrupted {
+            path: path.to_path_buf(),
+            offset,
+            lsn,
+            kind,
+        };
         if let Some(previous) = self.recovered.segments.last() {
             if number != previous.header.number + 1 {
                 let missing = self.dir.join(segment_file_name(previous.header.number + 1));
-                return Err(corrupted(&missing, 0, self.lsn_expected(), CorruptionKind::MissingSegment));
+                return Err(corrupted(
+                    &missing,
+                    0,
+                    self.lsn_expected(),
+                    CorruptionKind::MissingSegment,
+                ));
             }
         }
         let bytes = io.read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
@@ -297,7 +329,11 @@ impl Scanner<'_> {
         let header = match SegmentHeader::decode(bytes) {
             Ok(header) => header,
             Err(HeaderError::NewerVersion(found)) => {
-                return Err(Error::UnsupportedFormatVersion { path, found, supported: FORMAT_VERSION })
+                return Err(Error::UnsupportedFormatVersion {
+                    path,
+                    found,
+                    supported: FORMAT_VERSION,
+                })
             }
             Err(HeaderError::Invalid) => {
                 return Err(corrupted(&path, 0, lsn_expected, CorruptionKind::BadSegmentHeader))
@@ -325,7 +361,10 @@ impl Scanner<'_> {
             // missing part held is gone. Never a clean end.
             let file_bytes = bytes.len() as u64;
             if file_bytes != header.segment_bytes {
-                let kind = CorruptionKind::SegmentSizeMismatch { file_bytes, header_bytes: header.segment_bytes };
+                let kind = CorruptionKind::SegmentSizeMismatch {
+                    file_bytes,
+                    header_bytes: header.segment_bytes,
+                };
                 return Err(corrupted(&path, summary.end_offset, lsn_next, kind));
             }
             if is_last {
@@ -352,9 +391,9 @@ impl Scanner<'_> {
     ) -> Result<Lsn> {
         let mut lsn_next = header.lsn_first;
         loop {
-            let frame = bytes
-                .get(summary.end_offset as usize..)
-                .map_or(Frame::Zeroes, |rest| format::decode_record(rest, header, header.payload_bytes_max()));
+            let frame = bytes.get(summary.end_offset as usize..).map_or(Frame::Zeroes, |rest| {
+                format::decode_record(rest, header, header.payload_bytes_max())
+            });
             let Frame::Valid { lsn, payload, record_bytes } = frame else { return Ok(lsn_next) };
             if lsn != lsn_next {
                 return Ok(lsn_next);
@@ -417,12 +456,16 @@ impl Scanner<'_> {
     /// Under an `Idle` owner: a record redb lacks may only come from the
     /// opening that marked the store clean (see `Owner::Idle`).
     fn check_idle(&self) -> Result<()> {
-        let (Owner::Idle { epoch, .. }, Some(applied)) = (self.owner, self.applied_lsn) else { return Ok(()) };
+        let (Owner::Idle { epoch, .. }, Some(applied)) = (self.owner, self.applied_lsn) else {
+            return Ok(());
+        };
         let segments = &self.recovered.segments;
-        let foreign = self.recovered.records.iter().filter(|record| record.lsn > applied).find_map(|record| {
-            let segment = segments.iter().find(|s| s.header.number == record.segment_number)?;
-            (segment.header.epoch != epoch).then_some((segment, record.lsn))
-        });
+        let foreign = self.recovered.records.iter().filter(|record| record.lsn > applied).find_map(
+            |record| {
+                let segment = segments.iter().find(|s| s.header.number == record.segment_number)?;
+                (segment.header.epoch != epoch).then_some((segment, record.lsn))
+            },
+        );
         match foreign {
             None => Ok(()),
             Some((segment, lsn)) => Err(self.mismatch(format!(
@@ -436,12 +479,21 @@ impl Scanner<'_> {
     }
 
     fn mismatch(&self, detail: String) -> Error {
-        Error::WalMismatch { wal_dir: self.dir.to_path_buf(), state: self.state_path.to_path_buf(), detail }
+        Error::WalMismatch {
+            wal_dir: self.dir.to_path_buf(),
+            state: self.state_path.to_path_buf(),
+            detail,
+        }
     }
 
     /// A segment's first LSN must follow on from what came before. A lower
     /// one marks the previous segment's last records as abandoned.
-    fn check_chain(&mut self, path: &Path, header: &SegmentHeader, lsn_expected: Lsn) -> Result<()> {
+    fn check_chain(
+        &mut self,
+        path: &Path,
+        header: &SegmentHeader,
+        lsn_expected: Lsn,
+    ) -> Result<()> {
         // Where the first segment must start depends on redb's applied_lsn.
         let unknowable = self.recovered.segments.is_empty() && self.applied_lsn.is_none();
         if header.lsn_first > lsn_expected && !unknowable {
@@ -451,7 +503,12 @@ impl Scanner<'_> {
                 Some(previous) => (previous.path.clone(), previous.end_offset),
                 None => (path.to_path_buf(), SEGMENT_HEADER_BYTES),
             };
-            return Err(Error::Corrupted { path, offset, lsn: lsn_expected, kind: CorruptionKind::LsnGap });
+            return Err(Error::Corrupted {
+                path,
+                offset,
+                lsn: lsn_expected,
+                kind: CorruptionKind::LsnGap,
+            });
         }
         if header.lsn_first < lsn_expected && !self.recovered.segments.is_empty() {
             self.drop_abandoned_records(header.lsn_first);
@@ -474,10 +531,18 @@ impl Scanner<'_> {
 
     /// In the last segment: nothing after the valid records (clean end), a
     /// torn tail, or valid records after an invalid one (corruption).
-    fn check_tail(&mut self, path: &Path, header: &SegmentHeader, bytes: &[u8], end: u64, lsn_next: Lsn) -> Result<()> {
+    fn check_tail(
+        &mut self,
+        path: &Path,
+        header: &SegmentHeader,
+        bytes: &[u8],
+        end: u64,
+        lsn_next: Lsn,
+    ) -> Result<()> {
         let rest = bytes.get(end as usize..).unwrap_or_default();
         let mut budget = checksum_budget(bytes);
-        let search = format::search_valid_record(rest, header, header.payload_bytes_max(), &mut budget);
+        let search =
+            format::search_valid_record(rest, header, header.payload_bytes_max(), &mut budget);
         if let Search::Found(position, _) | Search::Undecided(position) = search {
             tracing::debug!(target: "factwal::recovery", at = end + position, ?search, "data after an invalid record");
             return Err(Error::Corrupted {
@@ -502,7 +567,12 @@ impl Scanner<'_> {
 /// What point-in-time recovery drops that could still be read: records
 /// after the cut in the segment holding the corruption, and every record of
 /// the segments it removes (each judged against its own header).
-fn describe_dropped(io: &dyn WalIo, corruption: &Error, kept: &[SegmentSummary], removed: &[PathBuf]) -> Dropped {
+fn describe_dropped(
+    io: &dyn WalIo,
+    corruption: &Error,
+    kept: &[SegmentSummary],
+    removed: &[PathBuf],
+) -> Dropped {
     let mut dropped = Dropped::default();
     let mut count = |lsns: Vec<Lsn>| {
         for lsn in lsns {
@@ -517,9 +587,17 @@ fn describe_dropped(io: &dyn WalIo, corruption: &Error, kept: &[SegmentSummary],
         if kept.iter().any(|segment| &segment.path == path) {
             if let Ok(bytes) = io.read(path) {
                 let bytes: &[u8] = (*bytes).as_ref();
-                if let (Ok(header), Some(rest)) = (SegmentHeader::decode(bytes), bytes.get(*offset as usize..)) {
-                    let tail_bytes = rest.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1);
-                    count(readable_records(rest, &header).into_iter().map(|(_, lsn, _)| lsn).collect());
+                if let (Ok(header), Some(rest)) =
+                    (SegmentHeader::decode(bytes), bytes.get(*offset as usize..))
+                {
+                    let tail_bytes =
+                        rest.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1);
+                    count(
+                        readable_records(rest, &header)
+                            .into_iter()
+                            .map(|(_, lsn, _)| lsn)
+                            .collect(),
+                    );
                     dropped.tail_bytes = tail_bytes;
                 }
             }
@@ -528,7 +606,8 @@ fn describe_dropped(io: &dyn WalIo, corruption: &Error, kept: &[SegmentSummary],
     for path in removed {
         if let Ok(bytes) = io.read(path) {
             let bytes: &[u8] = (*bytes).as_ref();
-            if let (Ok(header), Some(rest)) = (SegmentHeader::decode(bytes), bytes.get(SEGMENT_HEADER_BYTES as usize..))
+            if let (Ok(header), Some(rest)) =
+                (SegmentHeader::decode(bytes), bytes.get(SEGMENT_HEADER_BYTES as usize..))
             {
                 count(readable_records(rest, &header).into_iter().map(|(_, lsn, _)| lsn).collect());
             }
@@ -553,7 +632,12 @@ pub fn readable_records<'a>(bytes: &'a [u8], header: &SegmentHeader) -> Vec<(u64
                 position += record_bytes as usize;
             }
             Frame::Zeroes | Frame::Invalid => {
-                match format::search_valid_record(&bytes[position..], header, payload_bytes_max, &mut budget) {
+                match format::search_valid_record(
+                    &bytes[position..],
+                    header,
+                    payload_bytes_max,
+                    &mut budget,
+                ) {
                     Search::Found(step, _) => position += step as usize,
                     Search::NotFound | Search::Undecided(_) => break,
                 }

@@ -69,7 +69,12 @@ fn temporary_path(dir: &Path, number: u64) -> PathBuf {
 /// the slow part of making a segment (zero-filling it and writing the zeros
 /// back), and touches nothing a writer uses, so it can run ahead of need on
 /// another thread.
-pub fn prepare_segment(io: &dyn WalIo, dir: &Path, number: u64, segment_bytes: u64) -> Result<PreparedSegment> {
+pub fn prepare_segment(
+    io: &dyn WalIo,
+    dir: &Path,
+    number: u64,
+    segment_bytes: u64,
+) -> Result<PreparedSegment> {
     let prepared = zero_filled_temporary(io, dir, number, segment_bytes)?;
     if let Err(source) = prepared.file.sync_data() {
         let error = Error::io(&prepared.path, "sync preallocated segment", source);
@@ -80,7 +85,12 @@ pub fn prepare_segment(io: &dyn WalIo, dir: &Path, number: u64, segment_bytes: u
 }
 
 /// The temporary file of segment `number`, in zeros, not yet synced.
-fn zero_filled_temporary(io: &dyn WalIo, dir: &Path, number: u64, segment_bytes: u64) -> Result<PreparedSegment> {
+fn zero_filled_temporary(
+    io: &dyn WalIo,
+    dir: &Path,
+    number: u64,
+    segment_bytes: u64,
+) -> Result<PreparedSegment> {
     let path = temporary_path(dir, number);
     match io.remove(&path) {
         Ok(()) => {}
@@ -139,20 +149,30 @@ pub fn install_segment(
         .file
         .write_at(0, &header.encode())
         .map_err(|e| Error::io(temporary, "write segment header", e))
-        .and_then(|()| prepared.file.sync_data().map_err(|e| Error::io(temporary, "sync new segment", e)));
+        .and_then(|()| {
+            prepared.file.sync_data().map_err(|e| Error::io(temporary, "sync new segment", e))
+        });
     if let Err(error) = written {
         discard_prepared(io, prepared);
         return Err(error);
     }
     let path = dir.join(segment_file_name(number));
-    io.rename(temporary, &path).map_err(|e| Error::io(&path, "rename new segment into place", e))?;
-    io.sync_dir(dir).map_err(|e| Error::io(dir, "sync WAL directory after creating a segment", e))?;
+    io.rename(temporary, &path)
+        .map_err(|e| Error::io(&path, "rename new segment into place", e))?;
+    io.sync_dir(dir)
+        .map_err(|e| Error::io(dir, "sync WAL directory after creating a segment", e))?;
     Ok(Segment { header, path, file: prepared.file })
 }
 
 /// Creates segment `number` in `dir`, whose first record will be `lsn_first`,
 /// and makes it durable (file and directory) before returning.
-pub fn create_segment(io: &dyn WalIo, dir: &Path, number: u64, lsn_first: Lsn, shape: SegmentShape) -> Result<Segment> {
+pub fn create_segment(
+    io: &dyn WalIo,
+    dir: &Path,
+    number: u64,
+    lsn_first: Lsn,
+    shape: SegmentShape,
+) -> Result<Segment> {
     // One sync, in `install_segment`, covers the zeros and the header.
     let prepared = zero_filled_temporary(io, dir, number, shape.segment_bytes)?;
     install_segment(io, dir, prepared, lsn_first, shape)

@@ -58,7 +58,8 @@ use crate::sync::lock;
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
 use crate::wal::io::WalIo;
 use crate::wal::segment::{
-    create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment, SegmentShape,
+    create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment,
+    SegmentShape,
 };
 
 /// Receives durable records, in LSN order, before their writers are told.
@@ -169,7 +170,12 @@ struct Completion<T> {
 impl<T> Completion<T> {
     /// The written group, of which the first `durable` records reached the
     /// disk and the rest failed with `error`.
-    fn of(group: Vec<Queued<T>>, lsn_first: Lsn, durable: usize, error: Option<&GroupError>) -> Completion<T> {
+    fn of(
+        group: Vec<Queued<T>>,
+        lsn_first: Lsn,
+        durable: usize,
+        error: Option<&GroupError>,
+    ) -> Completion<T> {
         let mut items = Vec::with_capacity(durable);
         let mut members = Vec::with_capacity(group.len());
         for (index, queued) in group.into_iter().enumerate() {
@@ -305,7 +311,11 @@ pub struct Wal<T> {
 
 impl WalOptions {
     fn shape(&self) -> SegmentShape {
-        SegmentShape { store_id: self.store_id, epoch: self.epoch, segment_bytes: self.segment_bytes }
+        SegmentShape {
+            store_id: self.store_id,
+            epoch: self.epoch,
+            segment_bytes: self.segment_bytes,
+        }
     }
 }
 
@@ -328,7 +338,11 @@ impl<T> Wal<T> {
         crate::wal::io::ensure_durable_dir(&*io, &options.dir)?;
         let segment = create_segment(&*io, &options.dir, number_next, lsn_next, options.shape())?;
         let log = Log {
-            active: Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None }),
+            active: Some(ActiveSegment {
+                segment,
+                write_offset: SEGMENT_HEADER_BYTES,
+                lsn_last: None,
+            }),
             buffer: Vec::new(),
         };
         let state = GroupState {
@@ -412,7 +426,12 @@ impl<T> Wal<T> {
     /// leadership costs that wake-up, so it happens only once per
     /// `LEAD_GROUPS_MAX` groups; the last group is finished after the next
     /// leader has been told, while its first group is on the disk.
-    fn lead(&self, state: MutexGuard<'_, GroupState<T>>, own: &Arc<Waiter>, gather: bool) -> Result<Lsn> {
+    fn lead(
+        &self,
+        state: MutexGuard<'_, GroupState<T>>,
+        own: &Arc<Waiter>,
+        gather: bool,
+    ) -> Result<Lsn> {
         let mut state = if gather { self.gather(state) } else { state };
         let mut own_outcome = None;
         for groups_led in 1.. {
@@ -429,7 +448,8 @@ impl<T> Wal<T> {
             let sync_elapsed = started.elapsed();
             let group_count = group.len();
             let mut completion = Completion::of(group, lsn_first, durable, error.as_ref());
-            let own_here = completion.members.iter().position(|(waiter, _)| Arc::ptr_eq(waiter, own));
+            let own_here =
+                completion.members.iter().position(|(waiter, _)| Arc::ptr_eq(waiter, own));
             if let Some(index) = own_here {
                 own_outcome = Some(completion.members.swap_remove(index).1);
             }
@@ -454,7 +474,8 @@ impl<T> Wal<T> {
             {
                 state.groups_led_max = state.groups_led_max.max(groups_led);
             }
-            let keep_leading = error.is_none() && !state.queue.is_empty() && groups_led < LEAD_GROUPS_MAX;
+            let keep_leading =
+                error.is_none() && !state.queue.is_empty() && groups_led < LEAD_GROUPS_MAX;
             if keep_leading {
                 drop(state);
                 finish(completion);
@@ -476,7 +497,11 @@ impl<T> Wal<T> {
     /// turned into a failure that poisons the WAL: the group's writers are
     /// told, and leadership moves on instead of staying with a thread that
     /// unwound, which would leave `close` waiting for it forever.
-    fn write_group_contained(&self, group: &[Queued<T>], lsn_first: Lsn) -> (usize, Option<GroupError>) {
+    fn write_group_contained(
+        &self,
+        group: &[Queued<T>],
+        lsn_first: Lsn,
+    ) -> (usize, Option<GroupError>) {
         match panic::catch_unwind(AssertUnwindSafe(|| self.write_group(group, lsn_first))) {
             Ok(outcome) => outcome,
             Err(payload) => {
@@ -515,7 +540,8 @@ impl<T> Wal<T> {
             let mut applied = lock(&self.applied);
             while *applied + 1 != lsn_first {
                 debug_assert!(*applied < lsn_first, "groups complete in LSN order");
-                applied = self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
+                applied =
+                    self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
             }
             let lsn_last = lsn_first + items.len() as u64 - 1;
             let sunk = panic::catch_unwind(AssertUnwindSafe(|| (self.sink)(lsn_first, items)));
@@ -526,7 +552,8 @@ impl<T> Wal<T> {
             drop(applied);
             if let Err(payload) = sunk {
                 let message = panic_message(&*payload);
-                let cause = Arc::new(Error::Panicked { what: "making durable records visible", message });
+                let cause =
+                    Arc::new(Error::Panicked { what: "making durable records visible", message });
                 self.sink_failed.store(true, Ordering::Release);
                 self.poison(&cause);
                 failure = Some(cause);
@@ -572,7 +599,10 @@ impl<T> Wal<T> {
     }
 
     /// Waits (bounded) for the writers of the previous group to queue again.
-    fn gather<'a>(&'a self, mut state: MutexGuard<'a, GroupState<T>>) -> MutexGuard<'a, GroupState<T>> {
+    fn gather<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, GroupState<T>>,
+    ) -> MutexGuard<'a, GroupState<T>> {
         let wait_max = (state.sync_last / 2).min(GATHER_MAX);
         let deadline = Instant::now() + wait_max;
         while state.queue.len() < state.group_last_count && !state.closed {
@@ -580,7 +610,11 @@ impl<T> Wal<T> {
             if now >= deadline {
                 break;
             }
-            state = self.gathered.wait_timeout(state, deadline - now).unwrap_or_else(PoisonError::into_inner).0;
+            state = self
+                .gathered
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         state
     }
@@ -602,10 +636,16 @@ impl<T> Wal<T> {
             buffer.clear();
             while let Some(queued) = group.get(done) {
                 let needed = format::record_bytes(queued.payload.len());
-                if segment.write_offset + buffer.len() as u64 + needed > self.options.segment_bytes {
+                if segment.write_offset + buffer.len() as u64 + needed > self.options.segment_bytes
+                {
                     break;
                 }
-                format::encode_record(buffer, &segment.segment.header, lsn_first + done as u64, &queued.payload);
+                format::encode_record(
+                    buffer,
+                    &segment.segment.header,
+                    lsn_first + done as u64,
+                    &queued.payload,
+                );
                 done += 1;
             }
             if done == start {
@@ -634,7 +674,10 @@ impl<T> Wal<T> {
                 return (start, Some(GroupError::Poisoned(Arc::new(error))));
             }
             if let Err(source) = segment.segment.file.sync_data() {
-                return (start, Some(GroupError::Poisoned(Arc::new(Error::io(path, "sync records", source)))));
+                return (
+                    start,
+                    Some(GroupError::Poisoned(Arc::new(Error::io(path, "sync records", source)))),
+                );
             }
             segment.write_offset += buffer.len() as u64;
             segment.lsn_last = Some(lsn_first + done as u64 - 1);
@@ -661,7 +704,8 @@ impl<T> Wal<T> {
         drop(spare);
         self.segments_created.fetch_add(1, Ordering::Relaxed);
         self.segments_prepared.fetch_add(u64::from(was_prepared), Ordering::Relaxed);
-        log.active = Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None });
+        log.active =
+            Some(ActiveSegment { segment, write_offset: SEGMENT_HEADER_BYTES, lsn_last: None });
         self.has_active.store(true, Ordering::Release);
         Ok(())
     }
@@ -680,14 +724,23 @@ impl<T> Wal<T> {
             *spare = Some(ready);
             return Ok(false);
         }
-        *spare = Some(prepare_segment(&*self.io, &self.options.dir, number, self.options.segment_bytes)?);
+        *spare = Some(prepare_segment(
+            &*self.io,
+            &self.options.dir,
+            number,
+            self.options.segment_bytes,
+        )?);
         Ok(true)
     }
 
     /// Takes the spare if it is the file of segment `number`; a spare for
     /// any other number is stale (the log outran its preparation) and is
     /// discarded.
-    fn take_spare_for(&self, spare: &mut Option<PreparedSegment>, number: u64) -> Option<PreparedSegment> {
+    fn take_spare_for(
+        &self,
+        spare: &mut Option<PreparedSegment>,
+        number: u64,
+    ) -> Option<PreparedSegment> {
         match spare.take() {
             Some(prepared) if prepared.number == number => Some(prepared),
             Some(stale) => {
@@ -715,7 +768,8 @@ impl<T> Wal<T> {
     pub fn release_through(&self, lsn: Lsn) -> Result<usize> {
         let releasable: Vec<SealedSegment> = {
             let mut sealed = lock(&self.sealed);
-            let mut count = sealed.iter().take_while(|s| s.lsn_last.is_none_or(|last| last <= lsn)).count();
+            let mut count =
+                sealed.iter().take_while(|s| s.lsn_last.is_none_or(|last| last <= lsn)).count();
             if count == sealed.len() && !self.has_active.load(Ordering::Acquire) {
                 count = count.saturating_sub(1);
             }
@@ -829,7 +883,8 @@ impl<T> Wal<T> {
         if let Some(active) = log.active.take() {
             let mut sealed = lock(&self.sealed);
             self.has_active.store(false, Ordering::Release);
-            sealed.push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
+            sealed
+                .push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
         }
     }
 
@@ -892,7 +947,11 @@ mod tests {
         let sink: Sink<()> = Box::new(move |lsn_first, items| {
             std::thread::sleep(Duration::from_millis(5));
             let last = lsn_first + items.len() as u64 - 1;
-            assert_eq!(seen.swap(last, Ordering::SeqCst), lsn_first - 1, "groups reach the sink in LSN order");
+            assert_eq!(
+                seen.swap(last, Ordering::SeqCst),
+                lsn_first - 1,
+                "groups reach the sink in LSN order"
+            );
         });
         let options = WalOptions {
             dir: dir.join("wal"),
@@ -910,7 +969,9 @@ mod tests {
         (0..threads)
             .map(|_| {
                 let wal = wal.clone();
-                std::thread::spawn(move || (0..appends).map(|_| wal.append(vec![7; 40], ())).collect())
+                std::thread::spawn(move || {
+                    (0..appends).map(|_| wal.append(vec![7; 40], ())).collect()
+                })
             })
             .collect()
     }
@@ -926,7 +987,11 @@ mod tests {
         let writers = append_from_threads(&wal, 8, 40);
         for _ in 0..20 {
             wal.truncate_with(|| {
-                assert_eq!(applied.load(Ordering::SeqCst), wal.lsn_next() - 1, "fold sees every durable record");
+                assert_eq!(
+                    applied.load(Ordering::SeqCst),
+                    wal.lsn_next() - 1,
+                    "fold sees every durable record"
+                );
                 Ok(())
             })
             .unwrap();
@@ -937,7 +1002,11 @@ mod tests {
         let writers = append_from_threads(&wal, 8, 5);
         std::thread::sleep(Duration::from_millis(2));
         wal.stop();
-        assert_eq!(applied.load(Ordering::SeqCst), wal.lsn_next() - 1, "stop waits for the last group");
+        assert_eq!(
+            applied.load(Ordering::SeqCst),
+            wal.lsn_next() - 1,
+            "stop waits for the last group"
+        );
         for writer in writers {
             // Appends that came after `stop` are refused; the rest finished.
             for outcome in writer.join().unwrap() {
@@ -1062,12 +1131,18 @@ mod tests {
         assert!(acknowledged >= 1, "the writes before the panic were acknowledged");
         for outcome in outcomes.iter().filter(|o| o.is_err()) {
             match outcome {
-                Err(Error::Poisoned { cause }) => assert!(matches!(**cause, Error::Panicked { .. }), "{cause}"),
+                Err(Error::Poisoned { cause }) => {
+                    assert!(matches!(**cause, Error::Panicked { .. }), "{cause}")
+                }
                 other => panic!("{other:?}"),
             }
         }
         assert!(matches!(wal.append(vec![1; 40], ()), Err(Error::Poisoned { .. })));
-        assert_eq!(wal.lsn_next(), acknowledged as u64 + 1, "LSNs went only to acknowledged records");
+        assert_eq!(
+            wal.lsn_next(),
+            acknowledged as u64 + 1,
+            "LSNs went only to acknowledged records"
+        );
         assert!(!wal.sink_failed(), "the sink never failed");
         wal.stop();
     }
@@ -1088,7 +1163,9 @@ mod tests {
         let wal = Wal::start(Arc::new(StdIo), options_in(dir.path()), 1, 1, sink).unwrap();
         assert_eq!(wal.append(vec![1; 40], ()).unwrap(), 1);
         match wal.append(vec![2; 40], ()) {
-            Err(Error::Poisoned { cause }) => assert!(cause.to_string().contains("a bug in the sink"), "{cause}"),
+            Err(Error::Poisoned { cause }) => {
+                assert!(cause.to_string().contains("a bug in the sink"), "{cause}")
+            }
             other => panic!("{other:?}"),
         }
         assert!(wal.sink_failed());
@@ -1111,7 +1188,11 @@ mod tests {
         let seen = applied.clone();
         let sink: Sink<()> = Box::new(move |lsn_first, items| {
             let last = lsn_first + items.len() as u64 - 1;
-            assert_eq!(seen.swap(last, Ordering::SeqCst), lsn_first - 1, "groups reach the sink in LSN order");
+            assert_eq!(
+                seen.swap(last, Ordering::SeqCst),
+                lsn_first - 1,
+                "groups reach the sink in LSN order"
+            );
         });
         let options = WalOptions {
             dir: dir.path().join("wal"),
@@ -1120,7 +1201,8 @@ mod tests {
             epoch: 1,
             payload_bytes_max: 1024,
         };
-        let wal = Arc::new(Wal::start(Arc::new(HookedIo::slow_syncs()), options, 1, 1, sink).unwrap());
+        let wal =
+            Arc::new(Wal::start(Arc::new(HookedIo::slow_syncs()), options, 1, 1, sink).unwrap());
         let writers: Vec<_> = (0..8u64)
             .map(|writer| {
                 let wal = wal.clone();
@@ -1142,7 +1224,13 @@ mod tests {
         assert_eq!(counters.records, 800);
         assert_eq!(applied.load(Ordering::SeqCst), 800, "the sink saw every durable record");
         let groups_led_max = lock(&wal.state).groups_led_max;
-        assert!(groups_led_max <= LEAD_GROUPS_MAX, "one leader wrote {groups_led_max} groups in a row");
-        assert!(groups_led_max > 1, "the load kept a leader leading: {groups_led_max} groups in a row at most");
+        assert!(
+            groups_led_max <= LEAD_GROUPS_MAX,
+            "one leader wrote {groups_led_max} groups in a row"
+        );
+        assert!(
+            groups_led_max > 1,
+            "the load kept a leader leading: {groups_led_max} groups in a row at most"
+        );
     }
 }

@@ -37,7 +37,8 @@ pub fn load_args() -> Vec<String> {
 
 /// Key and operation (true: assert) of write `seq`.
 pub fn write_of(seq: u64) -> (Key, bool) {
-    let key = (format!("s{}", seq % SESSIONS), format!("f{}", (seq / SESSIONS) % FACTS_PER_SESSION));
+    let key =
+        (format!("s{}", seq % SESSIONS), format!("f{}", (seq / SESSIONS) % FACTS_PER_SESSION));
     (key, !seq.is_multiple_of(RETRACT_EVERY))
 }
 
@@ -81,7 +82,13 @@ pub fn parse_ack(line: &str) -> Result<Ack, String> {
 /// possibly in flight) replaced it; no fact holds a value never written; the
 /// last LSN is at least the highest acknowledged one. Returns the first
 /// fact that breaks this, as a message.
-pub fn check(recovered: &Facts, lsn_last: u64, before: &Facts, acks: &[Ack], threads: u64) -> Result<(), String> {
+pub fn check(
+    recovered: &Facts,
+    lsn_last: u64,
+    before: &Facts,
+    acks: &[Ack],
+    threads: u64,
+) -> Result<(), String> {
     let max_seq = acks.iter().map(|a| a.seq).max().unwrap_or(0);
     let acked: HashMap<u64, u64> = acks.iter().map(|a| (a.seq, a.lsn)).collect();
     // The acknowledged write with the highest LSN, per fact.
@@ -96,10 +103,14 @@ pub fn check(recovered: &Facts, lsn_last: u64, before: &Facts, acks: &[Ack], thr
     // Writes handed out but not acknowledged: at most one in flight per
     // thread, all with seq below max_seq + threads.
     let in_flight = |key: &Key| -> Vec<u64> {
-        (1..=max_seq + threads).filter(|seq| !acked.contains_key(seq) && &write_of(*seq).0 == key).collect()
+        (1..=max_seq + threads)
+            .filter(|seq| !acked.contains_key(seq) && &write_of(*seq).0 == key)
+            .collect()
     };
     let workload_keys: Vec<Key> = (0..SESSIONS)
-        .flat_map(|session| (0..FACTS_PER_SESSION).map(move |fact| (format!("s{session}"), format!("f{fact}"))))
+        .flat_map(|session| {
+            (0..FACTS_PER_SESSION).map(move |fact| (format!("s{session}"), format!("f{fact}")))
+        })
         .collect();
     if let Some(key) = recovered.keys().find(|key| !workload_keys.contains(key)) {
         return Err(format!("{key:?} is in the store but no write of this workload names it"));
@@ -109,10 +120,12 @@ pub fn check(recovered: &Facts, lsn_last: u64, before: &Facts, acks: &[Ack], thr
         let pending = in_flight(&key);
         let explained = match (recovered, last_acked.get(&key)) {
             (Some(value), Some(&(_, seq))) => {
-                value == &value_of(seq) || pending.iter().any(|&p| write_of(p).1 && value == &value_of(p))
+                value == &value_of(seq)
+                    || pending.iter().any(|&p| write_of(p).1 && value == &value_of(p))
             }
             (Some(value), None) => {
-                before.get(&key) == Some(value) || pending.iter().any(|&p| write_of(p).1 && value == &value_of(p))
+                before.get(&key) == Some(value)
+                    || pending.iter().any(|&p| write_of(p).1 && value == &value_of(p))
             }
             (None, Some(&(_, seq))) => !write_of(seq).1 || pending.iter().any(|&p| !write_of(p).1),
             (None, None) => !before.contains_key(&key) || pending.iter().any(|&p| !write_of(p).1),

@@ -253,7 +253,8 @@ pub fn records_in(path: &Path) -> Vec<RecordAt> {
         }
         let payload_bytes = u32::from_le_bytes(head[4..8].try_into().unwrap()) as u64;
         let lsn = u64::from_le_bytes(head[8..16].try_into().unwrap());
-        let record = RecordAt { offset: offset as u64, bytes: RECORD_HEADER_BYTES + payload_bytes, lsn };
+        let record =
+            RecordAt { offset: offset as u64, bytes: RECORD_HEADER_BYTES + payload_bytes, lsn };
         records.push(record);
         offset += record.bytes as usize;
     }
@@ -283,12 +284,16 @@ pub type Fact = (String, String, Vec<u8>);
 
 /// A batch asserting each fact.
 pub fn batch_of(facts: &[Fact]) -> Batch {
-    facts.iter().fold(Batch::new(), |batch, (s, f, v)| batch.assert(s.as_str(), f.as_str(), v.clone()))
+    facts
+        .iter()
+        .fold(Batch::new(), |batch, (s, f, v)| batch.assert(s.as_str(), f.as_str(), v.clone()))
 }
 
 /// Checks that a batch is wholly present (`present`) or wholly absent.
 pub fn assert_batch(store: &Store, facts: &[Fact], present: bool, context: &str) {
-    let actual: Vec<Option<Vec<u8>>> = facts.iter().map(|(s, f, _)| store.fact(s, f).unwrap()).collect();
-    let expected: Vec<Option<Vec<u8>>> = facts.iter().map(|(_, _, v)| present.then(|| v.clone())).collect();
+    let actual: Vec<Option<Vec<u8>>> =
+        facts.iter().map(|(s, f, _)| store.fact(s, f).unwrap()).collect();
+    let expected: Vec<Option<Vec<u8>>> =
+        facts.iter().map(|(_, _, v)| present.then(|| v.clone())).collect();
     assert_eq!(actual, expected, "{context}: batch with {} expected present={present}", facts[0].1);
 }
