@@ -57,6 +57,19 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the store described by `config`, recovering
     /// whatever the WAL holds. Starts no thread.
+    ///
+    /// # Errors
+    ///
+    /// Nothing on disk changes when an open is refused:
+    /// - `Config`: the configuration does not validate;
+    /// - `Io`: a directory or file cannot be made, opened or read (the error
+    ///   names it), or is of the wrong kind;
+    /// - `Locked`: another open store or process holds the directory;
+    /// - `Corrupted`: the WAL is damaged (see `persistence.recovery_mode`);
+    /// - `WalMismatch`, `ForeignSegment`: the WAL directory is not this
+    ///   store's, or not as `state.redb` left it;
+    /// - `StateCorrupted`, `Redb`: `state.redb` is damaged;
+    /// - `UnsupportedFormatVersion`: a newer factwal wrote the files.
     pub fn open(config: Config) -> Result<Store> {
         Store::open_on(config, Arc::new(StdIo), Arc::new(StdStateIo))
     }
@@ -144,6 +157,19 @@ impl Store {
     /// Writes a batch atomically. Returns its LSN once it is durable: synced
     /// to the WAL (WAL mode) or committed to redb (direct mode). Readers see
     /// it from then on, never before.
+    ///
+    /// # Errors
+    ///
+    /// Nothing is acknowledged when this fails:
+    /// - `InvalidArgument` or `LimitExceeded`: an empty batch, or one over a
+    ///   limit (operations, id bytes, `persistence.max_record_bytes`);
+    /// - `Closed`: the store is closing or closed;
+    /// - `Poisoned`: an earlier sync failed; the store must be reopened
+    ///   (the cause is inside);
+    /// - `Io`: the write failed (on a full disk, it may be retried once
+    ///   space returns); in direct mode also `Redb` or `StateCorrupted`;
+    /// - any error of the checkpoint pass a writer runs at
+    ///   `persistence.wal_bytes_max` (back-pressure).
     pub fn write(&self, batch: Batch) -> Result<Lsn> {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -169,16 +195,28 @@ impl Store {
     }
 
     /// Asserts (inserts or replaces) one fact.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::write`].
     pub fn assert(&self, session: &str, fact: &str, value: &[u8]) -> Result<Lsn> {
         self.write(Batch::new().assert(session, fact, value))
     }
 
     /// Retracts (deletes) one fact.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::write`].
     pub fn retract(&self, session: &str, fact: &str) -> Result<Lsn> {
         self.write(Batch::new().retract(session, fact))
     }
 
     /// Drops a whole session.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::write`].
     pub fn drop_session(&self, session: &str) -> Result<Lsn> {
         self.write(Batch::new().drop_session(session))
     }
@@ -249,6 +287,13 @@ impl Store {
     }
 
     /// One fact's value, as of every write acknowledged before this call.
+    ///
+    /// # Errors
+    ///
+    /// `Closed` once the store is closed; `StateCorrupted` when what
+    /// `state.redb` returns fails its checksum (nothing wrong is returned);
+    /// `Redb` or `Io` when redb cannot be read, or reopened after an I/O
+    /// failure.
     pub fn fact(&self, session: &str, fact: &str) -> Result<Option<Vec<u8>>> {
         // What the overlay knows needs no redb (which may be closed while a
         // full disk keeps it from reopening).
@@ -260,11 +305,25 @@ impl Store {
     }
 
     /// Every fact of a session, by fact id.
+    ///
+    /// # Errors
+    ///
+    /// `Closed` once the store is closed; `StateCorrupted` when what
+    /// `state.redb` returns fails its checksum (nothing wrong is returned);
+    /// `Redb` or `Io` when redb cannot be read, or reopened after an I/O
+    /// failure.
     pub fn facts(&self, session: &str) -> Result<BTreeMap<String, Vec<u8>>> {
         self.view(|view| view.facts(session))
     }
 
     /// Every session holding at least one fact, sorted.
+    ///
+    /// # Errors
+    ///
+    /// `Closed` once the store is closed; `StateCorrupted` when what
+    /// `state.redb` returns fails its checksum (nothing wrong is returned);
+    /// `Redb` or `Io` when redb cannot be read, or reopened after an I/O
+    /// failure.
     pub fn sessions(&self) -> Result<Vec<String>> {
         self.view(|view| view.sessions())
     }
@@ -272,6 +331,13 @@ impl Store {
     /// Runs one checkpoint pass now. Passes never overlap: this waits for a
     /// pass in progress (the loop's, say) to finish first. The pass is
     /// reported and sampled like the loop's.
+    ///
+    /// # Errors
+    ///
+    /// `Closed`; `Poisoned` when the WAL failed in a way that leaves the
+    /// overlay unsure (the next open recovers from disk); `Io`, `Redb` or
+    /// `StateCorrupted` from the fold or the segment removal. A failed pass
+    /// loses nothing acknowledged: the WAL keeps every record.
     pub fn checkpoint(&self, mode: CheckpointMode) -> Result<PassReport> {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -294,9 +360,14 @@ impl Store {
     /// let interval = store.config().checkpoint_interval().unwrap_or_default();
     /// assert_eq!(store.start_checkpoint_loop(interval)?, factwal::LoopStart::Started);
     /// assert_eq!(store.start_checkpoint_loop(interval)?, factwal::LoopStart::AlreadyRunning);
-    /// store.close();
+    /// assert!(store.close().is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Closed`; `InvalidArgument` for an interval over a day; `Io` when the
+    /// thread cannot be spawned.
     pub fn start_checkpoint_loop(&self, interval: Duration) -> Result<LoopStart> {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
@@ -328,6 +399,11 @@ impl Store {
     }
 
     /// LSNs, and how much is waiting to be folded.
+    ///
+    /// # Errors
+    ///
+    /// None today: it reads counters only. The `Result` leaves room for
+    /// figures that need redb.
     pub fn stats(&self) -> Result<StoreStats> {
         let lsn_next = match &self.core.wal {
             Some(wal) => wal.lsn_next(),
