@@ -179,6 +179,11 @@ impl Config {
     }
 
     /// Loads and validates a TOML file.
+    ///
+    /// # Errors
+    ///
+    /// `Io` when the file cannot be read; `Config` naming the file, the key
+    /// and the value when it does not parse or validate.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
@@ -187,6 +192,11 @@ impl Config {
     }
 
     /// Parses and validates TOML text; `origin` names the file in errors.
+    ///
+    /// # Errors
+    ///
+    /// `Config` naming `origin`, the key and the value when the text does
+    /// not parse or validate.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config> {
         let mut config: Config =
             toml::from_str(text).map_err(|error| toml_error(text, origin, &error))?;
@@ -205,6 +215,10 @@ impl Config {
     }
 
     /// Checks every value against its limits.
+    ///
+    /// # Errors
+    ///
+    /// `Config` naming the first key out of its range, and why.
     pub fn validate(&self) -> Result<()> {
         self.validate_at(Path::new("<builder>"))
     }

@@ -98,6 +98,13 @@ impl ReadOnlyStore {
     /// Fails with `Error::Locked` while a writer holds the store, and with
     /// the error a read-write open would give for a WAL that is not this
     /// store's or a file of a newer format.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Store::open`](crate::Store::open) that a reading can meet,
+    /// with nothing changed on disk: `Config`, `Io`, `Locked` (a writer holds
+    /// the store), `Corrupted`, `WalMismatch`, `ForeignSegment`,
+    /// `StateCorrupted`, `Redb`, `UnsupportedFormatVersion`.
     pub fn open(config: &Config) -> Result<ReadOnlyStore> {
         config.validate()?;
         let data_dir = &config.persistence.data_dir;
@@ -172,16 +179,31 @@ impl ReadOnlyStore {
     }
 
     /// One fact's value, as a read-write open would give it.
+    ///
+    /// # Errors
+    ///
+    /// `StateCorrupted` when what `state.redb` returns fails its checksum
+    /// (nothing wrong is returned); `Redb` when it cannot be read.
     pub fn fact(&self, session: &str, fact: &str) -> Result<Option<Vec<u8>>> {
         self.view().fact(session, fact)
     }
 
     /// Every fact of a session.
+    ///
+    /// # Errors
+    ///
+    /// `StateCorrupted` when what `state.redb` returns fails its checksum
+    /// (nothing wrong is returned); `Redb` when it cannot be read.
     pub fn facts(&self, session: &str) -> Result<BTreeMap<String, Vec<u8>>> {
         self.view().facts(session)
     }
 
     /// Every session holding at least one fact.
+    ///
+    /// # Errors
+    ///
+    /// `StateCorrupted` when what `state.redb` returns fails its checksum
+    /// (nothing wrong is returned); `Redb` when it cannot be read.
     pub fn sessions(&self) -> Result<Vec<String>> {
         self.view().sessions()
     }
@@ -231,6 +253,10 @@ impl ReadOnlyStore {
     }
 
     /// Size of `state.redb` in bytes.
+    ///
+    /// # Errors
+    ///
+    /// `Io` when `state.redb` cannot be examined.
     pub fn redb_bytes(&self) -> Result<u64> {
         let path = self.config.state_path();
         std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Error::io(path, "stat", e))
@@ -240,6 +266,11 @@ impl ReadOnlyStore {
     /// checksum), every fact's checksum, and every session's fact count
     /// against its facts. Damage is reported in the result, not as an error;
     /// an error means the check could not run. Changes nothing on disk.
+    ///
+    /// # Errors
+    ///
+    /// `Io` or `Redb` when the check cannot run; damage found is in the
+    /// returned [`StateCheck`], not an error.
     pub fn check_state(&self) -> Result<StateCheck> {
         let path = self.config.state_path();
         let mut check = StateCheck {

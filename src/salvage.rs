@@ -165,6 +165,14 @@ impl SalvageReport {
 /// WAL is started by its first open, wherever that open's configuration says
 /// (never in the damaged store's WAL directory, which holds the damaged
 /// store's segments).
+///
+/// # Errors
+///
+/// Nothing is made when salvage fails: `InvalidArgument` when `to` is
+/// not empty or lies in the damaged store's directories; `Config`; `Locked`
+/// when a process holds the damaged store; `Io` when a file cannot be read
+/// or written; `UnsupportedFormatVersion` for files of a newer factwal. What
+/// was lost is in the report, not an error.
 pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
     damaged.validate()?;
     let data_dir = &damaged.persistence.data_dir;
