@@ -8,7 +8,7 @@ use crate::state::OverlayStats;
 use crate::wal::recovery::Repair;
 use crate::wal::WalCounters;
 
-/// What [`Store::close`] did. Close never stops half-way: each step runs even
+/// What [`Store::close`](crate::Store::close) did. Close never stops half-way: each step runs even
 /// when an earlier one failed, and every failure is reported here (and in an
 /// ERROR event).
 #[derive(Debug)]
