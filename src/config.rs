@@ -25,6 +25,26 @@ pub const REDB_CACHE_BYTES_MIN: u64 = MIB;
 pub const REDB_CACHE_BYTES_MAX: u64 = 64 * 1024 * MIB;
 /// Longest checkpoint interval accepted, in seconds (a day).
 pub const CHECKPOINT_INTERVAL_S_MAX: f64 = 86_400.0;
+/// Default `persistence.segment_bytes`.
+const SEGMENT_BYTES_DEFAULT: u64 = 64 * MIB;
+/// Default `persistence.max_record_bytes`.
+const RECORD_BYTES_DEFAULT: u64 = 16 * MIB;
+
+// How the limits relate, checked when the crate compiles.
+const _: () = {
+    // The smallest segment holds its header and a record of a small batch.
+    assert!(SEGMENT_BYTES_MIN > format::SEGMENT_HEADER_BYTES + format::RECORD_HEADER_BYTES);
+    assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_MAX);
+    assert!(REDB_CACHE_BYTES_MIN <= REDB_CACHE_BYTES_MAX);
+    // The defaults are within the limits, and a default segment holds
+    // several records of the default largest size.
+    assert!(
+        SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX
+    );
+    assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);
+    let record = format::RECORD_HEADER_BYTES + RECORD_BYTES_DEFAULT;
+    assert!(format::SEGMENT_HEADER_BYTES + 3 * record <= SEGMENT_BYTES_DEFAULT);
+};
 
 /// `[persistence]`: where and how data is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,8 +75,8 @@ impl Default for PersistenceConfig {
             data_dir: PathBuf::from("factwal-data"),
             wal_enabled: true,
             wal_path: None,
-            segment_bytes: 64 * MIB,
-            max_record_bytes: 16 * MIB,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            max_record_bytes: RECORD_BYTES_DEFAULT,
             recovery_mode: RecoveryMode::default(),
             wal_bytes_max: 1024 * MIB,
             redb_cache_bytes: 64 * MIB,

@@ -34,6 +34,22 @@ const SEGMENT_CRC_AT: usize = 60;
 const STORE_ID_AT: usize = 48;
 const EPOCH_AT: usize = 56;
 
+// How the format's constants relate, checked when the crate compiles.
+const _: () = {
+    // The header's fields do not overlap, and its CRC is its last 4 bytes.
+    assert!(STORE_ID_AT + 8 <= EPOCH_AT && EPOCH_AT + 4 <= SEGMENT_CRC_AT);
+    assert!(SEGMENT_CRC_AT as u64 + 4 == SEGMENT_HEADER_BYTES);
+    // A later version's header may be longer, never shorter.
+    assert!(SEGMENT_HEADER_BYTES <= HEADER_BYTES_LATER_MAX);
+    // A payload length fits the record header's 32-bit field, and the
+    // largest record fits the largest segment after its header.
+    assert!(PAYLOAD_BYTES_MAX <= u32::MAX as u64);
+    assert!(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + PAYLOAD_BYTES_MAX <= SEGMENT_BYTES_MAX);
+    // Recovery maps a whole segment: its offsets fit a usize.
+    assert!(SEGMENT_BYTES_MAX <= usize::MAX as u64);
+    assert!(FORMAT_VERSION_OLDEST <= FORMAT_VERSION);
+};
+
 /// The header at offset 0 of every segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
