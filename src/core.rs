@@ -38,6 +38,8 @@ pub(crate) struct Core {
     pub(crate) applied_lsn: AtomicU64,
     pub(crate) checkpoint: CheckpointState,
     pub(crate) closed: AtomicBool,
+    /// Held for the whole close sequence: closes never run side by side.
+    pub(crate) close_serial: Mutex<()>,
     /// The data directory's lock, and the WAL directory's when it is another.
     pub(crate) lock_files: Mutex<Vec<File>>,
     /// Why redb is not open while the store is: a reopen after an I/O
@@ -53,6 +55,9 @@ pub(crate) struct Core {
 
 /// Runs the close sequence once; `None` when it already ran.
 pub(crate) fn shutdown(core: &Core) -> Option<CloseReport> {
+    // A second close (close_shared from two threads, or Drop) waits for the
+    // first to finish, then finds it done.
+    let _serial = lock(&core.close_serial);
     if core.closed.swap(true, Ordering::AcqRel) {
         return None;
     }
@@ -77,14 +82,15 @@ pub(crate) fn shutdown(core: &Core) -> Option<CloseReport> {
         tracing::error!(target: "factwal::checkpoint", error = %error_chain(error),
             path = %core.config.state_path().display(), "close: closing redb failed");
     }
-    // A checkpoint thread that did not stop may still write to redb: the lock
-    // stays with it, and is released when that thread drops the store's core.
-    let lock_released = loop_joined;
+    // A checkpoint thread that did not stop may still write to redb, and a
+    // reader that kept redb open still holds it: the lock stays with them,
+    // and is released when the last of them drops the store's core.
+    let lock_released = loop_joined && redb_close.is_ok();
     if lock_released {
         lock(&core.lock_files).clear();
     } else {
         tracing::error!(target: "factwal::checkpoint", path = %core.config.persistence.data_dir.display(),
-            "close: directory lock kept until the checkpoint thread ends");
+            "close: directory lock kept until the checkpoint thread ends and redb is released");
     }
     let loop_failure = lock(&core.checkpoint.loop_failure).clone();
     Some(CloseReport { loop_joined, summary, truncate, redb_close, lock_released, loop_failure })
@@ -299,5 +305,9 @@ impl Checkpointed for Core {
 
     fn config(&self) -> &Config {
         &self.config
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 }

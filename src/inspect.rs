@@ -101,10 +101,10 @@ impl ReadOnlyStore {
     ///
     /// # Errors
     ///
-    /// Those of [`Store::open`](crate::Store::open) that a reading can meet,
-    /// with nothing changed on disk: `Config`, `Io`, `Locked` (a writer holds
-    /// the store), `Corrupted`, `WalMismatch`, `ForeignSegment`,
-    /// `StateCorrupted`, `Redb`, `UnsupportedFormatVersion`.
+    /// Nothing on disk changes: `Config`, `Io`, `Locked` (a writer holds
+    /// the store), `WalMismatch`, `ForeignSegment`, `StateCorrupted`, `Redb`,
+    /// `UnsupportedFormatVersion`. A damaged WAL is not an error here: the
+    /// store opens and [`ReadOnlyStore::problem`] says what and where.
     pub fn open(config: &Config) -> Result<ReadOnlyStore> {
         config.validate()?;
         let data_dir = &config.persistence.data_dir;

@@ -168,11 +168,15 @@ impl SalvageReport {
 ///
 /// # Errors
 ///
-/// Nothing is made when salvage fails: `InvalidArgument` when `to` is
-/// not empty or lies in the damaged store's directories; `Config`; `Locked`
-/// when a process holds the damaged store; `Io` when a file cannot be read
-/// or written; `UnsupportedFormatVersion` for files of a newer factwal. What
-/// was lost is in the report, not an error.
+/// The damaged store is never changed. `InvalidArgument` when `to` is not
+/// empty, or is the damaged store's data or WAL directory; `Config`;
+/// `Locked` when a process holds either store; `Io` when a file cannot be
+/// read or written; `ForeignSegment` when a segment is another store's;
+/// `Redb` or `StateCorrupted` when the new store cannot be written;
+/// `UnsupportedFormatVersion` for files of a newer factwal. A salvage that
+/// fails may leave a partial store in `to` (its lock file, a temporary
+/// state file): empty `to` before trying again. What was lost is in the
+/// report, not an error.
 pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
     damaged.validate()?;
     let data_dir = &damaged.persistence.data_dir;

@@ -60,7 +60,12 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// Nothing on disk changes when an open is refused:
+    /// The checks made before recovery (configuration, locks, which WAL is
+    /// the store's, what `state.redb` and the segments say) change nothing
+    /// on disk when they refuse, but for the data directory and its lock
+    /// file, made when missing. A failure during recovery leaves what it did
+    /// so far (a new `state.redb`, records folded, segments removed), which
+    /// the next open takes up. The errors:
     /// - `Config`: the configuration does not validate;
     /// - `Io`: a directory or file cannot be made, opened or read (the error
     ///   names it), or is of the wrong kind;
@@ -128,6 +133,7 @@ impl Store {
             applied_lsn: AtomicU64::new(applied_lsn),
             checkpoint,
             closed: AtomicBool::new(false),
+            close_serial: Mutex::new(()),
             lock_files: Mutex::new(opened.locks),
             state_failure: Mutex::new(None),
             recovery: opened.recovery,
@@ -277,6 +283,9 @@ impl Store {
     }
 
     fn view<R>(&self, read: impl FnOnce(&View<'_>) -> Result<R>) -> Result<R> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         if self.core.state_reopen_failed() {
             // A failure here is the one `tables` reports.
             let _ = self.core.reopen_state_if_failed();
@@ -295,6 +304,9 @@ impl Store {
     /// `Redb` or `Io` when redb cannot be read, or reopened after an I/O
     /// failure.
     pub fn fact(&self, session: &str, fact: &str) -> Result<Option<Vec<u8>>> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         // What the overlay knows needs no redb (which may be closed while a
         // full disk keeps it from reopening).
         match self.core.overlay.fact(session, fact) {
@@ -343,6 +355,10 @@ impl Store {
             return Err(Error::Closed);
         }
         let held = lock(&self.core.checkpoint.lock);
+        // A close may have begun while this waited for the lock.
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         checkpoint_pass(&*self.core, mode, &held)
     }
 
@@ -445,11 +461,14 @@ impl Store {
     /// [`Store::close`], without waiting for the other handles to go.
     ///
     /// A write queued before the close is made durable and acknowledged; a
-    /// call made after it returns `Error::Closed`, as does every later read;
-    /// a read that holds redb is waited for (at most
-    /// `checkpoint.join_timeout_s`). The directory lock is released, so the
-    /// store can be opened again while old handles linger. A second close
-    /// returns a report whose steps are all `Err(Error::Closed)`.
+    /// call made after it begins returns `Error::Closed`, reads included,
+    /// and no checkpoint loop can start. A read that holds redb is waited
+    /// for (at most `checkpoint.join_timeout_s`). Once the checkpoint thread
+    /// has stopped and redb is closed, the directory lock is released, so
+    /// the store can be opened again while old handles linger (otherwise it
+    /// is released when the last handle goes; the report says which). A
+    /// second close waits for the first, then returns a report whose
+    /// `truncate` and `redb_close` are `Err(Error::Closed)`.
     ///
     /// ```
     /// use std::sync::Arc;

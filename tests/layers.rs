@@ -31,25 +31,115 @@ fn imports() -> BTreeMap<String, BTreeSet<(String, String)>> {
                 continue;
             }
             let module = relative.split('/').next().unwrap().trim_end_matches(".rs").to_string();
-            let text = std::fs::read_to_string(&path).unwrap();
-            let code: String = text
-                .lines()
-                .map(|line| line.split("//").next().unwrap())
-                .collect::<Vec<_>>()
-                .join("\n");
-            let code = without_test_items(&code);
+            // `super` from a top-level file or a mod.rs reaches the crate
+            // root; from a file one directory down, `super::super` does.
+            let depth = if relative.contains('/') && !relative.ends_with("mod.rs") { 2 } else { 1 };
+            let code = without_test_items(&code_only(&std::fs::read_to_string(&path).unwrap()));
             let named = graph.entry(module.clone()).or_default();
-            for (at, _) in code.match_indices("crate::") {
-                let rest = &code[at + "crate::".len()..];
-                let target: String =
-                    rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
-                if !target.is_empty() && target != module {
+            for target in crate_paths(&code, depth) {
+                if target != module {
                     named.insert((target, relative.clone()));
                 }
             }
         }
     }
     graph
+}
+
+/// `source` with comments removed and the contents of string and char
+/// literals blanked, so that neither can look like a path or a brace.
+fn code_only(source: &str) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let mut out = String::with_capacity(source.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == '"' {
+            out.push('"');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            out.push('"');
+            i += 1;
+        } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
+            // A char literal ('x' or '\n'); a lifetime ('a) is left alone.
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            out.push_str("' '");
+            i += 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The top-level modules a piece of code names through `crate::` paths
+/// (grouped imports `crate::{a::X, b}` included) and through `super::`
+/// paths that climb to the crate root. A root item (`crate::Store`, a
+/// re-export) counts as naming `lib`.
+fn crate_paths(code: &str, depth: usize) -> Vec<String> {
+    let first_segment = |path: &str| -> String {
+        let name: String = path
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name.chars().next().is_some_and(|c| c.is_ascii_uppercase()) {
+            "lib".to_string()
+        } else {
+            name
+        }
+    };
+    let mut named = Vec::new();
+    let root = "super::".repeat(depth);
+    for prefix in ["crate::", root.as_str()] {
+        for (at, _) in code.match_indices(prefix) {
+            // `super::super::x` also contains `super::x`: only whole climbs.
+            if prefix.starts_with("super") && code[..at].ends_with("super::") {
+                continue;
+            }
+            let rest = &code[at + prefix.len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let mut depth = 0;
+                let mut item = String::new();
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => {
+                            named.push(first_segment(&item));
+                            item.clear();
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    item.push(c);
+                }
+                named.push(first_segment(&item));
+            } else {
+                named.push(first_segment(rest));
+            }
+        }
+    }
+    named.retain(|name| !name.is_empty() && name != "self");
+    named
 }
 
 /// `code` without the items under `#[cfg(test)]` (up to the end of the
@@ -178,4 +268,61 @@ fn the_module_graph_has_no_cycle() {
         visit(module, &edges, &mut Vec::new(), &mut done);
     }
     assert!(done.len() >= 15, "the scan found only {done:?}");
+}
+
+/// Who may name whom, module by module: the table of docs/DESIGN.md ("Where
+/// things are"). A new edge is a design decision: make it here and there.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("identity", &[]),
+    ("sync", &[]),
+    ("error", &["identity"]),
+    ("files", &["error"]),
+    ("batch", &["error"]),
+    ("wal", &["batch", "error", "files", "identity", "sync"]),
+    ("state", &["batch", "error", "files", "identity", "sync"]),
+    ("config", &["error", "wal"]),
+    ("checkpoint", &["config", "error", "sync"]),
+    ("report", &["checkpoint", "error", "state", "wal"]),
+    ("open", &["config", "error", "files", "identity", "report", "state", "wal"]),
+    (
+        "core",
+        &["batch", "checkpoint", "config", "error", "identity", "report", "state", "sync", "wal"],
+    ),
+    (
+        "store",
+        &[
+            "batch",
+            "checkpoint",
+            "config",
+            "core",
+            "error",
+            "identity",
+            "open",
+            "report",
+            "state",
+            "sync",
+            "wal",
+        ],
+    ),
+    ("inspect", &["config", "error", "files", "identity", "open", "state", "wal"]),
+    ("salvage", &["batch", "config", "error", "files", "identity", "state", "wal"]),
+    ("fault", &["state", "sync", "wal"]),
+];
+
+#[test]
+fn every_module_names_only_what_the_design_allows() {
+    let graph = imports();
+    let mut offending = Vec::new();
+    for (module, named) in &graph {
+        let Some((_, allowed)) = ALLOWED.iter().find(|(name, _)| name == module) else {
+            offending.push(format!("{module}: a module the table does not list"));
+            continue;
+        };
+        for (target, file) in named {
+            if !allowed.contains(&target.as_str()) {
+                offending.push(format!("{file} names {target}"));
+            }
+        }
+    }
+    assert!(offending.is_empty(), "{offending:#?}");
 }

@@ -50,6 +50,8 @@ pub(crate) trait Checkpointed: Send + Sync + 'static {
     fn prepare_next_segment(&self);
     /// The store's configuration: its directories name what failed.
     fn config(&self) -> &Config;
+    /// True once the store's close has begun: no loop may start after it.
+    fn is_closed(&self) -> bool;
 }
 
 /// How much a pass does.

@@ -62,7 +62,13 @@ pub(crate) fn start_loop<S: Checkpointed>(core: &Arc<S>, interval: Duration) -> 
         tracing::info!(target: TARGET, "checkpoint loop already running; this call changes nothing");
         return Ok(LoopStart::AlreadyRunning);
     }
-    *lock(&core.checkpoint_state().control) = LoopControl { running: true, stop: false };
+    // Checked under the thread lock, which the close's stop_loop also takes:
+    // either the close finds this thread and stops it, or this call sees
+    // the close and starts nothing. A stop already asked is never cleared.
+    if core.is_closed() {
+        return Err(Error::Closed);
+    }
+    lock(&core.checkpoint_state().control).running = true;
     let dispatch = tracing::dispatcher::get_default(|dispatch| dispatch.clone());
     let (ended_sender, ended) = mpsc::channel::<()>();
     let loop_core = Arc::clone(core);
