@@ -5,7 +5,7 @@
 //! prefix. Files in the WAL directory that are not segments are left alone,
 //! except leftover temporary segments, which go.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use factwal::wal::format::SegmentHeader;
@@ -95,22 +95,6 @@ fn flip_bit(path: &Path, offset: u64, bit: u8) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn warnings_and_errors(events: &[common::CapturedEvent]) -> Vec<&common::CapturedEvent> {
-    events
-        .iter()
-        .filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR)
-        .collect()
-}
-
-/// Files added, removed or changed between two snapshots.
-fn changed_files(
-    before: &BTreeMap<PathBuf, Vec<u8>>,
-    after: &BTreeMap<PathBuf, Vec<u8>>,
-) -> Vec<PathBuf> {
-    let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
-}
-
 type Corruption = (PathBuf, u64, u64, CorruptionKind);
 
 fn corruption_of(result: Result<Store, Error>) -> Corruption {
@@ -141,7 +125,7 @@ fn assert_refused(
         let context = format!("{context}, attempt {attempt}");
         assert_eq!(&corruption_of(Store::open(config.clone())), expected, "{context}");
         let (in_wal, outside): (Vec<_>, Vec<_>) =
-            changed_files(&before, &common::snapshot_files(&data_dir))
+            common::changed_files(&before, &common::snapshot_files(&data_dir))
                 .into_iter()
                 .partition(|path| path.starts_with(config.wal_dir()));
         assert_eq!(in_wal, Vec::<PathBuf>::new(), "{context}: WAL changed by a refused open");
@@ -213,7 +197,7 @@ fn point_in_time_keeps_the_prefix_before_a_bit_flip() {
     let config = common::small_config(work.path()).recovery_mode(RecoveryMode::PointInTime);
     let (opened, events) = common::capture(|| Store::open(config));
     let store = opened.unwrap();
-    let reported: Vec<_> = warnings_and_errors(&events)
+    let reported: Vec<_> = common::warnings_and_errors(&events)
         .into_iter()
         .map(|e| (e.target.as_str(), e.level, e.fields.clone()))
         .collect();
@@ -244,7 +228,7 @@ fn point_in_time_keeps_the_prefix_before_a_bit_flip() {
 
     let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
     let store = opened.unwrap();
-    assert_eq!(warnings_and_errors(&events).len(), 0, "{events:?}");
+    assert_eq!(common::warnings_and_errors(&events).len(), 0, "{events:?}");
     assert_prefix(&store, damaged.lsn, "default mode after point in time");
     assert_batch(&store, &after, true, "default mode after point in time");
     assert_eq!(store.stats().unwrap().lsn_last, damaged.lsn);
@@ -360,7 +344,7 @@ fn other_files_in_the_wal_directory_are_ignored_and_temporaries_removed() {
 
     let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
     let store = opened.unwrap();
-    assert_eq!(warnings_and_errors(&events).len(), 0, "{events:?}");
+    assert_eq!(common::warnings_and_errors(&events).len(), 0, "{events:?}");
     assert_prefix(&store, BATCHES + 1, "with bystanders");
     assert!(!temporary.exists(), "the leftover temporary segment is removed");
     for (name, bytes) in &bystanders {

@@ -8,7 +8,6 @@
 //! refused in every recovery mode, whatever the cut: at a record boundary
 //! too, where the file would otherwise end exactly like a clean log.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use factwal::{CorruptionKind, Error, RecoveryMode, Store};
@@ -105,22 +104,6 @@ fn garbage_bytes(segment: &[u8], record: RecordAt, at: u64) -> u64 {
     kept.iter().rposition(|&b| b != 0).map_or(0, |last| last as u64 + 1)
 }
 
-fn warnings_and_errors(events: &[common::CapturedEvent]) -> Vec<&common::CapturedEvent> {
-    events
-        .iter()
-        .filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR)
-        .collect()
-}
-
-/// Files added, removed or changed between two snapshots.
-fn changed_files(
-    before: &BTreeMap<PathBuf, Vec<u8>>,
-    after: &BTreeMap<PathBuf, Vec<u8>>,
-) -> Vec<PathBuf> {
-    let paths: BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
-}
-
 fn corruption_of(result: Result<Store, Error>) -> (PathBuf, u64, u64, CorruptionKind) {
     match result {
         Err(Error::Corrupted { path, offset, lsn, kind }) => (path, offset, lsn, kind),
@@ -161,7 +144,7 @@ fn every_cut_inside_the_last_record_drops_exactly_that_batch() {
             );
 
             let dropped = if whole { 0 } else { garbage_bytes(&segment_bytes, record, at) };
-            let reported: Vec<_> = warnings_and_errors(&events)
+            let reported: Vec<_> = common::warnings_and_errors(&events)
                 .into_iter()
                 .map(|e| (e.target.as_str(), e.level, e.fields.clone()))
                 .collect();
@@ -227,7 +210,7 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
                 "{context}, {mode:?}"
             );
             assert_eq!(
-                changed_files(&before, &common::snapshot_files(work.path())),
+                common::changed_files(&before, &common::snapshot_files(work.path())),
                 Vec::<PathBuf>::new()
             );
         }
@@ -238,7 +221,7 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
             assert_batch(&store, &batch_facts(n), true, &context);
         }
         assert_batch(&store, &batch_facts(BATCHES), at == record_end, &context);
-        let errors: Vec<_> = warnings_and_errors(&events)
+        let errors: Vec<_> = common::warnings_and_errors(&events)
             .into_iter()
             .map(|e| e.fields["corruption"].clone())
             .collect();
@@ -281,7 +264,7 @@ fn absolute_consistency_refuses_a_torn_tail_and_changes_nothing() {
                 "{cut:?}, attempt {attempt}"
             );
             let (in_wal, outside): (Vec<_>, Vec<_>) =
-                changed_files(&before, &common::snapshot_files(work.path()))
+                common::changed_files(&before, &common::snapshot_files(work.path()))
                     .into_iter()
                     .partition(|path| path.starts_with(work.path().join("wal")));
             assert_eq!(
@@ -313,7 +296,7 @@ fn a_clean_end_opens_without_a_warning() {
     let (work, _) = fresh_copy(&pristine);
     let (opened, events) = common::capture(|| Store::open(common::small_config(work.path())));
     let store = opened.unwrap();
-    assert_eq!(warnings_and_errors(&events).len(), 0, "{events:?}");
+    assert_eq!(common::warnings_and_errors(&events).len(), 0, "{events:?}");
     let replayed: Vec<_> = events
         .iter()
         .filter(|e| e.target == "factwal::recovery" && e.message == "replayed WAL into redb")
@@ -364,7 +347,11 @@ fn lsns_continue_densely_after_a_torn_tail() {
     };
     let (opened, events) = common::capture(|| Store::open(config.clone()));
     let store = opened.unwrap();
-    assert_eq!(warnings_and_errors(&events).len(), 0, "the repaired log ends cleanly: {events:?}");
+    assert_eq!(
+        common::warnings_and_errors(&events).len(),
+        0,
+        "the repaired log ends cleanly: {events:?}"
+    );
     check(&store, "after crash");
     assert!(store.close().is_clean());
 

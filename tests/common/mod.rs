@@ -60,6 +60,15 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Files added, removed or changed between two snapshots.
+pub fn changed_files(
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    after: &BTreeMap<PathBuf, Vec<u8>>,
+) -> Vec<PathBuf> {
+    let paths: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
+}
+
 /// Every file under a directory with its bytes: to prove nothing changed.
 pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut files = BTreeMap::new();
@@ -126,6 +135,14 @@ impl<S: tracing::Subscriber> Layer<S> for CaptureLayer {
             fields: visitor.fields,
         });
     }
+}
+
+/// The WARN and ERROR events among `events`.
+pub fn warnings_and_errors(events: &[CapturedEvent]) -> Vec<&CapturedEvent> {
+    events
+        .iter()
+        .filter(|e| e.level == tracing::Level::WARN || e.level == tracing::Level::ERROR)
+        .collect()
 }
 
 /// Runs `body` with a subscriber capturing every event of this thread (and
