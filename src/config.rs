@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoOp, Result};
 use crate::wal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
 // Defined beside the scan that acts on it; configured here.
 pub use crate::wal::recovery::RecoveryMode;
@@ -207,7 +207,7 @@ impl Config {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::io(path, "read config", source))?;
+            .map_err(|source| Error::io(path, IoOp::Read, "config", source))?;
         Config::from_toml(&text, path)
     }
 

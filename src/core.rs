@@ -15,7 +15,7 @@ use crate::checkpoint::{
     self, checkpoint_pass, CheckpointMode, CheckpointState, Checkpointed, PassReport,
 };
 use crate::config::Config;
-use crate::error::{error_chain, Error, Lsn, Result};
+use crate::error::{error_chain, Error, IoOp, Lsn, Result};
 use crate::identity::StoreId;
 use crate::report::{CloseReport, RecoveryReport};
 use crate::state::{Overlay, StateIo, Tables, WalMark};
@@ -44,7 +44,7 @@ pub(crate) struct Core {
     pub(crate) lock_files: Mutex<Vec<File>>,
     /// Why redb is not open while the store is: a reopen after an I/O
     /// failure failed (see `reopen_state_if_failed`).
-    pub(crate) state_failure: Mutex<Option<Arc<Error>>>,
+    pub(crate) state_failure: Mutex<Option<Error>>,
     pub(crate) recovery: RecoveryReport,
     /// Opens `state.redb` again after an I/O failure redb latched.
     pub(crate) state_io: Arc<dyn StateIo>,
@@ -139,7 +139,7 @@ impl Core {
         let guard = read(&self.tables);
         if guard.is_none() {
             return Err(match lock(&self.state_failure).as_ref() {
-                Some(failure) if !self.closed.load(Ordering::Acquire) => failure.duplicate(),
+                Some(failure) if !self.closed.load(Ordering::Acquire) => failure.clone(),
                 _ => Error::Closed,
             });
         }
@@ -179,7 +179,7 @@ impl Core {
         let reopened = self
             .state_io
             .open_backend(&path)
-            .map_err(|e| Error::io(&path, "reopen state file", e))
+            .map_err(|e| Error::io(&path, IoOp::Open, "state file again", e))
             .and_then(|(backend, _)| Tables::open(&path, backend, cache_bytes))
             .and_then(|tables| tables.applied_lsn().map(|applied| (tables, applied)));
         match reopened {
@@ -197,7 +197,7 @@ impl Core {
             Err(error) => {
                 tracing::error!(target: "factwal::checkpoint", path = %path.display(), error = %error_chain(&error),
                     "reopening state.redb after an I/O failure failed; the WAL keeps every record, retrying later");
-                *lock(&self.state_failure) = Some(Arc::new(error.duplicate()));
+                *lock(&self.state_failure) = Some(error.clone());
                 Err(error)
             }
         }

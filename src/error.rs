@@ -103,20 +103,101 @@ impl fmt::Display for StateDamage {
     }
 }
 
-/// Every error factwal returns.
-#[derive(Debug, thiserror::Error)]
+/// What kind of I/O call failed. It decides how the engine reacts: after a
+/// failed sync ([`IoOp::Sync`], [`IoOp::SyncDir`]) the kernel may have
+/// dropped the dirty pages it could not write, so the WAL is poisoned; most
+/// other failures leave nothing behind that recovery could misread and are
+/// retryable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IoOp {
+    /// Opening a file or directory, or checking what is at a path.
+    Open,
+    /// Reading a file.
+    Read,
+    /// Writing file bytes.
+    Write,
+    /// Syncing a file's data (`fdatasync`).
+    Sync,
+    /// Syncing a directory, which makes its created, renamed and removed
+    /// entries durable.
+    SyncDir,
+    /// Creating a file or directory.
+    Create,
+    /// Renaming an entry.
+    Rename,
+    /// Removing an entry.
+    Remove,
+    /// Preallocating a file's blocks.
+    Allocate,
+    /// Listing a directory.
+    List,
+    /// Taking a file lock.
+    Lock,
+    /// Reading a file's metadata.
+    Stat,
+    /// Starting a thread.
+    Spawn,
+}
+
+impl IoOp {
+    /// True for a sync of a file or a directory.
+    pub fn is_sync(self) -> bool {
+        matches!(self, IoOp::Sync | IoOp::SyncDir)
+    }
+
+    /// The verb an error message starts with.
+    fn verb(self) -> &'static str {
+        match self {
+            IoOp::Open => "open",
+            IoOp::Read => "read",
+            IoOp::Write => "write",
+            IoOp::Sync | IoOp::SyncDir => "sync",
+            IoOp::Create => "create",
+            IoOp::Rename => "rename",
+            IoOp::Remove => "remove",
+            IoOp::Allocate => "preallocate",
+            IoOp::List => "list",
+            IoOp::Lock => "lock",
+            IoOp::Stat => "stat",
+            IoOp::Spawn => "spawn",
+        }
+    }
+}
+
+impl fmt::Display for IoOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.verb())
+    }
+}
+
+/// "sync records": the verb, then what it was applied to when there is more
+/// to say.
+fn describe_io(operation: IoOp, what: &str) -> String {
+    match what {
+        "" => operation.verb().to_string(),
+        what => format!("{} {what}", operation.verb()),
+    }
+}
+
+/// Every error factwal returns. Cloning is cheap: the OS's and redb's errors
+/// are shared, so one failure can be handed to every writer it concerns.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An I/O operation failed.
-    #[error("I/O error: {operation} {}: {source}", path.display())]
+    #[error("I/O error: {} {}: {source}", describe_io(*operation, what), path.display())]
     Io {
         /// The file or directory operated on.
         path: PathBuf,
-        /// What was being done: "open", "write", "sync", ...
-        operation: &'static str,
-        /// The operating system's error.
+        /// What kind of call failed.
+        operation: IoOp,
+        /// What it was applied to, or why: "records", "new segment into place".
+        what: &'static str,
+        /// The operating system's error (shared, so the error can be cloned
+        /// for every writer of a group that failed together).
         #[source]
-        source: io::Error,
+        source: Arc<io::Error>,
     },
 
     /// The WAL holds bytes that recovery cannot accept. Nothing on disk was
@@ -252,9 +333,9 @@ pub enum Error {
     Redb {
         /// The redb file.
         path: PathBuf,
-        /// redb's own error.
+        /// redb's own error (shared, as for [`Error::Io`]).
         #[source]
-        source: redb::Error,
+        source: Arc<redb::Error>,
     },
 
     /// A step of closing the store could not get what it needed in time (a
@@ -310,70 +391,17 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, operation: &'static str, source: io::Error) -> Self {
-        Error::Io { path: path.into(), operation, source }
+    pub(crate) fn io(
+        path: impl Into<PathBuf>,
+        operation: IoOp,
+        what: &'static str,
+        source: io::Error,
+    ) -> Self {
+        Error::Io { path: path.into(), operation, what, source: Arc::new(source) }
     }
 
     pub(crate) fn redb(path: impl Into<PathBuf>, source: impl Into<redb::Error>) -> Self {
-        Error::Redb { path: path.into(), source: source.into() }
-    }
-
-    /// A copy of this error for each writer of a group that failed together.
-    /// I/O errors keep their OS error code (or kind and text).
-    pub(crate) fn duplicate(&self) -> Error {
-        match self {
-            Error::Io { path, operation, source } => {
-                let source = match source.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(source.kind(), source.to_string()),
-                };
-                Error::Io { path: path.clone(), operation, source }
-            }
-            Error::Corrupted { path, offset, lsn, kind } => {
-                Error::Corrupted { path: path.clone(), offset: *offset, lsn: *lsn, kind: *kind }
-            }
-            Error::Locked { path } => Error::Locked { path: path.clone() },
-            Error::LimitExceeded { what, actual, limit } => {
-                Error::LimitExceeded { what, actual: *actual, limit: *limit }
-            }
-            Error::Poisoned { cause } => Error::Poisoned { cause: cause.clone() },
-            Error::Closed => Error::Closed,
-            Error::Config { path, key, value, reason } => Error::Config {
-                path: path.clone(),
-                key: key.clone(),
-                value: value.clone(),
-                reason: reason.clone(),
-            },
-            // redb's error is not Clone: keep its text under the same variant.
-            Error::Redb { path, source } => Error::Redb {
-                path: path.clone(),
-                source: redb::Error::Io(io::Error::other(source.to_string())),
-            },
-            Error::Timeout { what, waited_ms } => Error::Timeout { what, waited_ms: *waited_ms },
-            Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
-            Error::StateCorrupted { path, kind, detail } => {
-                Error::StateCorrupted { path: path.clone(), kind: *kind, detail: detail.clone() }
-            }
-            Error::ForeignSegment { path, segment_store, state, store } => Error::ForeignSegment {
-                path: path.clone(),
-                segment_store: *segment_store,
-                state: state.clone(),
-                store: *store,
-            },
-            Error::WalMismatch { wal_dir, state, detail } => Error::WalMismatch {
-                wal_dir: wal_dir.clone(),
-                state: state.clone(),
-                detail: detail.clone(),
-            },
-            Error::UnsupportedFormatVersion { path, found, supported } => {
-                Error::UnsupportedFormatVersion {
-                    path: path.clone(),
-                    found: *found,
-                    supported: *supported,
-                }
-            }
-            Error::Panicked { what, message } => Error::Panicked { what, message: message.clone() },
-        }
+        Error::Redb { path: path.into(), source: Arc::new(source.into()) }
     }
 
     /// True for damage to data on disk: WAL corruption ([`Error::Corrupted`])
@@ -390,5 +418,59 @@ impl Error {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_syncs_are_syncs() {
+        let syncs: Vec<IoOp> = [
+            IoOp::Open,
+            IoOp::Read,
+            IoOp::Write,
+            IoOp::Sync,
+            IoOp::SyncDir,
+            IoOp::Create,
+            IoOp::Rename,
+            IoOp::Remove,
+            IoOp::Allocate,
+            IoOp::List,
+            IoOp::Lock,
+            IoOp::Stat,
+            IoOp::Spawn,
+        ]
+        .into_iter()
+        .filter(|op| op.is_sync())
+        .collect();
+        assert_eq!(syncs, [IoOp::Sync, IoOp::SyncDir]);
+    }
+
+    #[test]
+    fn a_cloned_io_error_keeps_its_os_error_and_message() {
+        let error = Error::io(
+            "/d/00000000000000000001.wal",
+            IoOp::Sync,
+            "records",
+            io::Error::from_raw_os_error(libc::EIO),
+        );
+        let copy = error.clone();
+        assert_eq!(copy.to_string(), error.to_string());
+        assert!(
+            copy.to_string().starts_with("I/O error: sync records /d/00000000000000000001.wal: "),
+            "{copy}"
+        );
+        let Error::Io { operation, what, source, .. } = &copy else { panic!("{copy:?}") };
+        assert_eq!(
+            (*operation, *what, source.raw_os_error()),
+            (IoOp::Sync, "records", Some(libc::EIO))
+        );
+        let lock = Error::io("/d/LOCK", IoOp::Lock, "", io::Error::from_raw_os_error(libc::ENOLCK));
+        assert!(lock.to_string().starts_with("I/O error: lock /d/LOCK: "), "{lock}");
+        let full =
+            Error::io("/d/x", IoOp::Write, "records", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(full.clone().is_out_of_space());
     }
 }

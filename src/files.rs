@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoOp, Result};
 
 /// Mode of every directory factwal creates: its owner's only.
 pub const DIR_MODE: u32 = 0o700;
@@ -79,10 +79,10 @@ pub(crate) fn dir_state(path: &Path, what: &'static str) -> Result<DirState> {
                 io::ErrorKind::InvalidInput,
                 format!("is {}, not a directory", kind_of(&metadata)),
             );
-            Err(Error::io(path, what, source))
+            Err(Error::io(path, IoOp::Open, what, source))
         }
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(DirState::Missing),
-        Err(error) => Err(Error::io(path, what, error)),
+        Err(error) => Err(Error::io(path, IoOp::Open, what, error)),
     }
 }
 
@@ -93,12 +93,12 @@ pub(crate) fn lock_exclusive(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE_NAME);
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false).mode(FILE_MODE);
-    let file =
-        open_regular(&path, &mut options).map_err(|e| Error::io(&path, "open lock file", e))?;
+    let file = open_regular(&path, &mut options)
+        .map_err(|e| Error::io(&path, IoOp::Open, "lock file", e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(e)) => Err(Error::io(&path, "lock", e)),
+        Err(TryLockError::Error(e)) => Err(Error::io(&path, IoOp::Lock, "", e)),
     }
 }
 
@@ -110,12 +110,12 @@ pub(crate) fn lock_shared(dir: &Path) -> Result<Option<File>> {
     let file = match open_regular(&path, OpenOptions::new().read(true)) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io(&path, "open lock file", error)),
+        Err(error) => return Err(Error::io(&path, IoOp::Open, "lock file", error)),
     };
     match file.try_lock_shared() {
         Ok(()) => Ok(Some(file)),
         Err(TryLockError::WouldBlock) => Err(Error::Locked { path }),
-        Err(TryLockError::Error(error)) => Err(Error::io(&path, "lock", error)),
+        Err(TryLockError::Error(error)) => Err(Error::io(&path, IoOp::Lock, "", error)),
     }
 }
 
@@ -147,10 +147,13 @@ mod tests {
         std::fs::write(&file, b"x").unwrap();
         assert!(open_regular(&file, OpenOptions::new().read(true)).is_ok());
         assert_eq!(
-            dir_state(&file, "open").unwrap_err().to_string(),
-            format!("I/O error: open {}: is a regular file, not a directory", file.display())
+            dir_state(&file, "directory").unwrap_err().to_string(),
+            format!(
+                "I/O error: open directory {}: is a regular file, not a directory",
+                file.display()
+            )
         );
-        assert_eq!(dir_state(dir.path(), "open").unwrap(), DirState::Directory);
-        assert_eq!(dir_state(&dir.path().join("none"), "open").unwrap(), DirState::Missing);
+        assert_eq!(dir_state(dir.path(), "directory").unwrap(), DirState::Directory);
+        assert_eq!(dir_state(&dir.path().join("none"), "directory").unwrap(), DirState::Missing);
     }
 }

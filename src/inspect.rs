@@ -12,7 +12,7 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use crate::config::{Config, RecoveryMode};
-use crate::error::{Error, Lsn, Result, StateDamage};
+use crate::error::{Error, IoOp, Lsn, Result, StateDamage};
 use crate::files::{self, DirState};
 use crate::open::{judge_wal, owner_of, WalFacts};
 use crate::state::{Generation, Overlay, StoreRecord, Tables, View};
@@ -108,13 +108,13 @@ impl ReadOnlyStore {
     pub fn open(config: &Config) -> Result<ReadOnlyStore> {
         config.validate()?;
         let data_dir = &config.persistence.data_dir;
-        if files::dir_state(data_dir, "open data directory")? == DirState::Missing {
+        if files::dir_state(data_dir, "data directory")? == DirState::Missing {
             let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
-            return Err(Error::io(data_dir, "open data directory", source));
+            return Err(Error::io(data_dir, IoOp::Open, "data directory", source));
         }
         let mut locks: Vec<File> = files::lock_shared(data_dir)?.into_iter().collect();
         let wal_dir = config.wal_dir();
-        let wal_exists = files::dir_state(&wal_dir, "open WAL directory")? == DirState::Directory;
+        let wal_exists = files::dir_state(&wal_dir, "WAL directory")? == DirState::Directory;
         if wal_exists && !files::same_dir(&wal_dir, data_dir) {
             locks.extend(files::lock_shared(&wal_dir)?);
         }
@@ -125,9 +125,9 @@ impl ReadOnlyStore {
                     std::io::ErrorKind::NotFound,
                     "no state.redb: not a factwal store",
                 );
-                return Err(Error::io(&state_path, "open state", source));
+                return Err(Error::io(&state_path, IoOp::Open, "state", source));
             }
-            Err(error) => return Err(Error::io(&state_path, "open state", error)),
+            Err(error) => return Err(Error::io(&state_path, IoOp::Open, "state", error)),
             Ok(_) => {}
         }
         let tables =
@@ -259,7 +259,7 @@ impl ReadOnlyStore {
     /// `Io` when `state.redb` cannot be examined.
     pub fn redb_bytes(&self) -> Result<u64> {
         let path = self.config.state_path();
-        std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Error::io(path, "stat", e))
+        std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Error::io(path, IoOp::Stat, "", e))
     }
 
     /// Checks all of `state.redb`: redb's integrity check (every page

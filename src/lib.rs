@@ -82,7 +82,7 @@ mod wal;
 pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
 pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
 pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode, RECORD_BYTES_MAX};
-pub use error::{CorruptionKind, Error, Lsn, Result, StateDamage};
+pub use error::{CorruptionKind, Error, IoOp, Lsn, Result, StateDamage};
 pub use files::LOCK_FILE_NAME;
 pub use identity::StoreId;
 pub use inspect::{ReadOnlyStore, StateCheck, WalProblem};

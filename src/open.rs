@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Config, RecoveryMode};
-use crate::error::{Error, Lsn, Result};
+use crate::error::{Error, IoOp, Lsn, Result};
 use crate::files::{self, DirState};
 use crate::identity::StoreId;
 use crate::report::RecoveryReport;
@@ -70,12 +70,12 @@ struct Checked {
 fn check(config: &Config, io: &dyn WalIo) -> Result<Checked> {
     config.validate()?;
     let data_dir = &config.persistence.data_dir;
-    if files::dir_state(data_dir, "open data directory")? == DirState::Missing {
+    if files::dir_state(data_dir, "data directory")? == DirState::Missing {
         crate::wal::io::ensure_durable_dir(io, data_dir)?;
     }
     let mut locks = vec![files::lock_exclusive(data_dir)?];
     let wal_dir = config.wal_dir();
-    let wal_exists = files::dir_state(&wal_dir, "open WAL directory")? == DirState::Directory;
+    let wal_exists = files::dir_state(&wal_dir, "WAL directory")? == DirState::Directory;
     if wal_exists && !files::same_dir(&wal_dir, data_dir) {
         locks.push(files::lock_exclusive(&wal_dir)?);
     }
@@ -185,7 +185,7 @@ pub(crate) fn read_record_unchanged(
 ) -> Result<Option<StoreRecord>> {
     match std::fs::metadata(state_path) {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(Error::io(state_path, "open state", error)),
+        Err(error) => return Err(Error::io(state_path, IoOp::Open, "state", error)),
         Ok(_) => {}
     }
     let tables = Tables::open_unchanged(state_path, cache_bytes)?;
@@ -233,7 +233,7 @@ fn count_segments(io: &dyn WalIo, dir: &Path) -> Result<usize> {
             Ok(names.iter().filter(|name| parse_segment_file_name(name).is_some()).count())
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(error) => Err(Error::io(dir, "list WAL directory", error)),
+        Err(error) => Err(Error::io(dir, IoOp::List, "WAL directory", error)),
     }
 }
 
@@ -344,26 +344,28 @@ fn open_state(
     new_id: StoreId,
 ) -> Result<Tables> {
     let name = state_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let names = io.list(data_dir).map_err(|e| Error::io(data_dir, "list data directory", e))?;
+    let names =
+        io.list(data_dir).map_err(|e| Error::io(data_dir, IoOp::List, "data directory", e))?;
     if !names.contains(&name) {
         let temporary = data_dir.join(format!("{name}.tmp"));
         if names.contains(&format!("{name}.tmp")) {
             io.remove(&temporary)
-                .map_err(|e| Error::io(&temporary, "remove half-made state file", e))?;
+                .map_err(|e| Error::io(&temporary, IoOp::Remove, "half-made state file", e))?;
         }
         let (backend, _) = state_io
             .open_backend(&temporary)
-            .map_err(|e| Error::io(&temporary, "create state file", e))?;
+            .map_err(|e| Error::io(&temporary, IoOp::Create, "state file", e))?;
         Tables::create(&temporary, backend, cache_bytes, new_id)?.close()?;
         io.rename(&temporary, state_path)
-            .map_err(|e| Error::io(state_path, "rename new state file into place", e))?;
+            .map_err(|e| Error::io(state_path, IoOp::Rename, "new state file into place", e))?;
         // The new entry must be durable before any WAL segment is removed
         // on the strength of what the file holds.
-        io.sync_dir(data_dir).map_err(|e| Error::io(data_dir, "sync data directory", e))?;
+        io.sync_dir(data_dir)
+            .map_err(|e| Error::io(data_dir, IoOp::SyncDir, "data directory", e))?;
     }
     let (backend, _) = state_io
         .open_backend(state_path)
-        .map_err(|e| Error::io(state_path, "open state file", e))?;
+        .map_err(|e| Error::io(state_path, IoOp::Open, "state file", e))?;
     Tables::open(state_path, backend, cache_bytes)
 }
 
@@ -389,38 +391,39 @@ fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered) -> Resul
                         let file_bytes = io
                             .open(path)
                             .and_then(|f| f.len_bytes())
-                            .map_err(|e| Error::io(path, "stat", e))?;
+                            .map_err(|e| Error::io(path, IoOp::Stat, "", e))?;
                         zero_range(io, path, *offset, file_bytes.saturating_sub(*offset))?;
                     }
                 }
                 for path in removed_segments {
-                    io.remove(path)
-                        .map_err(|e| Error::io(path, "remove segment after corruption", e))?;
+                    io.remove(path).map_err(|e| {
+                        Error::io(path, IoOp::Remove, "segment after corruption", e)
+                    })?;
                 }
             }
         }
     }
     for path in &recovered.temporary_files {
-        io.remove(path).map_err(|e| Error::io(path, "remove temporary segment", e))?;
+        io.remove(path).map_err(|e| Error::io(path, IoOp::Remove, "temporary segment", e))?;
     }
     if !recovered.repairs.is_empty() || !recovered.temporary_files.is_empty() {
-        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
+        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, IoOp::SyncDir, "WAL directory", e))?;
     }
     Ok(())
 }
 
 fn zero_range(io: &dyn WalIo, path: &Path, offset: u64, bytes: u64) -> Result<()> {
     const CHUNK_BYTES: u64 = 1 << 20;
-    let file = io.open(path).map_err(|e| Error::io(path, "open segment for repair", e))?;
+    let file = io.open(path).map_err(|e| Error::io(path, IoOp::Open, "segment for repair", e))?;
     let zeros = vec![0u8; bytes.min(CHUNK_BYTES) as usize];
     let mut done = 0;
     while done < bytes {
         let chunk = (bytes - done).min(CHUNK_BYTES);
         file.write_at(offset + done, &zeros[..chunk as usize])
-            .map_err(|e| Error::io(path, "zero torn tail", e))?;
+            .map_err(|e| Error::io(path, IoOp::Write, "zeros over the torn tail", e))?;
         done += chunk;
     }
-    file.sync_data().map_err(|e| Error::io(path, "sync repaired segment", e))
+    file.sync_data().map_err(|e| Error::io(path, IoOp::Sync, "repaired segment", e))
 }
 
 /// Folds the recovered records into redb in one transaction, which also
@@ -455,10 +458,10 @@ fn replay(
     }
     for segment in &recovered.segments {
         io.remove(&segment.path)
-            .map_err(|e| Error::io(&segment.path, "remove replayed segment", e))?;
+            .map_err(|e| Error::io(&segment.path, IoOp::Remove, "replayed segment", e))?;
     }
     if !recovered.segments.is_empty() {
-        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, "sync WAL directory", e))?;
+        io.sync_dir(wal_dir).map_err(|e| Error::io(wal_dir, IoOp::SyncDir, "WAL directory", e))?;
     }
     Ok((recovered.lsn_last, number_next))
 }

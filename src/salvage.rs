@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use crate::batch::Batch;
 use crate::config::Config;
-use crate::error::{Error, Lsn, Result};
+use crate::error::{Error, IoOp, Lsn, Result};
 use crate::files::{self, DirState};
 use crate::identity::StoreId;
 use crate::state::{Generation, StateIo, StdStateIo, StoreRecord, Tables};
@@ -180,9 +180,9 @@ impl SalvageReport {
 pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
     damaged.validate()?;
     let data_dir = &damaged.persistence.data_dir;
-    if files::dir_state(data_dir, "open data directory")? == DirState::Missing {
+    if files::dir_state(data_dir, "data directory")? == DirState::Missing {
         let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
-        return Err(Error::io(data_dir, "open data directory", source));
+        return Err(Error::io(data_dir, IoOp::Open, "data directory", source));
     }
     let _locks = lock_shared(damaged)?;
     check_destination(to, damaged)?;
@@ -206,8 +206,8 @@ pub fn salvage(damaged: &Config, to: &Path) -> Result<SalvageReport> {
         }
     };
     std::fs::rename(&temporary, &final_path)
-        .map_err(|e| Error::io(&final_path, "rename salvaged state", e))?;
-    StdIo.sync_dir(to).map_err(|e| Error::io(to, "sync salvaged store directory", e))?;
+        .map_err(|e| Error::io(&final_path, IoOp::Rename, "salvaged state", e))?;
+    StdIo.sync_dir(to).map_err(|e| Error::io(to, IoOp::SyncDir, "salvaged store directory", e))?;
     drop(destination_lock);
     Ok(SalvageReport { to: to.to_path_buf(), ..report })
 }
@@ -217,7 +217,7 @@ fn lock_shared(config: &Config) -> Result<Vec<File>> {
     let data_dir = &config.persistence.data_dir;
     let mut locks: Vec<File> = files::lock_shared(data_dir)?.into_iter().collect();
     let wal_dir = config.wal_dir();
-    if files::dir_state(&wal_dir, "open WAL directory")? == DirState::Directory
+    if files::dir_state(&wal_dir, "WAL directory")? == DirState::Directory
         && !files::same_dir(&wal_dir, data_dir)
     {
         locks.extend(files::lock_shared(&wal_dir)?);
@@ -230,9 +230,9 @@ fn lock_shared(config: &Config) -> Result<Vec<File>> {
 fn check_destination(to: &Path, damaged: &Config) -> Result<()> {
     let refuse =
         |why: &str| Error::InvalidArgument(format!("salvage destination {}: {why}", to.display()));
-    if files::dir_state(to, "open salvage destination")? == DirState::Directory {
-        let mut entries =
-            std::fs::read_dir(to).map_err(|e| Error::io(to, "list salvage destination", e))?;
+    if files::dir_state(to, "salvage destination")? == DirState::Directory {
+        let mut entries = std::fs::read_dir(to)
+            .map_err(|e| Error::io(to, IoOp::List, "salvage destination", e))?;
         if entries.next().is_some() {
             return Err(refuse("is not empty (salvage makes a new store; give a new directory)"));
         }
@@ -385,7 +385,7 @@ fn segment_numbers_in(dir: &Path) -> Result<Vec<u64>> {
     let mut numbers: Vec<u64> = match StdIo.list(dir) {
         Ok(names) => names.iter().filter_map(|name| parse_segment_file_name(name)).collect(),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => return Err(Error::io(dir, "list WAL directory", error)),
+        Err(error) => return Err(Error::io(dir, IoOp::List, "WAL directory", error)),
     };
     numbers.sort_unstable();
     Ok(numbers)
@@ -415,7 +415,7 @@ fn build(
 ) -> Result<SalvageReport> {
     let (backend, _) = StdStateIo
         .open_backend(temporary)
-        .map_err(|e| Error::io(temporary, "create salvaged state", e))?;
+        .map_err(|e| Error::io(temporary, IoOp::Create, "salvaged state", e))?;
     let tables = Tables::create(temporary, backend, cache_bytes, store_id)?;
     let mut writer =
         ChunkWriter { tables: &tables, generation: Generation::default(), value_bytes: 0 };
@@ -460,8 +460,8 @@ fn build(
     report.lsn_last = lsn_last;
     tables.close()?;
     let file = std::fs::File::open(temporary)
-        .map_err(|e| Error::io(temporary, "open salvaged state", e))?;
-    file.sync_all().map_err(|e| Error::io(temporary, "sync salvaged state", e))?;
+        .map_err(|e| Error::io(temporary, IoOp::Open, "salvaged state", e))?;
+    file.sync_all().map_err(|e| Error::io(temporary, IoOp::Sync, "salvaged state", e))?;
     Ok(report)
 }
 

@@ -237,7 +237,10 @@ fn failed_truncate_is_reported_and_reopen_replays_everything() {
     let (report, events) = capture(|| store.close());
     let error = report.truncate.as_ref().unwrap_err();
     assert!(
-        matches!(error, factwal::Error::Io { operation: "remove folded segment", .. }),
+        matches!(
+            error,
+            factwal::Error::Io { operation: factwal::IoOp::Remove, what: "folded segment", .. }
+        ),
         "{error}"
     );
     assert!(report.lock_released && report.redb_close.is_ok());

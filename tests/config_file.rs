@@ -203,9 +203,9 @@ fn missing_file_is_an_io_error_naming_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.toml");
     match Config::from_file(&path) {
-        Err(Error::Io { path: error_path, operation, source }) => {
+        Err(Error::Io { path: error_path, operation, what, source }) => {
             assert_eq!(error_path, path);
-            assert_eq!(operation, "read config");
+            assert_eq!((operation, what), (factwal::IoOp::Read, "config"));
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
         }
         other => panic!("expected an I/O error, got {other:?}"),

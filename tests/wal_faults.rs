@@ -20,7 +20,7 @@ use common::{FaultOp, FaultyIo};
 use factwal::wal::format::{
     decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
-use factwal::{Batch, Config, Error, Lsn, Result, Store};
+use factwal::{Batch, Config, Error, IoOp, Lsn, Result, Store};
 
 // Linux errno values. `libc` is a normal dependency of the crate, not a
 // dev-dependency, so the tests spell the numbers out.
@@ -99,13 +99,14 @@ fn counts(io: &FaultyIo) -> Vec<u64> {
     OPS.iter().map(|&op| io.count(op)).collect()
 }
 
-/// Asserts `error` is `Error::Io` on `path` for `operation` with `errno`.
-fn assert_io(error: &Error, path: &Path, operation: &str, errno: i32) {
+/// Asserts `error` is `Error::Io` on `path` for `operation` on `what`,
+/// with `errno`.
+fn assert_io(error: &Error, path: &Path, operation: IoOp, what: &str, errno: i32) {
     match error {
-        Error::Io { path: at, operation: what, source } => {
+        Error::Io { path: at, operation: op, what: on, source } => {
             assert_eq!(
-                (at.as_path(), *what, source.raw_os_error()),
-                (path, operation, Some(errno)),
+                (at.as_path(), *op, *on, source.raw_os_error()),
+                (path, operation, what, Some(errno)),
                 "{error}"
             );
         }
@@ -195,7 +196,7 @@ fn failed_sync_poisons_until_reopen_and_is_never_retried() {
     let before = counts(&io);
     io.fail_nth(FaultOp::Sync, 1, EIO, false);
     let cause = expect_poisoned(store.write(pair("s", 6, "unacknowledged")));
-    assert_io(&cause, &segment_path(&config, 1), "sync records", EIO);
+    assert_io(&cause, &segment_path(&config, 1), IoOp::Sync, "records", EIO);
     assert_eq!(
         counts(&io),
         vec![before[0] + 1, before[1] + 1, before[2], before[3], before[4]],
@@ -234,7 +235,7 @@ fn sync_failing_with_enospc_poisons_too() {
     write_pairs(&store, 1..=2);
     io.fail_nth(FaultOp::Sync, 1, ENOSPC, false);
     let cause = expect_poisoned(store.write(pair("s", 3, "unacknowledged")));
-    assert_io(&cause, &segment_path(&config, 1), "sync records", ENOSPC);
+    assert_io(&cause, &segment_path(&config, 1), IoOp::Sync, "records", ENOSPC);
     assert_stays_poisoned(&store, &io, &cause, 2);
     store.simulate_crash();
 
@@ -327,7 +328,7 @@ fn concurrent_writers_acknowledge_nothing_after_a_failed_sync() {
             }
         }
     }
-    assert_io(&cause.unwrap(), &segment_path(&config, 1), "sync records", EIO);
+    assert_io(&cause.unwrap(), &segment_path(&config, 1), IoOp::Sync, "records", EIO);
     let acknowledged = ok_lsns.len() as u64;
     assert!(acknowledged >= FAILED_SYNC - 1, "19 groups of at least one write each were synced");
     assert_eq!(ok_lsns, (1..=acknowledged).collect(), "acknowledged LSNs are dense");
@@ -373,9 +374,9 @@ fn enospc_on_a_record_write_fails_only_that_write_and_writing_resumes_after_heal
 
     io.fail_nth(FaultOp::Write, 1, ENOSPC, true);
     let error = store.write(pair("full", 1, "x")).unwrap_err();
-    assert_io(&error, &segment_path(&config, 1), "write records", ENOSPC);
+    assert_io(&error, &segment_path(&config, 1), IoOp::Write, "records", ENOSPC);
     let error = store.write(pair("full", 2, "x")).unwrap_err();
-    assert_io(&error, &temporary_path(&config, 2), "write segment header", ENOSPC);
+    assert_io(&error, &temporary_path(&config, 2), IoOp::Write, "segment header", ENOSPC);
     assert_eq!(wal_files(&config), vec![format!("{:020}.wal", 1)], "no half-made segment is left");
     assert_eq!(store.facts("full").unwrap().len(), 0, "failed writes are never visible");
     assert_eq!(store.stats().unwrap().lsn_last, 3);
@@ -421,7 +422,8 @@ fn enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on() {
     assert_io(
         &store.write(doomed).unwrap_err(),
         &segment_path(&config, 1),
-        "write records",
+        IoOp::Write,
+        "records",
         ENOSPC,
     );
     write_pairs(&store, 4..=5);
@@ -498,7 +500,7 @@ fn enospc_creating_a_new_segment_fails_the_write_and_writing_resumes_after_heali
     let next = capacity + 1;
     for _ in 0..2 {
         let error = store.write(big_pair(next)).unwrap_err();
-        assert_io(&error, &temporary_path(&config, 2), "preallocate segment", ENOSPC);
+        assert_io(&error, &temporary_path(&config, 2), IoOp::Allocate, "segment", ENOSPC);
         assert_eq!(
             wal_files(&config),
             vec![format!("{:020}.wal", 1)],
@@ -530,7 +532,8 @@ fn failed_directory_sync_while_creating_a_segment_poisons() {
     // Segment 1 is filled exactly; the write that rolls into segment 2 hits a
     // one-shot EIO on the directory sync that makes the new segment's name
     // durable (invariant 10). `classify` in src/wal/writer.rs treats every
-    // failure whose operation starts with "sync" as poisoning, so the write is
+    // failed sync (`IoOp::is_sync`: a file's or a directory's) as poisoning,
+    // so the write is
     // refused as poisoned with the directory as the failed path, and so is
     // every later one, without any file operation. After a crash and reopen
     // the acknowledged records are all there, the refused one is not (no
@@ -544,7 +547,13 @@ fn failed_directory_sync_while_creating_a_segment_poisons() {
     let before = counts(&io);
     io.fail_nth(FaultOp::SyncDir, 1, EIO, false);
     let cause = expect_poisoned(store.write(big_pair(capacity + 1)));
-    assert_io(&cause, &config.wal_dir(), "sync WAL directory after creating a segment", EIO);
+    assert_io(
+        &cause,
+        &config.wal_dir(),
+        IoOp::SyncDir,
+        "WAL directory after creating a segment",
+        EIO,
+    );
     // Segment creation ran up to the directory sync: removal of a leftover
     // temporary file (none), preallocate, header write, header sync, rename;
     // no record was written.
@@ -579,7 +588,7 @@ fn failed_sync_of_a_new_segment_header_poisons() {
 
     io.fail_nth(FaultOp::Sync, 1, EIO, false);
     let cause = expect_poisoned(store.write(big_pair(capacity + 1)));
-    assert_io(&cause, &temporary_path(&config, 2), "sync new segment", EIO);
+    assert_io(&cause, &temporary_path(&config, 2), IoOp::Sync, "new segment", EIO);
     assert_eq!(wal_files(&config), vec![format!("{:020}.wal", 1)]);
     assert_stays_poisoned(&store, &io, &cause, capacity);
     store.simulate_crash();
@@ -609,7 +618,7 @@ fn write_error_other_than_enospc_poisons() {
     let before = counts(&io);
     io.fail_nth(FaultOp::Write, 1, EIO, false);
     let cause = expect_poisoned(store.write(pair("s", 6, "unacknowledged")));
-    assert_io(&cause, &segment_path(&config, 1), "write records", EIO);
+    assert_io(&cause, &segment_path(&config, 1), IoOp::Write, "records", EIO);
     assert_eq!(
         counts(&io),
         vec![before[0] + 1, before[1], before[2], before[3], before[4]],

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::pass::checkpoint_pass;
 use super::{CheckpointMode, Checkpointed};
 use crate::config::CHECKPOINT_INTERVAL_S_MAX;
-use crate::error::{panic_message, Error, Result};
+use crate::error::{panic_message, Error, IoOp, Result};
 use crate::sync::lock;
 
 const TARGET: &str = "factwal::checkpoint";
@@ -93,7 +93,12 @@ pub(crate) fn start_loop<S: Checkpointed>(core: &Arc<S>, interval: Duration) -> 
         }
         Err(source) => {
             lock(&core.checkpoint_state().control).running = false;
-            Err(Error::io(&core.config().persistence.data_dir, "spawn checkpoint thread", source))
+            Err(Error::io(
+                &core.config().persistence.data_dir,
+                IoOp::Spawn,
+                "checkpoint thread",
+                source,
+            ))
         }
     }
 }

@@ -32,7 +32,7 @@ use redb::{
     TableDefinition, TableHandle,
 };
 
-use crate::error::{panic_message, Error, Lsn, Result, StateDamage};
+use crate::error::{panic_message, Error, IoOp, Lsn, Result, StateDamage};
 use crate::identity::StoreId;
 use crate::state::io::{BoxedBackend, ScratchBackend};
 use crate::state::overlay::Generation;
@@ -108,10 +108,10 @@ pub struct FoldStats {
 #[derive(Debug, Clone)]
 enum Latch {
     /// redb panicked: its state is unknown, and the file is likely damaged.
-    Panicked(Arc<Error>),
+    Panicked(Error),
     /// An I/O failure redb latched ("previous I/O error"): the file is as of
     /// the last commit, and a new handle can carry on.
-    Io(Arc<Error>),
+    Io(Error),
 }
 
 /// The redb side of the store.
@@ -205,7 +205,7 @@ impl Tables {
         backend: Box<dyn StorageBackend>,
         cache_bytes: usize,
     ) -> Result<Tables> {
-        let empty = backend.len().map_err(|e| Error::io(path, "stat state file", e))? == 0;
+        let empty = backend.len().map_err(|e| Error::io(path, IoOp::Stat, "state file", e))? == 0;
         if empty {
             return Err(Error::StateCorrupted {
                 path: path.to_path_buf(),
@@ -235,7 +235,7 @@ impl Tables {
     /// of a crashed file) are kept in memory. For the inspection tools.
     pub fn open_unchanged(path: &Path, cache_bytes: usize) -> Result<Tables> {
         let backend = ScratchBackend::open(path, SCRATCH_BYTES_MAX)
-            .map_err(|e| Error::io(path, "open state", e))?;
+            .map_err(|e| Error::io(path, IoOp::Open, "state", e))?;
         Tables::open(path, Box::new(backend), cache_bytes)
     }
 
@@ -275,17 +275,19 @@ impl Tables {
         // After an I/O failure it refuses writes itself ("previous I/O
         // error") but may still serve reads from what it holds.
         if let Some(Latch::Panicked(error)) = self.latched() {
-            return Err(error.duplicate());
+            return Err(error.clone());
         }
         let db = self.db.as_ref().ok_or(Error::Closed)?;
         let outcome = catch(&self.path, what, || body(db));
         if let Err(error) = &outcome {
             let latch = match error {
                 Error::StateCorrupted { kind: StateDamage::Panicked, .. } => {
-                    Some(Latch::Panicked(Arc::new(error.duplicate())))
+                    Some(Latch::Panicked(error.clone()))
                 }
-                Error::Redb { source: redb::Error::Io(_) | redb::Error::PreviousIo, .. } => {
-                    Some(Latch::Io(Arc::new(error.duplicate())))
+                Error::Redb { source, .. }
+                    if matches!(**source, redb::Error::Io(_) | redb::Error::PreviousIo) =>
+                {
+                    Some(Latch::Io(error.clone()))
                 }
                 _ => None,
             };
@@ -485,7 +487,7 @@ impl Tables {
     /// whatever it repairs stays in memory.
     pub fn check_integrity(&mut self) -> Result<bool> {
         if let Some(Latch::Panicked(error) | Latch::Io(error)) = self.latched() {
-            return Err(error.duplicate());
+            return Err(error.clone());
         }
         let path = self.path.clone();
         let db = self.db.as_mut().ok_or(Error::Closed)?;
@@ -501,7 +503,7 @@ impl Tables {
         catch(&self.path, "closing", || match latched {
             Some(Latch::Panicked(error) | Latch::Io(error)) => {
                 drop(db);
-                Err(error.duplicate())
+                Err(error.clone())
             }
             None => db.close().map_err(|e| classify(&self.path, e)),
         })

@@ -10,7 +10,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoOp, Result};
 use crate::files::{open_regular, DIR_MODE, FILE_MODE};
 
 /// The bytes of a whole file, read for recovery.
@@ -158,11 +158,11 @@ pub(crate) fn ensure_durable_dir(io: &dyn WalIo, dir: &Path) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    io.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+    io.create_dir_all(dir).map_err(|e| Error::io(dir, IoOp::Create, "directory", e))?;
     for created in missing.iter().rev() {
         let parent =
             created.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        io.sync_dir(parent).map_err(|e| Error::io(parent, "sync directory", e))?;
+        io.sync_dir(parent).map_err(|e| Error::io(parent, IoOp::SyncDir, "directory", e))?;
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::Batch;
-use crate::error::{CorruptionKind, Error, Lsn, Result};
+use crate::error::{CorruptionKind, Error, IoOp, Lsn, Result};
 use crate::identity::StoreId;
 use crate::wal::format::{
     self, Frame, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES,
@@ -228,7 +228,7 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
     let names = match io.list(dir) {
         Ok(names) => names,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
-        Err(error) => return Err(Error::io(dir, "list WAL directory", error)),
+        Err(error) => return Err(Error::io(dir, IoOp::List, "WAL directory", error)),
     };
     let mut numbers: Vec<u64> =
         names.iter().filter_map(|name| parse_segment_file_name(name)).collect();
@@ -323,7 +323,7 @@ impl Scanner<'_> {
                 ));
             }
         }
-        let bytes = io.read(&path).map_err(|e| Error::io(&path, "read segment", e))?;
+        let bytes = io.read(&path).map_err(|e| Error::io(&path, IoOp::Read, "segment", e))?;
         let bytes: &[u8] = (*bytes).as_ref();
         let lsn_expected = self.lsn_expected();
         let header = match SegmentHeader::decode(bytes) {

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Lsn, Result};
+use crate::error::{Error, IoOp, Lsn, Result};
 use crate::identity::{random_u64, StoreId};
 use crate::wal::format::SegmentHeader;
 use crate::wal::io::{WalFile, WalIo};
@@ -77,7 +77,7 @@ pub fn prepare_segment(
 ) -> Result<PreparedSegment> {
     let prepared = zero_filled_temporary(io, dir, number, segment_bytes)?;
     if let Err(source) = prepared.file.sync_data() {
-        let error = Error::io(&prepared.path, "sync preallocated segment", source);
+        let error = Error::io(&prepared.path, IoOp::Sync, "preallocated segment", source);
         discard_prepared(io, prepared);
         return Err(error);
     }
@@ -95,12 +95,12 @@ fn zero_filled_temporary(
     match io.remove(&path) {
         Ok(()) => {}
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(Error::io(&path, "remove stale temporary segment", error)),
+        Err(error) => return Err(Error::io(&path, IoOp::Remove, "stale temporary segment", error)),
     }
-    let file = io.create(&path).map_err(|e| Error::io(&path, "create segment", e))?;
+    let file = io.create(&path).map_err(|e| Error::io(&path, IoOp::Create, "segment", e))?;
     let prepared = PreparedSegment { number, path, file };
     if let Err(source) = prepared.file.allocate(segment_bytes) {
-        let error = Error::io(&prepared.path, "preallocate segment", source);
+        let error = Error::io(&prepared.path, IoOp::Allocate, "segment", source);
         discard_prepared(io, prepared);
         return Err(error);
     }
@@ -148,9 +148,12 @@ pub fn install_segment(
     let written = prepared
         .file
         .write_at(0, &header.encode())
-        .map_err(|e| Error::io(temporary, "write segment header", e))
+        .map_err(|e| Error::io(temporary, IoOp::Write, "segment header", e))
         .and_then(|()| {
-            prepared.file.sync_data().map_err(|e| Error::io(temporary, "sync new segment", e))
+            prepared
+                .file
+                .sync_data()
+                .map_err(|e| Error::io(temporary, IoOp::Sync, "new segment", e))
         });
     if let Err(error) = written {
         discard_prepared(io, prepared);
@@ -158,9 +161,9 @@ pub fn install_segment(
     }
     let path = dir.join(segment_file_name(number));
     io.rename(temporary, &path)
-        .map_err(|e| Error::io(&path, "rename new segment into place", e))?;
+        .map_err(|e| Error::io(&path, IoOp::Rename, "new segment into place", e))?;
     io.sync_dir(dir)
-        .map_err(|e| Error::io(dir, "sync WAL directory after creating a segment", e))?;
+        .map_err(|e| Error::io(dir, IoOp::SyncDir, "WAL directory after creating a segment", e))?;
     Ok(Segment { header, path, file: prepared.file })
 }
 

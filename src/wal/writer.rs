@@ -52,7 +52,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::error::{error_chain, panic_message, Error, Lsn, Result};
+use crate::error::{error_chain, panic_message, Error, IoOp, Lsn, Result};
 use crate::identity::StoreId;
 use crate::sync::lock;
 use crate::wal::format::{self, SEGMENT_HEADER_BYTES};
@@ -142,7 +142,7 @@ enum GroupError {
     /// The WAL is poisoned by this failure.
     Poisoned(Arc<Error>),
     /// The group failed without harm to the log (disk full): retry later.
-    Failed(Arc<Error>),
+    Failed(Error),
 }
 
 /// What a queued writer is told.
@@ -185,7 +185,7 @@ impl<T> Completion<T> {
             } else {
                 Err(match error.expect("a record that is not durable has an error") {
                     GroupError::Poisoned(cause) => Error::Poisoned { cause: cause.clone() },
-                    GroupError::Failed(error) => error.duplicate(),
+                    GroupError::Failed(error) => error.clone(),
                 })
             };
             members.push((queued.waiter, outcome));
@@ -657,26 +657,31 @@ impl<T> Wal<T> {
                         actual: group[done].payload.len() as u64,
                         limit: self.options.segment_bytes - SEGMENT_HEADER_BYTES,
                     };
-                    return (done, Some(GroupError::Failed(Arc::new(error))));
+                    return (done, Some(GroupError::Failed(error)));
                 }
                 self.seal(&mut log);
                 continue;
             }
             let path = &segment.segment.path;
             if let Err(source) = segment.segment.file.write_at(segment.write_offset, buffer) {
-                let error = Error::io(path, "write records", source);
+                let error = Error::io(path, IoOp::Write, "records", source);
                 if error.is_out_of_space() {
                     // Unsynced bytes may sit past write_offset: never write
                     // after them; continue in a fresh segment.
                     self.seal(&mut log);
-                    return (start, Some(GroupError::Failed(Arc::new(error))));
+                    return (start, Some(GroupError::Failed(error)));
                 }
                 return (start, Some(GroupError::Poisoned(Arc::new(error))));
             }
             if let Err(source) = segment.segment.file.sync_data() {
                 return (
                     start,
-                    Some(GroupError::Poisoned(Arc::new(Error::io(path, "sync records", source)))),
+                    Some(GroupError::Poisoned(Arc::new(Error::io(
+                        path,
+                        IoOp::Sync,
+                        "records",
+                        source,
+                    )))),
                 );
             }
             segment.write_offset += buffer.len() as u64;
@@ -788,7 +793,7 @@ impl<T> Wal<T> {
         let mut failure = None;
         for segment in &segments {
             if let Err(source) = self.io.remove(&segment.path) {
-                failure = Some(Error::io(&segment.path, "remove folded segment", source));
+                failure = Some(Error::io(&segment.path, IoOp::Remove, "folded segment", source));
                 break;
             }
             removed += 1;
@@ -808,7 +813,7 @@ impl<T> Wal<T> {
 
     fn sync_dir(&self) -> Result<()> {
         let dir = &self.options.dir;
-        self.io.sync_dir(dir).map_err(|e| Error::io(dir, "sync WAL directory", e))
+        self.io.sync_dir(dir).map_err(|e| Error::io(dir, IoOp::SyncDir, "WAL directory", e))
     }
 
     /// Stops accepting writes (later ones get `Error::Closed`) and waits for
@@ -927,11 +932,11 @@ impl<T> Wal<T> {
 /// Sync failures poison; anything else that stopped a segment from being
 /// created is retryable (nothing was written that recovery could misread).
 fn classify(error: Error) -> GroupError {
-    let is_sync = matches!(&error, Error::Io { operation, .. } if operation.starts_with("sync"));
+    let is_sync = matches!(&error, Error::Io { operation, .. } if operation.is_sync());
     if is_sync {
         GroupError::Poisoned(Arc::new(error))
     } else {
-        GroupError::Failed(Arc::new(error))
+        GroupError::Failed(error)
     }
 }
 
