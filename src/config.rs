@@ -8,17 +8,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoOp, Result};
-use crate::wal::format::{self, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+// The largest segment and record accepted are the format's own bounds.
+use crate::wal::format::{
+    self, RECORD_BYTES_MAX, RECORD_HEADER_BYTES, SEGMENT_BYTES_MAX, SEGMENT_HEADER_BYTES,
+};
 // Defined beside the scan that acts on it; configured here.
 pub use crate::wal::recovery::RecoveryMode;
 
 const MIB: u64 = 1024 * 1024;
 /// Smallest segment accepted, so that tests can exercise many segment rolls.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
-/// Largest segment accepted: recovery maps a whole segment in memory.
-pub const SEGMENT_BYTES_MAX: u64 = format::SEGMENT_BYTES_MAX;
-/// Largest `max_record_bytes` accepted: the format's own bound.
-pub const RECORD_BYTES_MAX: u64 = format::PAYLOAD_BYTES_MAX;
 /// Smallest redb cache accepted.
 pub const REDB_CACHE_BYTES_MIN: u64 = MIB;
 /// Largest redb cache accepted.

@@ -81,7 +81,7 @@ mod wal;
 
 pub use batch::{Batch, Op, BATCH_OPS_MAX, ID_BYTES_MAX};
 pub use checkpoint::{CheckpointMode, CheckpointStats, LoopStart, PassReport};
-pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode, RECORD_BYTES_MAX};
+pub use config::{CheckpointConfig, Config, PersistenceConfig, RecoveryMode};
 pub use error::{CorruptionKind, Error, IoOp, Lsn, Result, StateDamage};
 pub use files::LOCK_FILE_NAME;
 pub use identity::StoreId;
@@ -92,7 +92,7 @@ pub use state::{OverlayStats, StoreRecord};
 #[cfg(feature = "testing")]
 pub use store::segment_numbers;
 pub use store::Store;
-pub use wal::format::SegmentHeader;
+pub use wal::format::{SegmentHeader, RECORD_BYTES_MAX};
 pub use wal::recovery::{Dropped, RecoveredRecord, SegmentSummary};
 pub use wal::WalCounters;
 

@@ -108,7 +108,7 @@ impl Store {
             let options = WalOptions {
                 dir: wal_dir.clone(),
                 segment_bytes: config.persistence.segment_bytes,
-                payload_bytes_max: config.persistence.max_record_bytes,
+                max_record_bytes: config.persistence.max_record_bytes,
                 store_id: opened.store_id,
                 epoch,
             };

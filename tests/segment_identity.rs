@@ -8,7 +8,7 @@
 //! recovery expects next, at the offset where it expects the next record, so
 //! the segment identity check in `format::decode_record` (salt and number) is
 //! the only thing keeping it out: each such test first asserts that the same
-//! bytes decode as `Frame::Valid` when the identity is ignored.
+//! bytes decode as `Decoded::Valid` when the identity is ignored.
 
 mod common;
 
@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 
 use common::CapturedEvent;
 use factwal::wal::format::{
-    decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES,
+    decode_record, encode_record, Decoded, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
 use factwal::{Batch, Config, Lsn, Store};
 
 /// `common::small_config`'s segment size and record limit.
 const SEGMENT_BYTES: u64 = 16 * 1024;
-const PAYLOAD_BYTES_MAX: u64 = 4 * 1024;
+const MAX_RECORD_BYTES: u64 = 4 * 1024;
 
 /// One record as found in a segment file.
 #[derive(Debug, Clone)]
@@ -44,11 +44,11 @@ fn read_segment(path: &Path) -> (SegmentHeader, Vec<OnDisk>, Vec<u8>) {
     let header = SegmentHeader::decode(&bytes).expect("a valid segment header");
     let mut records = Vec::new();
     let mut offset = SEGMENT_HEADER_BYTES;
-    while let Frame::Valid { lsn, payload, record_bytes } =
-        decode_record(&bytes[offset as usize..], &header, PAYLOAD_BYTES_MAX)
+    while let Decoded::Valid { lsn, payload, encoded_bytes } =
+        decode_record(&bytes[offset as usize..], &header, MAX_RECORD_BYTES)
     {
         records.push(OnDisk { offset, lsn, payload: payload.to_vec() });
-        offset += record_bytes;
+        offset += encoded_bytes;
     }
     (header, records, bytes)
 }
@@ -199,10 +199,10 @@ fn recycled_segment_does_not_replay_the_records_of_its_previous_life() {
     let rest = &bytes[SEGMENT_HEADER_BYTES as usize..];
     let ignoring_salt = SegmentHeader { salt: old_header.salt, ..recycled };
     assert!(matches!(
-        decode_record(rest, &ignoring_salt, PAYLOAD_BYTES_MAX),
-        Frame::Valid { lsn: 6, .. }
+        decode_record(rest, &ignoring_salt, MAX_RECORD_BYTES),
+        Decoded::Valid { lsn: 6, .. }
     ));
-    assert_eq!(decode_record(rest, &recycled, PAYLOAD_BYTES_MAX), Frame::Invalid);
+    assert_eq!(decode_record(rest, &recycled, MAX_RECORD_BYTES), Decoded::Invalid);
 
     let (store, events) = open_capturing(&config);
     assert_eq!(
@@ -285,8 +285,8 @@ fn stale_record_with_the_expected_lsn_and_another_salt_after_the_last_valid_reco
     let stale = &bytes[ends[1] as usize..];
     let ignoring_salt = SegmentHeader { salt: foreign.salt, ..header };
     assert!(matches!(
-        decode_record(stale, &ignoring_salt, PAYLOAD_BYTES_MAX),
-        Frame::Valid { lsn: 3, .. }
+        decode_record(stale, &ignoring_salt, MAX_RECORD_BYTES),
+        Decoded::Valid { lsn: 3, .. }
     ));
 
     let (store, events) = open_capturing(&config);
@@ -345,8 +345,8 @@ fn record_with_the_right_salt_but_another_segment_number_is_not_replayed() {
     let stale = &bytes[ends[1] as usize..];
     let ignoring_number = SegmentHeader { number: 2, ..header };
     assert!(matches!(
-        decode_record(stale, &ignoring_number, PAYLOAD_BYTES_MAX),
-        Frame::Valid { lsn: 3, .. }
+        decode_record(stale, &ignoring_number, MAX_RECORD_BYTES),
+        Decoded::Valid { lsn: 3, .. }
     ));
 
     let (store, events) = open_capturing(&config);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use common::{FaultOp, FaultyIo};
 use factwal::wal::format::{
-    decode_record, encode_record, Frame, SegmentHeader, SEGMENT_HEADER_BYTES,
+    decode_record, encode_record, Decoded, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
 use factwal::{Batch, Config, Error, IoOp, Lsn, Result, Store};
 
@@ -134,11 +134,11 @@ fn write_pairs(store: &Store, range: std::ops::RangeInclusive<u64>) {
 fn small_segment_capacity(config: &Config) -> u64 {
     let bytes = std::fs::read(segment_path(config, 1)).unwrap();
     let header = SegmentHeader::decode(&bytes).unwrap();
-    let Frame::Valid { lsn: 1, record_bytes, .. } = decode_record(&bytes[64..], &header, 1024)
+    let Decoded::Valid { lsn: 1, encoded_bytes, .. } = decode_record(&bytes[64..], &header, 1024)
     else {
         panic!("segment 1 starts with LSN 1");
     };
-    let capacity = (config.persistence.segment_bytes - SEGMENT_HEADER_BYTES) / record_bytes;
+    let capacity = (config.persistence.segment_bytes - SEGMENT_HEADER_BYTES) / encoded_bytes;
     // Below ten, every record of segment 1 has the same size (one-digit ids).
     assert!((2..10).contains(&capacity), "a handful of records per segment, got {capacity}");
     capacity
@@ -434,13 +434,13 @@ fn enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on() {
     let header = SegmentHeader::decode(&bytes).unwrap();
     let mut end = SEGMENT_HEADER_BYTES as usize;
     for lsn in 1..=3 {
-        let Frame::Valid { lsn: found, record_bytes, .. } =
+        let Decoded::Valid { lsn: found, encoded_bytes, .. } =
             decode_record(&bytes[end..], &header, 1024)
         else {
             panic!("segment 1 holds LSN {lsn}");
         };
         assert_eq!(found, lsn);
-        end += record_bytes as usize;
+        end += encoded_bytes as usize;
     }
     let mut leftover = Vec::new();
     encode_record(&mut leftover, &header, 4, &doomed_payload);
@@ -476,7 +476,7 @@ fn payload_of(batch: Batch) -> Vec<u8> {
     let bytes = std::fs::read(segment_path(&config, 1)).unwrap();
     let header = SegmentHeader::decode(&bytes).unwrap();
     match decode_record(&bytes[SEGMENT_HEADER_BYTES as usize..], &header, 1024) {
-        Frame::Valid { lsn: 1, payload, .. } => payload.to_vec(),
+        Decoded::Valid { lsn: 1, payload, .. } => payload.to_vec(),
         other => panic!("expected the scratch record, got {other:?}"),
     }
 }

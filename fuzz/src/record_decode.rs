@@ -19,7 +19,7 @@
 use std::path::Path;
 
 use factwal::wal::format::{
-    decode_record, encode_record, find_valid_record_after, Frame, SegmentHeader,
+    decode_record, encode_record, find_valid_record_after, Decoded, SegmentHeader,
 };
 use factwal::wal::recovery::{scan, Owner, ScanOptions};
 use factwal::RECORD_BYTES_MAX;
@@ -70,22 +70,22 @@ fn check_segment_header(data: &[u8]) {
 
 fn check_record(data: &[u8]) {
     match decode_record(data, &HEADER, RECORD_BYTES_MAX) {
-        Frame::Valid { lsn, payload, record_bytes } => {
+        Decoded::Valid { lsn, payload, encoded_bytes } => {
             assert!(!payload.is_empty() && payload.len() as u64 <= RECORD_BYTES_MAX);
-            assert_eq!(record_bytes as usize, RECORD_HEADER_BYTES + payload.len());
+            assert_eq!(encoded_bytes as usize, RECORD_HEADER_BYTES + payload.len());
             let mut encoded = Vec::new();
             encode_record(&mut encoded, &HEADER, lsn, payload);
             assert_eq!(
                 encoded,
-                &data[..record_bytes as usize],
+                &data[..encoded_bytes as usize],
                 "a valid record re-encodes to the same bytes"
             );
         }
-        Frame::Zeroes => {
+        Decoded::Zeroes => {
             let head = &data[..data.len().min(RECORD_HEADER_BYTES)];
             assert!(head.iter().all(|&b| b == 0), "Zeroes for a non-zero record header");
         }
-        Frame::Invalid => {}
+        Decoded::Invalid => {}
     }
 }
 
@@ -93,7 +93,7 @@ fn check_record_search(data: &[u8]) {
     if let Some((position, lsn)) = find_valid_record_after(data, &HEADER, RECORD_BYTES_MAX) {
         assert!(position >= 1 && (position as usize) < data.len());
         match decode_record(&data[position as usize..], &HEADER, RECORD_BYTES_MAX) {
-            Frame::Valid { lsn: found, .. } => assert_eq!(found, lsn),
+            Decoded::Valid { lsn: found, .. } => assert_eq!(found, lsn),
             other => panic!("find_valid_record_after points at {other:?}"),
         }
     }

@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use factwal::wal::format::{decode_record, encode_record, Frame, SegmentHeader};
+use factwal::wal::format::{decode_record, encode_record, Decoded, SegmentHeader};
 use factwal::{Batch, CheckpointMode, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store};
 
 use crate::fault_io::{Fault, FaultIo};
@@ -343,14 +343,14 @@ impl Run {
         let Ok(header) = SegmentHeader::decode(&bytes) else { return };
         let (mut end, mut last) = (64usize, None);
         let mut lsn_next = header.lsn_first;
-        while let Frame::Valid { lsn, record_bytes, .. } =
+        while let Decoded::Valid { lsn, encoded_bytes, .. } =
             decode_record(&bytes[end..], &header, MAX_RECORD_BYTES)
         {
             if lsn != lsn_next {
                 break;
             }
-            last = Some((end, record_bytes as usize, lsn));
-            end += record_bytes as usize;
+            last = Some((end, encoded_bytes as usize, lsn));
+            end += encoded_bytes as usize;
             lsn_next = lsn + 1;
         }
         let (offset, record) = match last {

@@ -84,7 +84,10 @@ pub struct PassReport {
     /// True when the pass could not fold every record that was in the WAL
     /// when it began.
     pub busy: bool,
-    /// Records in the WAL, not yet folded, when the pass began.
+    /// Records in the WAL, not yet folded, when the pass began. (A "frame"
+    /// here is a record: the two counts keep the names SQLite's
+    /// `wal_checkpoint` gives them, which the observability contract and the
+    /// pass's events use; everywhere else factwal says "record".)
     pub log_frames: u64,
     /// Records this pass folded.
     pub checkpointed_frames: u64,

@@ -17,11 +17,14 @@ pub const FORMAT_VERSION_OLDEST: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 /// Bytes of a record header (before its payload).
 pub const RECORD_HEADER_BYTES: u64 = 32;
-/// Largest record payload the format allows (its length field is 32 bits;
-/// the practical bound is memory, since a record is decoded whole). Records
-/// already written are judged by this bound and by their segment's size,
-/// never by `max_record_bytes`, which only limits new writes.
-pub const PAYLOAD_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Largest record the format allows, counted as everywhere in factwal by its
+/// payload (the bytes a batch encodes to; the 32-byte header is overhead):
+/// the length field is 32 bits, and the practical bound is memory, since a
+/// record is decoded whole. It is also the largest
+/// `persistence.max_record_bytes` accepted. Records already written are
+/// judged by this bound and by their segment's size, never by today's
+/// `max_record_bytes`, which only limits new writes.
+pub const RECORD_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// Largest segment the format allows: recovery maps a whole segment in memory.
 pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Largest header a later format version may declare. Every version keeps
@@ -43,8 +46,8 @@ const _: () = {
     assert!(SEGMENT_HEADER_BYTES <= HEADER_BYTES_LATER_MAX);
     // A payload length fits the record header's 32-bit field, and the
     // largest record fits the largest segment after its header.
-    assert!(PAYLOAD_BYTES_MAX <= u32::MAX as u64);
-    assert!(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + PAYLOAD_BYTES_MAX <= SEGMENT_BYTES_MAX);
+    assert!(RECORD_BYTES_MAX <= u32::MAX as u64);
+    assert!(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES + RECORD_BYTES_MAX <= SEGMENT_BYTES_MAX);
     // Recovery maps a whole segment: its offsets fit a usize.
     assert!(SEGMENT_BYTES_MAX <= usize::MAX as u64);
     assert!(FORMAT_VERSION_OLDEST <= FORMAT_VERSION);
@@ -158,9 +161,9 @@ impl SegmentHeader {
 
     /// Largest payload a record of this segment can have: bounded by the
     /// format and by the segment's size, whatever today's configuration says.
-    pub fn payload_bytes_max(&self) -> u64 {
+    pub fn max_record_bytes(&self) -> u64 {
         let room = self.segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES);
-        room.min(PAYLOAD_BYTES_MAX)
+        room.min(RECORD_BYTES_MAX)
     }
 }
 
@@ -181,7 +184,7 @@ fn later_version(bytes: &[u8], version: u32) -> HeaderError {
     }
 }
 
-/// Appends one framed record to `out`.
+/// Appends one record (header, then payload) to `out`.
 pub fn encode_record(out: &mut Vec<u8>, header: &SegmentHeader, lsn: Lsn, payload: &[u8]) {
     let start = out.len();
     out.extend_from_slice(&[0u8; 4]);
@@ -195,13 +198,13 @@ pub fn encode_record(out: &mut Vec<u8>, header: &SegmentHeader, lsn: Lsn, payloa
 }
 
 /// Bytes a record with this payload takes on disk.
-pub fn record_bytes(payload_bytes: usize) -> u64 {
+pub fn encoded_bytes(payload_bytes: usize) -> u64 {
     RECORD_HEADER_BYTES + payload_bytes as u64
 }
 
 /// What is found at one offset of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Frame<'a> {
+pub enum Decoded<'a> {
     /// A whole record of this segment with a valid checksum.
     Valid {
         /// The record's LSN.
@@ -209,7 +212,7 @@ pub enum Frame<'a> {
         /// The payload bytes.
         payload: &'a [u8],
         /// Total bytes of the record, header included.
-        record_bytes: u64,
+        encoded_bytes: u64,
     },
     /// Zeros where a header would be: preallocated space never written.
     Zeroes,
@@ -220,37 +223,37 @@ pub enum Frame<'a> {
 
 /// Decodes the record at the start of `bytes`, which belong to the segment
 /// `header`. Never panics and never allocates; a length above
-/// `payload_bytes_max` is invalid.
+/// `max_record_bytes` is invalid.
 pub fn decode_record<'a>(
     bytes: &'a [u8],
     header: &SegmentHeader,
-    payload_bytes_max: u64,
-) -> Frame<'a> {
+    max_record_bytes: u64,
+) -> Decoded<'a> {
     let head_len = RECORD_HEADER_BYTES as usize;
     let Some(head) = bytes.get(..head_len) else {
-        return if bytes.iter().all(|&b| b == 0) { Frame::Zeroes } else { Frame::Invalid };
+        return if bytes.iter().all(|&b| b == 0) { Decoded::Zeroes } else { Decoded::Invalid };
     };
     if head.iter().all(|&b| b == 0) {
-        return Frame::Zeroes;
+        return Decoded::Zeroes;
     }
     let payload_bytes = u64::from(read_u32(head, 4));
     if read_u64(head, 16) != header.salt
         || read_u64(head, 24) != header.number
         || payload_bytes == 0
-        || payload_bytes > payload_bytes_max
+        || payload_bytes > max_record_bytes
     {
-        return Frame::Invalid;
+        return Decoded::Invalid;
     }
     let Some(record) = bytes.get(..head_len + payload_bytes as usize) else {
-        return Frame::Invalid;
+        return Decoded::Invalid;
     };
     if crc32fast::hash(&record[4..]) != read_u32(head, 0) {
-        return Frame::Invalid;
+        return Decoded::Invalid;
     }
-    Frame::Valid {
+    Decoded::Valid {
         lsn: read_u64(head, 8),
         payload: &record[head_len..],
-        record_bytes: record.len() as u64,
+        encoded_bytes: record.len() as u64,
     }
 }
 
@@ -273,10 +276,10 @@ pub enum Search {
 pub fn find_valid_record_after(
     bytes: &[u8],
     header: &SegmentHeader,
-    payload_bytes_max: u64,
+    max_record_bytes: u64,
 ) -> Option<(u64, Lsn)> {
     let mut unbounded = u64::MAX;
-    match search_valid_record(bytes, header, payload_bytes_max, &mut unbounded) {
+    match search_valid_record(bytes, header, max_record_bytes, &mut unbounded) {
         Search::Found(position, lsn) => Some((position, lsn)),
         Search::NotFound | Search::Undecided(_) => None,
     }
@@ -288,7 +291,7 @@ pub fn find_valid_record_after(
 pub fn search_valid_record(
     bytes: &[u8],
     header: &SegmentHeader,
-    payload_bytes_max: u64,
+    max_record_bytes: u64,
     checksum_budget: &mut u64,
 ) -> Search {
     let salt = header.salt.to_le_bytes();
@@ -310,8 +313,8 @@ pub fn search_valid_record(
             return Search::Undecided(position as u64);
         }
         *checksum_budget -= claimed;
-        if let Frame::Valid { lsn, .. } =
-            decode_record(&bytes[position..], header, payload_bytes_max)
+        if let Decoded::Valid { lsn, .. } =
+            decode_record(&bytes[position..], header, max_record_bytes)
         {
             return Search::Found(position as u64, lsn);
         }
@@ -386,9 +389,9 @@ mod tests {
 
     #[test]
     fn the_payload_bound_comes_from_the_format_and_the_segment() {
-        assert_eq!(header().payload_bytes_max(), (1 << 20) - 96);
+        assert_eq!(header().max_record_bytes(), (1 << 20) - 96);
         let huge = SegmentHeader { segment_bytes: SEGMENT_BYTES_MAX, ..header() };
-        assert_eq!(huge.payload_bytes_max(), PAYLOAD_BYTES_MAX);
+        assert_eq!(huge.max_record_bytes(), RECORD_BYTES_MAX);
     }
 
     #[test]
@@ -399,18 +402,26 @@ mod tests {
         encode_record(&mut bytes, &header(), 101, b"payload");
         assert_eq!(
             decode_record(&bytes, &header(), 1024),
-            Frame::Valid { lsn: 101, payload: b"payload", record_bytes: 39 }
+            Decoded::Valid { lsn: 101, payload: b"payload", encoded_bytes: 39 }
         );
         for cut in 1..bytes.len() {
-            assert_eq!(decode_record(&bytes[..cut], &header(), 1024), Frame::Invalid, "cut {cut}");
+            assert_eq!(
+                decode_record(&bytes[..cut], &header(), 1024),
+                Decoded::Invalid,
+                "cut {cut}"
+            );
         }
-        assert_eq!(decode_record(&bytes, &header(), 6), Frame::Invalid, "above the payload limit");
+        assert_eq!(
+            decode_record(&bytes, &header(), 6),
+            Decoded::Invalid,
+            "above the payload limit"
+        );
         let other = SegmentHeader { salt: 1, ..header() };
-        assert_eq!(decode_record(&bytes, &other, 1024), Frame::Invalid);
+        assert_eq!(decode_record(&bytes, &other, 1024), Decoded::Invalid);
         let renumbered = SegmentHeader { number: 8, ..header() };
-        assert_eq!(decode_record(&bytes, &renumbered, 1024), Frame::Invalid);
-        assert_eq!(decode_record(&[0; 40], &header(), 1024), Frame::Zeroes);
-        assert_eq!(decode_record(&[0; 3], &header(), 1024), Frame::Zeroes);
+        assert_eq!(decode_record(&bytes, &renumbered, 1024), Decoded::Invalid);
+        assert_eq!(decode_record(&[0; 40], &header(), 1024), Decoded::Zeroes);
+        assert_eq!(decode_record(&[0; 3], &header(), 1024), Decoded::Zeroes);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The write-ahead log: files, frames, LSNs and syncs. It knows nothing of
+//! The write-ahead log: files, records, LSNs and syncs. It knows nothing of
 //! sessions or redb.
 
 pub mod format;

@@ -30,7 +30,7 @@ use crate::batch::Batch;
 use crate::error::{CorruptionKind, Error, IoOp, Lsn, Result};
 use crate::identity::StoreId;
 use crate::wal::format::{
-    self, Frame, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES,
+    self, Decoded, HeaderError, Search, SegmentHeader, FORMAT_VERSION, SEGMENT_HEADER_BYTES,
 };
 use crate::wal::io::WalIo;
 use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name, segment_file_name};
@@ -391,10 +391,10 @@ impl Scanner<'_> {
     ) -> Result<Lsn> {
         let mut lsn_next = header.lsn_first;
         loop {
-            let frame = bytes.get(summary.end_offset as usize..).map_or(Frame::Zeroes, |rest| {
-                format::decode_record(rest, header, header.payload_bytes_max())
+            let frame = bytes.get(summary.end_offset as usize..).map_or(Decoded::Zeroes, |rest| {
+                format::decode_record(rest, header, header.max_record_bytes())
             });
-            let Frame::Valid { lsn, payload, record_bytes } = frame else { return Ok(lsn_next) };
+            let Decoded::Valid { lsn, payload, encoded_bytes } = frame else { return Ok(lsn_next) };
             if lsn != lsn_next {
                 return Ok(lsn_next);
             }
@@ -420,7 +420,7 @@ impl Scanner<'_> {
                     payload_bytes,
                 });
             }
-            summary.end_offset += record_bytes;
+            summary.end_offset += encoded_bytes;
             summary.records += 1;
             summary.lsn_last = Some(lsn);
             lsn_next = lsn + 1;
@@ -542,7 +542,7 @@ impl Scanner<'_> {
         let rest = bytes.get(end as usize..).unwrap_or_default();
         let mut budget = checksum_budget(bytes);
         let search =
-            format::search_valid_record(rest, header, header.payload_bytes_max(), &mut budget);
+            format::search_valid_record(rest, header, header.max_record_bytes(), &mut budget);
         if let Search::Found(position, _) | Search::Undecided(position) = search {
             tracing::debug!(target: "factwal::recovery", at = end + position, ?search, "data after an invalid record");
             return Err(Error::Corrupted {
@@ -621,21 +621,21 @@ fn describe_dropped(
 /// check's is): offset in `bytes`, LSN and payload. For what point-in-time
 /// recovery drops, and for salvage, which keeps what follows damage.
 pub fn readable_records<'a>(bytes: &'a [u8], header: &SegmentHeader) -> Vec<(u64, Lsn, &'a [u8])> {
-    let payload_bytes_max = header.payload_bytes_max();
+    let max_record_bytes = header.max_record_bytes();
     let mut budget = checksum_budget(bytes);
     let mut found = Vec::new();
     let mut position = 0usize;
     while position < bytes.len() {
-        match format::decode_record(&bytes[position..], header, payload_bytes_max) {
-            Frame::Valid { lsn, payload, record_bytes } => {
+        match format::decode_record(&bytes[position..], header, max_record_bytes) {
+            Decoded::Valid { lsn, payload, encoded_bytes } => {
                 found.push((position as u64, lsn, payload));
-                position += record_bytes as usize;
+                position += encoded_bytes as usize;
             }
-            Frame::Zeroes | Frame::Invalid => {
+            Decoded::Zeroes | Decoded::Invalid => {
                 match format::search_valid_record(
                     &bytes[position..],
                     header,
-                    payload_bytes_max,
+                    max_record_bytes,
                     &mut budget,
                 ) {
                     Search::Found(step, _) => position += step as usize,

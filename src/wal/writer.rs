@@ -89,7 +89,7 @@ pub struct WalOptions {
     /// This opening of the store (written in every segment's header).
     pub epoch: u32,
     /// Largest payload accepted.
-    pub payload_bytes_max: u64,
+    pub max_record_bytes: u64,
 }
 
 /// Counts of what the writer has done since the store opened.
@@ -380,11 +380,11 @@ impl<T> Wal<T> {
     /// Appends one record and returns its LSN once it is durable and the
     /// sink has seen it.
     pub fn append(&self, payload: Vec<u8>, item: T) -> Result<Lsn> {
-        if payload.len() as u64 > self.options.payload_bytes_max {
+        if payload.len() as u64 > self.options.max_record_bytes {
             return Err(Error::LimitExceeded {
                 what: "record bytes",
                 actual: payload.len() as u64,
-                limit: self.options.payload_bytes_max,
+                limit: self.options.max_record_bytes,
             });
         }
         let waiter = Waiter::new();
@@ -635,7 +635,7 @@ impl<T> Wal<T> {
             let segment = active.as_mut().expect("a segment is active after roll");
             buffer.clear();
             while let Some(queued) = group.get(done) {
-                let needed = format::record_bytes(queued.payload.len());
+                let needed = format::encoded_bytes(queued.payload.len());
                 if segment.write_offset + buffer.len() as u64 + needed > self.options.segment_bytes
                 {
                     break;
@@ -963,7 +963,7 @@ mod tests {
             segment_bytes: 1 << 20,
             store_id: StoreId::new_random(),
             epoch: 1,
-            payload_bytes_max: 1024,
+            max_record_bytes: 1024,
         };
         (Arc::new(Wal::start(Arc::new(StdIo), options, 1, 1, sink).unwrap()), applied)
     }
@@ -1115,7 +1115,7 @@ mod tests {
             segment_bytes: 1 << 20,
             store_id: StoreId::new_random(),
             epoch: 1,
-            payload_bytes_max: 1024,
+            max_record_bytes: 1024,
         }
     }
 
@@ -1204,7 +1204,7 @@ mod tests {
             segment_bytes: 1 << 20,
             store_id: StoreId::new_random(),
             epoch: 1,
-            payload_bytes_max: 1024,
+            max_record_bytes: 1024,
         };
         let wal =
             Arc::new(Wal::start(Arc::new(HookedIo::slow_syncs()), options, 1, 1, sink).unwrap());
