@@ -163,26 +163,28 @@ impl Batch {
         payload
     }
 
-    /// Decodes a record payload. Never panics; allocates at most a small
-    /// multiple of `payload.len()`.
-    pub(crate) fn decode(payload: &[u8]) -> Option<Batch> {
-        let (count, mut rest) = take_varint(payload)?;
-        let count = usize::try_from(count).ok()?;
-        if count == 0 || count > BATCH_OPS_MAX || count > rest.len() / OP_BYTES_MIN {
-            return None;
+    pub_for_testing! {
+        /// Decodes a record payload. Never panics; allocates at most a small
+        /// multiple of `payload.len()`.
+        fn decode(payload: &[u8]) -> Option<Batch> {
+            let (count, mut rest) = take_varint(payload)?;
+            let count = usize::try_from(count).ok()?;
+            if count == 0 || count > BATCH_OPS_MAX || count > rest.len() / OP_BYTES_MIN {
+                return None;
+            }
+            let mut ops = Vec::with_capacity(count);
+            for _ in 0..count {
+                let (op, tail) = postcard::take_from_bytes::<Op>(rest).ok()?;
+                ops.push(op);
+                rest = tail;
+            }
+            if !rest.is_empty() {
+                return None;
+            }
+            let batch = Batch { ops };
+            batch.validate().ok()?;
+            Some(batch)
         }
-        let mut ops = Vec::with_capacity(count);
-        for _ in 0..count {
-            let (op, tail) = postcard::take_from_bytes::<Op>(rest).ok()?;
-            ops.push(op);
-            rest = tail;
-        }
-        if !rest.is_empty() {
-            return None;
-        }
-        let batch = Batch { ops };
-        batch.validate().ok()?;
-        Some(batch)
     }
 
     fn encoded_len_hint(&self) -> usize {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 
+use crate::batch::Batch;
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, IoOp, Lsn, Result, StateDamage};
 use crate::files::{self, DirState};
@@ -79,7 +80,7 @@ pub struct ReadOnlyStore {
     overlay: Overlay,
     record: StoreRecord,
     segments: Vec<SegmentSummary>,
-    records: Vec<RecoveredRecord>,
+    records: Vec<RecoveredRecord<Batch>>,
     problem: Option<WalProblem>,
     dropped: Option<Dropped>,
     _locks: Vec<File>,
@@ -143,7 +144,7 @@ impl ReadOnlyStore {
             owner: owner_of(Some(&record), crate::identity::StoreId::new_random()),
             state_path,
         };
-        let recovered = recovery::scan(&StdIo, &wal_dir, &options)?;
+        let recovered = recovery::scan(&StdIo, &wal_dir, &options, Batch::decode)?;
         let mut dropped = None;
         let problem = recovered.repairs.into_iter().next().map(|repair| match repair {
             Repair::TornTail { path, offset, bytes } => {
@@ -157,7 +158,7 @@ impl ReadOnlyStore {
         let mut generation = Generation::default();
         for record in recovered.records.iter().filter(|r| r.lsn > options.applied_lsn.unwrap_or(0))
         {
-            generation.apply(record.lsn, record.batch.clone(), record.payload_bytes);
+            generation.apply(record.lsn, record.payload.clone(), record.payload_bytes);
         }
         let overlay = Overlay::default();
         overlay.push_generation(generation);
@@ -226,7 +227,7 @@ impl ReadOnlyStore {
 
     /// Every valid record of the WAL (folded ones too), in LSN order, up to
     /// the first problem.
-    pub fn records(&self) -> &[RecoveredRecord] {
+    pub fn records(&self) -> &[RecoveredRecord<Batch>] {
         &self.records
     }
 

@@ -20,6 +20,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::batch::Batch;
 use crate::config::{Config, RecoveryMode};
 use crate::error::{Error, IoOp, Lsn, Result};
 use crate::files::{self, DirState};
@@ -60,7 +61,7 @@ struct Checked {
     locks: Vec<File>,
     wal_exists: bool,
     scan: ScanOptions,
-    early: Recovered,
+    early: Recovered<Batch>,
     verdict: Verdict,
     new_id: StoreId,
 }
@@ -95,7 +96,7 @@ fn check(config: &Config, io: &dyn WalIo) -> Result<Checked> {
         owner: owner_of(record.as_ref(), new_id),
         state_path,
     };
-    let early = recovery::scan(io, &wal_dir, &scan)?;
+    let early = recovery::scan(io, &wal_dir, &scan, Batch::decode)?;
     Ok(Checked { locks, wal_exists, scan, early, verdict, new_id })
 }
 
@@ -125,6 +126,7 @@ fn recover(
             io,
             &wal_dir,
             &ScanOptions { applied_lsn: Some(now.applied_lsn), ..scan },
+            Batch::decode,
         )?,
     };
     apply_repairs(io, &wal_dir, &recovered)?;
@@ -373,7 +375,7 @@ fn open_state(
 /// changes: zero a torn tail; for point-in-time, zero the rest of the
 /// segment holding the corruption and remove every later segment. Temporary
 /// files of interrupted segment creations go too.
-fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered) -> Result<()> {
+fn apply_repairs(io: &dyn WalIo, wal_dir: &Path, recovered: &Recovered<Batch>) -> Result<()> {
     for repair in &recovered.repairs {
         match repair {
             Repair::TornTail { path, offset, bytes } => {
@@ -434,7 +436,7 @@ fn replay(
     io: &dyn WalIo,
     wal_dir: &Path,
     tables: &Tables,
-    recovered: Recovered,
+    recovered: Recovered<Batch>,
     wal_in_use: bool,
     wal_epoch: u32,
     recorded_dir: &Path,
@@ -447,7 +449,7 @@ fn replay(
     if replayed > 0 || wal_in_use {
         let mut generation = Generation::default();
         for record in recovered.records {
-            generation.apply(record.lsn, record.batch, record.payload_bytes);
+            generation.apply(record.lsn, record.payload, record.payload_bytes);
         }
         let lsn = if replayed > 0 { generation.lsn_last } else { recovered.lsn_last };
         let mark = WalMark { dir: recorded_dir, in_use: false, epoch: wal_epoch };

@@ -248,7 +248,7 @@ fn check_destination(to: &Path, damaged: &Config) -> Result<()> {
 /// What the damaged WAL gives: the records to replay, in LSN order, and
 /// what could not be read.
 struct WalHarvest {
-    records: Vec<RecoveredRecord>,
+    records: Vec<RecoveredRecord<Batch>>,
     torn_tail: Option<String>,
     lost: Vec<Loss>,
 }
@@ -287,7 +287,7 @@ fn read_wal(config: &Config, record: Option<&StoreRecord>) -> Result<WalHarvest>
 /// What salvage reads of one segment.
 struct SegmentRead {
     header: SegmentHeader,
-    records: Vec<RecoveredRecord>,
+    records: Vec<RecoveredRecord<Batch>>,
     /// Non-zero bytes after its last readable record, described.
     garbage: Option<String>,
 }
@@ -333,7 +333,7 @@ fn read_segment(
                 lsn,
                 segment_number: number,
                 offset,
-                batch,
+                payload: batch,
                 payload_bytes: payload.len() as u64,
             })
         })
@@ -359,9 +359,9 @@ fn read_segment(
 fn in_lsn_order(
     segments: Vec<SegmentRead>,
     applied: Option<Lsn>,
-) -> (Vec<RecoveredRecord>, Vec<Loss>) {
+) -> (Vec<RecoveredRecord<Batch>>, Vec<Loss>) {
     let firsts: Vec<Lsn> = segments.iter().map(|segment| segment.header.lsn_first).collect();
-    let mut by_lsn: BTreeMap<Lsn, RecoveredRecord> = BTreeMap::new();
+    let mut by_lsn: BTreeMap<Lsn, RecoveredRecord<Batch>> = BTreeMap::new();
     for (index, segment) in segments.into_iter().enumerate() {
         let next_first = firsts.get(index + 1).copied().unwrap_or(Lsn::MAX);
         for record in segment.records.into_iter().filter(|record| record.lsn < next_first) {
@@ -443,7 +443,7 @@ fn build(
     let lsn_last = wal.records.last().map_or(record.map_or(0, |r| r.applied_lsn), |last| last.lsn);
     let mut replayed = Generation::default();
     for record in wal.records {
-        replayed.apply_after_gap(record.lsn, record.batch, record.payload_bytes);
+        replayed.apply_after_gap(record.lsn, record.payload, record.payload_bytes);
     }
     let mut losses = harvest.losses;
     losses.extend(wal.lost);

@@ -23,7 +23,9 @@ use factwal::wal::format::{
 };
 use factwal::wal::recovery::{scan, Owner, ScanOptions};
 use factwal::RECORD_BYTES_MAX;
-use factwal::{CorruptionKind, Error, Op, RecoveryMode, StoreId, BATCH_OPS_MAX, ID_BYTES_MAX};
+use factwal::{
+    Batch, CorruptionKind, Error, Op, RecoveryMode, StoreId, BATCH_OPS_MAX, ID_BYTES_MAX,
+};
 
 use crate::support::{encode_payload, segment_file_name, MemoryDir};
 
@@ -157,7 +159,7 @@ pub fn scan_payload(payload: &[u8]) -> factwal::Result<Vec<Op>> {
         owner: Owner::InUse { store_id: HEADER_STORE_ID, epoch: HEADER.epoch },
         state_path: "state.redb".into(),
     };
-    let mut recovered = scan(&dir, Path::new("wal"), &options)?;
+    let mut recovered = scan(&dir, Path::new("wal"), &options, Batch::decode)?;
     assert_eq!(
         recovered.records.len(),
         1,
@@ -165,5 +167,5 @@ pub fn scan_payload(payload: &[u8]) -> factwal::Result<Vec<Op>> {
         recovered.records.len()
     );
     assert!(recovered.repairs.is_empty(), "a segment ending with a whole record needs no repair");
-    Ok(recovered.records.remove(0).batch.into())
+    Ok(recovered.records.remove(0).payload.into())
 }

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use factwal::{Op, RecoveredRecord, WalProblem};
+use factwal::{Batch, Op, RecoveredRecord, WalProblem};
 use serde::Serialize;
 
 use super::output::{self, plain_text, Out};
@@ -87,9 +87,9 @@ pub fn run(args: &DumpArgs) -> Result<ExitCode, CliError> {
     }
 }
 
-fn record_json(record: &RecoveredRecord, applied_lsn: u64) -> RecordJson {
+fn record_json(record: &RecoveredRecord<Batch>, applied_lsn: u64) -> RecordJson {
     let ops = record
-        .batch
+        .payload
         .ops()
         .iter()
         .map(|op| match op {

@@ -26,7 +26,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Batch;
 use crate::error::{CorruptionKind, Error, IoOp, Lsn, Result};
 use crate::identity::StoreId;
 use crate::wal::format::{
@@ -52,22 +51,24 @@ pub enum RecoveryMode {
     PointInTime,
 }
 
-/// One record read back from the WAL.
+/// One record read back from the WAL, its payload decoded into a `P` (for
+/// the store, a [`Batch`](crate::Batch): the WAL itself knows nothing of what
+/// a payload means).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecoveredRecord {
+pub struct RecoveredRecord<P> {
     /// Its LSN.
     pub lsn: Lsn,
     /// The segment holding it.
     pub segment_number: u64,
     /// Its offset in that segment.
     pub offset: u64,
-    /// The decoded batch.
-    pub batch: Batch,
+    /// The decoded payload.
+    pub payload: P,
     /// Bytes of its payload.
     pub payload_bytes: u64,
 }
 
-impl RecoveredRecord {
+impl<P> RecoveredRecord<P> {
     /// The file name of the segment holding it, e.g.
     /// `00000000000000000003.wal`.
     pub fn segment_file_name(&self) -> String {
@@ -152,13 +153,13 @@ impl std::fmt::Display for Dropped {
 }
 
 /// The outcome of a scan.
-#[derive(Debug, Default)]
-pub struct Recovered {
+#[derive(Debug)]
+pub struct Recovered<P> {
     /// Every segment kept, in order.
     pub segments: Vec<SegmentSummary>,
     /// Records with LSN above `applied_lsn` (all records with `keep_folded`),
     /// in order.
-    pub records: Vec<RecoveredRecord>,
+    pub records: Vec<RecoveredRecord<P>>,
     /// The last LSN of the log, or `applied_lsn` when the log holds nothing later.
     pub lsn_last: Lsn,
     /// Repairs to make, if the log did not end cleanly.
@@ -221,10 +222,25 @@ pub struct ScanOptions {
     pub state_path: PathBuf,
 }
 
-/// Scans the WAL directory.
-pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recovered> {
+/// What a payload must decode as; a payload it refuses (`None`) is
+/// [`CorruptionKind::BadPayload`].
+pub type Decode<P> = fn(&[u8]) -> Option<P>;
+
+/// Scans the WAL directory, decoding every payload with `decode`.
+pub fn scan<P>(
+    io: &dyn WalIo,
+    dir: &Path,
+    options: &ScanOptions,
+    decode: Decode<P>,
+) -> Result<Recovered<P>> {
     let ScanOptions { applied_lsn, mode, keep_folded, .. } = *options;
-    let mut recovered = Recovered { lsn_last: applied_lsn.unwrap_or(0), ..Recovered::default() };
+    let mut recovered = Recovered {
+        segments: Vec::new(),
+        records: Vec::new(),
+        lsn_last: applied_lsn.unwrap_or(0),
+        repairs: Vec::new(),
+        temporary_files: Vec::new(),
+    };
     let names = match io.list(dir) {
         Ok(names) => names,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
@@ -241,7 +257,8 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
 
     let owner = options.owner;
     let state_path = options.state_path.as_path();
-    let mut scanner = Scanner { dir, applied_lsn, keep_folded, owner, state_path, recovered };
+    let mut scanner =
+        Scanner { dir, applied_lsn, keep_folded, owner, state_path, decode, recovered };
     for (index, &number) in numbers.iter().enumerate() {
         let is_last = index + 1 == numbers.len();
         if let Err(corruption) = scanner.scan_segment(io, number, is_last) {
@@ -286,16 +303,17 @@ pub fn scan(io: &dyn WalIo, dir: &Path, options: &ScanOptions) -> Result<Recover
     Ok(scanner.recovered)
 }
 
-struct Scanner<'a> {
+struct Scanner<'a, P> {
     dir: &'a Path,
     applied_lsn: Option<Lsn>,
     keep_folded: bool,
     owner: Owner,
     state_path: &'a Path,
-    recovered: Recovered,
+    decode: Decode<P>,
+    recovered: Recovered<P>,
 }
 
-impl Scanner<'_> {
+impl<P> Scanner<'_, P> {
     /// The LSN the next record of the log must carry.
     fn lsn_expected(&self) -> Lsn {
         match self.recovered.segments.last() {
@@ -401,7 +419,7 @@ impl Scanner<'_> {
             // Every payload is decoded, folded or not, so that every scan
             // (read-write open, read-only inspection, before or after redb is
             // known) applies the same rule to the same bytes.
-            let batch = Batch::decode(payload).ok_or_else(|| Error::Corrupted {
+            let decoded = (self.decode)(payload).ok_or_else(|| Error::Corrupted {
                 path: path.to_path_buf(),
                 offset: summary.end_offset,
                 lsn,
@@ -416,7 +434,7 @@ impl Scanner<'_> {
                     lsn,
                     segment_number: header.number,
                     offset,
-                    batch,
+                    payload: decoded,
                     payload_bytes,
                 });
             }
