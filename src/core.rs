@@ -30,7 +30,6 @@ pub(crate) struct Core {
     pub(crate) tables: RwLock<Option<Tables>>,
     pub(crate) overlay: Arc<Overlay>,
     pub(crate) wal: Option<Wal<Record>>,
-    /// Direct mode: the next LSN, and the lock that serialises writes.
     /// Direct mode: serialises writes. The next LSN is always the one after
     /// `applied_lsn`: each direct write is one commit that lands or not.
     pub(crate) direct_writes: Mutex<()>,

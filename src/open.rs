@@ -111,64 +111,93 @@ fn recover(
     let Checked { mut locks, wal_exists, scan, early, verdict, new_id } = checked;
     let (data_dir, wal_dir, state_path) =
         (&config.persistence.data_dir, config.wal_dir(), config.state_path());
-    let mut tables = open_state(
-        io,
-        state_io,
-        data_dir,
-        &state_path,
-        config.persistence.redb_cache_bytes as usize,
-        new_id,
-    )?;
+    let cache_bytes = config.persistence.redb_cache_bytes as usize;
+    let mut tables = open_state(io, state_io, data_dir, &state_path, cache_bytes, new_id)?;
     let now = tables.record()?;
-    let recovered = match scan.applied_lsn {
-        Some(applied) if applied == now.applied_lsn => early,
-        _ => recovery::scan(
-            io,
-            &wal_dir,
-            &ScanOptions { applied_lsn: Some(now.applied_lsn), ..scan },
-            Batch::decode,
-        )?,
-    };
+    let recovered = scan_again_if_redb_moved_on(io, &wal_dir, scan, early, now.applied_lsn)?;
     apply_repairs(io, &wal_dir, &recovered)?;
     let mut recovery = RecoveryReport::from_repairs(&recovered.repairs);
     recovery.records_replayed = recovered.records.len() as u64;
     recovery.segments_removed = recovered.segments.len();
-    match verdict {
-        Verdict::WithoutWal => {
-            tracing::error!(target: "factwal::recovery", wal_dir = %wal_dir.display(),
-            state = %state_path.display(),
-            "point-in-time recovery: the WAL is missing although the last close was not clean; opening with \
-             state.redb alone, so writes acknowledged after its applied LSN are lost")
-        }
-        Verdict::Moved(previous) => {
-            tracing::info!(target: "factwal::recovery", from = %previous.display(), to = %wal_dir.display(),
-                "WAL directory changed since the last open (the store was moved or copied, or wal_path changed)");
-            recovery.wal_moved_from = Some(previous);
-        }
-        Verdict::Proceed | Verdict::Refuse(_) => {}
-    }
+    recovery.wal_moved_from = report_verdict(verdict, &wal_dir, &state_path);
     // The WAL location recorded with the clean mark: where it was, unless
     // this open moves it.
     let recorded_dir = now.wal_dir.clone().unwrap_or_else(|| absolute(&wal_dir));
     let (lsn_last, number_next) =
         replay(io, &wal_dir, &tables, recovered, now.wal_in_use, now.wal_epoch, &recorded_dir)?;
+    let store_id = upgrade_if_format_1(&mut tables, new_id, &state_path)?;
+    if config.persistence.wal_enabled && !wal_exists {
+        create_wal_dir(io, &wal_dir, data_dir, &mut locks)?;
+    }
+    Ok(Opened { tables, locks, recovery, lsn_last, number_next, store_id })
+}
+
+/// The early scan judged records against the applied LSN read before redb
+/// was opened for writing. The two agree unless redb's repair on a real open
+/// came out differently from the one made in memory; then the WAL is scanned
+/// again against what redb now holds, so no record is judged by a stale LSN.
+fn scan_again_if_redb_moved_on(
+    io: &dyn WalIo,
+    wal_dir: &Path,
+    scan: ScanOptions,
+    early: Recovered<Batch>,
+    applied_lsn: Lsn,
+) -> Result<Recovered<Batch>> {
+    if scan.applied_lsn == Some(applied_lsn) {
+        return Ok(early);
+    }
+    let options = ScanOptions { applied_lsn: Some(applied_lsn), ..scan };
+    recovery::scan(io, wal_dir, &options, Batch::decode)
+}
+
+/// Says what the WAL verdict means for this open, and returns where the WAL
+/// was when it moved.
+fn report_verdict(verdict: Verdict, wal_dir: &Path, state_path: &Path) -> Option<PathBuf> {
+    match verdict {
+        Verdict::WithoutWal => {
+            tracing::error!(target: "factwal::recovery", wal_dir = %wal_dir.display(),
+            state = %state_path.display(),
+            "point-in-time recovery: the WAL is missing although the last close was not clean; opening with \
+             state.redb alone, so writes acknowledged after its applied LSN are lost");
+            None
+        }
+        Verdict::Moved(previous) => {
+            tracing::info!(target: "factwal::recovery", from = %previous.display(), to = %wal_dir.display(),
+                "WAL directory changed since the last open (the store was moved or copied, or wal_path changed)");
+            Some(previous)
+        }
+        Verdict::Proceed | Verdict::Refuse(_) => None,
+    }
+}
+
+/// Gives a format-1 store (no identity yet) its identity, once everything
+/// it held is folded; returns the store's identity.
+fn upgrade_if_format_1(tables: &mut Tables, new_id: StoreId, state_path: &Path) -> Result<StoreId> {
     if tables.format_version() < crate::state::STATE_FORMAT_VERSION {
         tables.upgrade(new_id)?;
         tracing::info!(target: "factwal::recovery", path = %state_path.display(), store_id = %new_id,
             "state.redb upgraded from format 1");
     }
-    let store_id = tables.record()?.store_id.ok_or_else(|| Error::StateCorrupted {
-        path: state_path.clone(),
+    tables.record()?.store_id.ok_or_else(|| Error::StateCorrupted {
+        path: state_path.to_path_buf(),
         kind: crate::error::StateDamage::BadStoreRecord,
         detail: "no store identity after the upgrade".into(),
-    })?;
-    if config.persistence.wal_enabled && !wal_exists {
-        crate::wal::io::ensure_durable_dir(io, &wal_dir)?;
-        if !files::same_dir(&wal_dir, data_dir) {
-            locks.push(files::lock_exclusive(&wal_dir)?);
-        }
+    })
+}
+
+/// Creates the WAL directory durably, and locks it when it is not the data
+/// directory (which is locked already).
+fn create_wal_dir(
+    io: &dyn WalIo,
+    wal_dir: &Path,
+    data_dir: &Path,
+    locks: &mut Vec<File>,
+) -> Result<()> {
+    crate::wal::io::ensure_durable_dir(io, wal_dir)?;
+    if !files::same_dir(wal_dir, data_dir) {
+        locks.push(files::lock_exclusive(wal_dir)?);
     }
-    Ok(Opened { tables, locks, recovery, lsn_last, number_next, store_id })
+    Ok(())
 }
 
 /// The WAL directory as recorded in `state.redb`: absolute, with symbolic

@@ -11,10 +11,10 @@ use crate::checkpoint::{
     self, checkpoint_pass, CheckpointMode, CheckpointState, CheckpointStats, LoopStart, PassReport,
 };
 use crate::config::Config;
-use crate::core::{shutdown, Core};
+use crate::core::{shutdown, Core, Record};
 use crate::error::{Error, Lsn, Result};
 use crate::identity::StoreId;
-use crate::open::{absolute, open_store};
+use crate::open::{absolute, open_store, Opened};
 use crate::report::{CloseReport, RecoveryReport, StoreStats};
 use crate::state::{FactLookup, Generation, Overlay, StateIo, StdStateIo, Tables, View, WalMark};
 use crate::sync::lock;
@@ -97,50 +97,16 @@ impl Store {
         Store::open_on(config, io, state_io)
     }
 
-    /// Opens over the given I/O layers under the WAL and under redb.
+    /// Opens over the given I/O layers under the WAL and under redb:
+    /// recovery (`crate::open`), then the WAL, then the store around them.
     fn open_on(config: Config, io: Arc<dyn WalIo>, state_io: Arc<dyn StateIo>) -> Result<Store> {
         let opened = open_store(&config, &*io, &*state_io)?;
-        let applied_lsn = opened.tables.applied_lsn()?;
-        let wal_dir = config.wal_dir();
         let overlay = Arc::new(Overlay::default());
-        let wal = if config.persistence.wal_enabled {
-            let epoch = new_epoch();
-            let options = WalOptions {
-                dir: wal_dir.clone(),
-                segment_bytes: config.persistence.segment_bytes,
-                max_record_bytes: config.persistence.max_record_bytes,
-                store_id: opened.store_id,
-                epoch,
-            };
-            let sink_overlay = overlay.clone();
-            let sink = Box::new(move |lsn_first, records| sink_overlay.apply(lsn_first, records));
-            let wal =
-                Wal::start(io.clone(), options, opened.number_next, opened.lsn_last + 1, sink)?;
-            // The first segment exists: from now on acknowledged writes may
-            // wait in this WAL, and redb says so (and where it is).
-            opened.tables.mark_wal(WalMark { dir: &absolute(&wal_dir), in_use: true, epoch })?;
-            Some(wal)
-        } else {
-            None
+        let wal = match config.persistence.wal_enabled {
+            true => Some(start_wal(&config, io, &opened, overlay.clone())?),
+            false => None,
         };
-        let checkpoint = CheckpointState::new(config.checkpoint.samples, config.checkpoint.warn_ms);
-        let core = Core {
-            config,
-            tables: RwLock::new(Some(opened.tables)),
-            overlay,
-            wal,
-            direct_writes: Mutex::new(()),
-            applied_lsn: AtomicU64::new(applied_lsn),
-            checkpoint,
-            closed: AtomicBool::new(false),
-            close_serial: Mutex::new(()),
-            lock_files: Mutex::new(opened.locks),
-            state_failure: Mutex::new(None),
-            recovery: opened.recovery,
-            state_io,
-            store_id: opened.store_id,
-            wal_dir_recorded: absolute(&wal_dir),
-        };
+        let core = assemble_core(config, opened, overlay, wal, state_io)?;
         Ok(Store { core: Arc::new(core) })
     }
 
@@ -518,6 +484,61 @@ impl Drop for Store {
     fn drop(&mut self) {
         let _ = shutdown(&self.core);
     }
+}
+
+/// Starts the WAL after recovery: its first segment follows the last one
+/// recovery saw, its first LSN the last recovered one. Once that segment
+/// exists acknowledged writes may wait in this WAL, so redb is told so (and
+/// where the WAL is) before any write is taken.
+fn start_wal(
+    config: &Config,
+    io: Arc<dyn WalIo>,
+    opened: &Opened,
+    overlay: Arc<Overlay>,
+) -> Result<Wal<Record>> {
+    let wal_dir = config.wal_dir();
+    let epoch = new_epoch();
+    let options = WalOptions {
+        dir: wal_dir.clone(),
+        segment_bytes: config.persistence.segment_bytes,
+        max_record_bytes: config.persistence.max_record_bytes,
+        store_id: opened.store_id,
+        epoch,
+    };
+    let sink = Box::new(move |lsn_first, records| overlay.apply(lsn_first, records));
+    let wal = Wal::start(io, options, opened.number_next, opened.lsn_last + 1, sink)?;
+    opened.tables.mark_wal(WalMark { dir: &absolute(&wal_dir), in_use: true, epoch })?;
+    Ok(wal)
+}
+
+/// The store's shared state around what recovery opened and the WAL.
+fn assemble_core(
+    config: Config,
+    opened: Opened,
+    overlay: Arc<Overlay>,
+    wal: Option<Wal<Record>>,
+    state_io: Arc<dyn StateIo>,
+) -> Result<Core> {
+    let applied_lsn = opened.tables.applied_lsn()?;
+    let wal_dir_recorded = absolute(&config.wal_dir());
+    let checkpoint = CheckpointState::new(config.checkpoint.samples, config.checkpoint.warn_ms);
+    Ok(Core {
+        config,
+        tables: RwLock::new(Some(opened.tables)),
+        overlay,
+        wal,
+        direct_writes: Mutex::new(()),
+        applied_lsn: AtomicU64::new(applied_lsn),
+        checkpoint,
+        closed: AtomicBool::new(false),
+        close_serial: Mutex::new(()),
+        lock_files: Mutex::new(opened.locks),
+        state_failure: Mutex::new(None),
+        recovery: opened.recovery,
+        state_io,
+        store_id: opened.store_id,
+        wal_dir_recorded,
+    })
 }
 
 /// A new opening's epoch: random, never 0 (format 1's "none").
