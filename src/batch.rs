@@ -160,6 +160,8 @@ impl Batch {
             // fixed buffer or on types serde cannot express, and Op is neither.
             payload = postcard::to_extend(op, payload).expect("postcard encodes an Op into a Vec");
         }
+        // Paired with the read side: what is written decodes to what was meant.
+        debug_assert_eq!(Batch::decode(&payload).as_ref(), Some(self), "a payload decodes back");
         payload
     }
 

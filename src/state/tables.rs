@@ -408,6 +408,16 @@ impl Tables {
         lsn: Lsn,
         wal: Option<WalMark<'_>>,
     ) -> Result<FoldStats> {
+        // Generations come oldest first, each after the one before, and `lsn`
+        // covers them all: the fold never records an LSN it does not hold.
+        debug_assert!(
+            generations.windows(2).all(|pair| pair[0].lsn_last < pair[1].lsn_last),
+            "generations are folded in LSN order"
+        );
+        debug_assert!(
+            generations.last().is_none_or(|last| last.lsn_last <= lsn),
+            "the applied LSN covers every generation folded"
+        );
         let format_version = self.format_version;
         self.write("folding records", |txn, path| {
             let mut facts = txn.open_table(FACTS)?;

@@ -112,6 +112,7 @@ impl SegmentHeader {
             }
             let crc = crc32fast::hash(&bytes[..SEGMENT_CRC_AT]);
             bytes[SEGMENT_CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+            debug_assert_eq!(SegmentHeader::decode(&bytes), Ok(*self), "a header decodes back");
             bytes
         }
     }
@@ -195,6 +196,13 @@ pub fn encode_record(out: &mut Vec<u8>, header: &SegmentHeader, lsn: Lsn, payloa
     out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    // Paired with the read side: the record decodes back, whole, in its own
+    // segment (a payload is never empty: a batch holds at least one op).
+    debug_assert_eq!(
+        decode_record(&out[start..], header, RECORD_BYTES_MAX),
+        Decoded::Valid { lsn, payload, encoded_bytes: encoded_bytes(payload.len()) },
+        "a record decodes back"
+    );
 }
 
 /// Bytes a record with this payload takes on disk.

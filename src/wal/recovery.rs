@@ -300,7 +300,34 @@ pub fn scan<P>(
             });
         }
     }
+    debug_assert_scan_postconditions(&scanner.recovered, applied_lsn, keep_folded);
     Ok(scanner.recovered)
+}
+
+/// What every successful scan hands back: records dense and in LSN order,
+/// none past the log's last LSN, none already folded unless asked for.
+fn debug_assert_scan_postconditions<P>(
+    recovered: &Recovered<P>,
+    applied_lsn: Option<Lsn>,
+    keep_folded: bool,
+) {
+    let records = &recovered.records;
+    debug_assert!(
+        records.windows(2).all(|pair| pair[1].lsn == pair[0].lsn + 1),
+        "recovered records are dense and in LSN order"
+    );
+    debug_assert!(
+        records.last().is_none_or(|last| last.lsn <= recovered.lsn_last),
+        "no record past the log's last LSN"
+    );
+    debug_assert!(
+        keep_folded || records.iter().all(|r| applied_lsn.is_some_and(|applied| r.lsn > applied)),
+        "only unfolded records are kept"
+    );
+    debug_assert!(
+        recovered.lsn_last >= applied_lsn.unwrap_or(0),
+        "the log never ends before what redb holds"
+    );
 }
 
 struct Scanner<'a, P> {
