@@ -18,6 +18,11 @@ pub const ID_BYTES_MAX: usize = 4_096;
 const OP_BYTES_MIN: usize = 2;
 
 /// One operation on a session's facts.
+///
+/// Deliberately not `#[non_exhaustive]`: a broker that replays operations
+/// into its rule engine must apply every kind, and a new kind (which would
+/// also be a new format version) should stop its build, not fall silently
+/// into a wildcard arm.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
     /// Insert or replace one fact.

@@ -48,6 +48,7 @@ const _: () = {
 /// `[persistence]`: where and how data is kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct PersistenceConfig {
     /// Directory holding `state.redb`, the lock file and (by default) the WAL.
     pub data_dir: PathBuf,
@@ -86,6 +87,7 @@ impl Default for PersistenceConfig {
 /// `[checkpoint]`: the fold loop's cadence and reporting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct CheckpointConfig {
     /// Seconds between passes; 0 disables the loop. Negative values are
     /// coerced to 0 with a WARN by the file loader.
@@ -121,6 +123,7 @@ impl Default for CheckpointConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct Config {
     /// `[persistence]`.
     pub persistence: PersistenceConfig,
@@ -199,6 +202,17 @@ impl Config {
 
     /// Loads and validates a TOML file.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("broker.toml");
+    /// std::fs::write(&path, "[persistence]\ndata_dir = \"store\"\nsegment_bytes = 33554432\n")?;
+    /// let config = factwal::Config::from_file(&path)?;
+    /// assert_eq!(config.persistence.segment_bytes, 32 << 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `Io` when the file cannot be read; `Config` naming the file, the key
@@ -211,6 +225,22 @@ impl Config {
     }
 
     /// Parses and validates TOML text; `origin` names the file in errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use factwal::{Config, Error};
+    ///
+    /// let text = "[persistence]\ndata_dir = \"store\"\nsegment_bytes = 5\n";
+    /// match Config::from_toml(text, Path::new("broker.toml")) {
+    ///     Err(Error::Config { path, key, value, .. }) => {
+    ///         assert_eq!((path.as_path(), key.as_str(), value.as_str()),
+    ///                    (Path::new("broker.toml"), "persistence.segment_bytes", "5"));
+    ///     }
+    ///     other => panic!("expected a config error, got {other:?}"),
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -234,6 +264,15 @@ impl Config {
     }
 
     /// Checks every value against its limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = factwal::Config::new("store").segment_bytes(32 << 20);
+    /// assert!(config.validate().is_ok());
+    /// let error = factwal::Config::new("store").segment_bytes(5).validate().unwrap_err();
+    /// assert!(error.to_string().contains("persistence.segment_bytes"), "{error}");
+    /// ```
     ///
     /// # Errors
     ///

@@ -22,6 +22,7 @@ use crate::wal::recovery::{self, Dropped, RecoveredRecord, Repair, ScanOptions, 
 
 /// What is wrong with the end of a WAL, if anything.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum WalProblem {
     /// An unreadable last record: what a read-write open would drop (with a
     /// WARN). A crash leaves one when it cuts short a write that was never
@@ -99,6 +100,23 @@ impl ReadOnlyStore {
     /// Fails with `Error::Locked` while a writer holds the store, and with
     /// the error a read-write open would give for a WAL that is not this
     /// store's or a file of a newer format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use factwal::{Config, Error, ReadOnlyStore, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let config = Config::new(dir.path());
+    /// let store = Store::open(config.clone())?;
+    /// store.assert("s1", "risk", b"high")?;
+    /// // A writer holds the store: inspection waits for it to close.
+    /// assert!(matches!(ReadOnlyStore::open(&config), Err(Error::Locked { .. })));
+    /// let _ = store.close();
+    /// let inspected = ReadOnlyStore::open(&config)?;
+    /// assert_eq!(inspected.fact("s1", "risk")?, Some(b"high".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -181,6 +199,20 @@ impl ReadOnlyStore {
 
     /// One fact's value, as a read-write open would give it.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = factwal::Config::new(dir.path());
+    /// # let store = factwal::Store::open(config.clone())?;
+    /// # store.assert("s1", "risk", b"high")?;
+    /// # let _ = store.close();
+    /// let inspected = factwal::ReadOnlyStore::open(&config)?;
+    /// assert_eq!(inspected.fact("s1", "risk")?, Some(b"high".to_vec()));
+    /// assert_eq!(inspected.fact("s1", "never-written")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `StateCorrupted` when what `state.redb` returns fails its checksum
@@ -191,6 +223,19 @@ impl ReadOnlyStore {
 
     /// Every fact of a session.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = factwal::Config::new(dir.path());
+    /// # let store = factwal::Store::open(config.clone())?;
+    /// # store.assert("s1", "risk", b"high")?;
+    /// # let _ = store.close();
+    /// let inspected = factwal::ReadOnlyStore::open(&config)?;
+    /// assert_eq!(inspected.facts("s1")?.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `StateCorrupted` when what `state.redb` returns fails its checksum
@@ -200,6 +245,19 @@ impl ReadOnlyStore {
     }
 
     /// Every session holding at least one fact.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = factwal::Config::new(dir.path());
+    /// # let store = factwal::Store::open(config.clone())?;
+    /// # store.assert("s1", "risk", b"high")?;
+    /// # let _ = store.close();
+    /// let inspected = factwal::ReadOnlyStore::open(&config)?;
+    /// assert_eq!(inspected.sessions()?, ["s1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -255,6 +313,17 @@ impl ReadOnlyStore {
 
     /// Size of `state.redb` in bytes.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = factwal::Config::new(dir.path());
+    /// # let _ = factwal::Store::open(config.clone())?.close();
+    /// let inspected = factwal::ReadOnlyStore::open(&config)?;
+    /// assert_eq!(inspected.redb_bytes()?, std::fs::metadata(config.state_path())?.len());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `Io` when `state.redb` cannot be examined.
@@ -267,6 +336,19 @@ impl ReadOnlyStore {
     /// checksum), every fact's checksum, and every session's fact count
     /// against its facts. Damage is reported in the result, not as an error;
     /// an error means the check could not run. Changes nothing on disk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let config = factwal::Config::new(dir.path());
+    /// # let store = factwal::Store::open(config.clone())?;
+    /// # store.assert("s1", "risk", b"high")?;
+    /// # let _ = store.close();
+    /// let inspected = factwal::ReadOnlyStore::open(&config)?;
+    /// assert!(inspected.check_state()?.is_sound());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -86,6 +86,7 @@ impl RecoveryReport {
 
 /// Counters for operators and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreStats {
     /// The LSN of the last acknowledged write (0 when none).
     pub lsn_last: Lsn,

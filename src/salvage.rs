@@ -166,6 +166,24 @@ impl SalvageReport {
 /// (never in the damaged store's WAL directory, which holds the damaged
 /// store's segments).
 ///
+/// # Examples
+///
+/// ```
+/// use factwal::{salvage, Config, Store};
+///
+/// let dir = tempfile::tempdir()?;
+/// let damaged = Config::new(dir.path().join("damaged"));
+/// let store = Store::open(damaged.clone())?;
+/// store.assert("s1", "risk", b"high")?;
+/// let _ = store.close();
+/// let rescued = dir.path().join("rescued");
+/// let report = salvage(&damaged, &rescued)?;
+/// assert!(report.is_complete());
+/// let store = Store::open(Config::new(&rescued))?;
+/// assert_eq!(store.fact("s1", "risk")?, Some(b"high".to_vec()));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 ///
 /// The damaged store is never changed. `InvalidArgument` when `to` is not

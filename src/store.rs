@@ -58,6 +58,19 @@ impl Store {
     /// Opens (or creates) the store described by `config`, recovering
     /// whatever the WAL holds. Starts no thread.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use factwal::{Config, Error, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(Config::new(dir.path()))?;
+    /// assert_eq!(store.recovery().records_replayed, 0);
+    /// // While it is open, no other store (in this process or another) opens it.
+    /// assert!(matches!(Store::open(Config::new(dir.path())), Err(Error::Locked { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// The checks made before recovery (configuration, locks, which WAL is
@@ -130,6 +143,23 @@ impl Store {
     /// to the WAL (WAL mode) or committed to redb (direct mode). Readers see
     /// it from then on, never before.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use factwal::{Batch, Config, Error, Store};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(Config::new(dir.path()))?;
+    /// // Every operation of a batch lands, or none does.
+    /// let batch = Batch::new().assert("s1", "risk", b"high".to_vec()).drop_session("s2");
+    /// let lsn = store.write(batch)?;
+    /// assert_eq!(store.stats()?.lsn_last, lsn);
+    /// // A batch that breaks a rule is refused before anything is written.
+    /// assert!(matches!(store.write(Batch::new()), Err(Error::InvalidArgument(_))));
+    /// assert_eq!(store.stats()?.lsn_last, lsn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// Nothing is acknowledged when this fails:
@@ -168,6 +198,17 @@ impl Store {
 
     /// Asserts (inserts or replaces) one fact.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.assert("s1", "risk", b"high")?;
+    /// store.assert("s1", "risk", b"low")?;
+    /// assert_eq!(store.fact("s1", "risk")?, Some(b"low".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// Those of [`Store::write`].
@@ -177,6 +218,19 @@ impl Store {
 
     /// Retracts (deletes) one fact.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.assert("s1", "risk", b"high")?;
+    /// store.retract("s1", "risk")?;
+    /// assert_eq!(store.fact("s1", "risk")?, None);
+    /// // Retracting what is not there is a write like any other.
+    /// store.retract("s1", "risk")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// Those of [`Store::write`].
@@ -185,6 +239,19 @@ impl Store {
     }
 
     /// Drops a whole session.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.assert("s1", "risk", b"high")?;
+    /// store.assert("s1", "score", b"7")?;
+    /// store.drop_session("s1")?;
+    /// assert!(store.facts("s1")?.is_empty());
+    /// assert!(store.sessions()?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -263,6 +330,17 @@ impl Store {
 
     /// One fact's value, as of every write acknowledged before this call.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.assert("s1", "risk", b"high")?;
+    /// assert_eq!(store.fact("s1", "risk")?, Some(b"high".to_vec()));
+    /// assert_eq!(store.fact("s1", "never-written")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `Closed` once the store is closed; `StateCorrupted` when what
@@ -284,6 +362,18 @@ impl Store {
 
     /// Every fact of a session, by fact id.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.write(factwal::Batch::new().assert("s1", "b", b"2".to_vec()).assert("s1", "a", b"1".to_vec()))?;
+    /// let facts = store.facts("s1")?;
+    /// assert_eq!(facts.keys().collect::<Vec<_>>(), ["a", "b"]);
+    /// assert!(store.facts("s2")?.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// `Closed` once the store is closed; `StateCorrupted` when what
@@ -295,6 +385,17 @@ impl Store {
     }
 
     /// Every session holding at least one fact, sorted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.assert("s2", "f", b"v")?;
+    /// store.assert("s1", "f", b"v")?;
+    /// assert_eq!(store.sessions()?, ["s1", "s2"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -309,6 +410,21 @@ impl Store {
     /// Runs one checkpoint pass now. Passes never overlap: this waits for a
     /// pass in progress (the loop's, say) to finish first. The pass is
     /// reported and sampled like the loop's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use factwal::{CheckpointMode, Config, Store};
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(Config::new(dir.path()))?;
+    /// let lsn = store.assert("s1", "risk", b"high")?;
+    /// assert_eq!(store.stats()?.applied_lsn, 0);
+    /// let report = store.checkpoint(CheckpointMode::Passive)?;
+    /// assert_eq!((report.applied_lsn, report.checkpointed_frames), (lsn, 1));
+    /// assert_eq!(store.stats()?.applied_lsn, lsn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -381,6 +497,18 @@ impl Store {
     }
 
     /// LSNs, and how much is waiting to be folded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = factwal::Store::open(factwal::Config::new(dir.path()))?;
+    /// store.assert("s1", "risk", b"high")?;
+    /// let stats = store.stats()?;
+    /// assert_eq!((stats.lsn_last, stats.applied_lsn, stats.unfolded.records), (1, 0, 1));
+    /// assert_eq!((stats.wal.records, stats.wal.groups), (1, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use factwal::{Batch, ReadOnlyStore, Store};
 use serde_json::Value;
@@ -21,8 +22,43 @@ const SUBCOMMANDS: [&str; 9] =
 const SMALL_CONFIG_TOML: &str =
     "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\nwal_bytes_max = 1048576\n";
 
+/// Held across every spawn of a child and every open of a store in this
+/// process, as in tests/locking.rs: a child forked while a store of another
+/// test is open holds a copy of its lock file's descriptor until it execs,
+/// so a store closed and reopened meanwhile (here, or in a child) would find
+/// its own lock still held. `Command::spawn` returns only after the exec.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
+fn no_spawn_meanwhile() -> MutexGuard<'static, ()> {
+    SPAWNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Spawns `factwal` with the lock above held until its exec.
+fn spawn_factwal(args: &[&str], stdout: Stdio) -> Child {
+    let _spawning = no_spawn_meanwhile();
+    Command::new(env!("CARGO_BIN_EXE_factwal"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn factwal(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_factwal")).args(args).stdin(Stdio::null()).output().unwrap()
+    spawn_factwal(args, Stdio::piped()).wait_with_output().unwrap()
+}
+
+/// Opens the store in `dir` (small segments) in this process.
+fn open_store(dir: &Path) -> Store {
+    let _spawning = no_spawn_meanwhile();
+    Store::open(small_config(dir)).unwrap()
+}
+
+/// Opens the store in `dir` read-only in this process.
+fn inspect_store(dir: &Path) -> ReadOnlyStore {
+    let _spawning = no_spawn_meanwhile();
+    ReadOnlyStore::open(&small_config(dir)).unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -88,7 +124,7 @@ impl Fixture {
     /// every 7th a retract of an earlier fact), then a crash: every record
     /// stays in the WAL, unfolded.
     fn crashed_store(self, writes: usize) -> Fixture {
-        let store = Store::open(small_config(&self.store())).unwrap();
+        let store = open_store(&self.store());
         for i in 0..writes {
             let session = format!("s{}", i % 4);
             let batch = if i % 7 == 6 {
@@ -104,7 +140,7 @@ impl Fixture {
 
     /// The last segment and where its valid records end.
     fn last_segment_end(&self) -> (PathBuf, u64) {
-        let inspector = ReadOnlyStore::open(&small_config(&self.store())).unwrap();
+        let inspector = inspect_store(&self.store());
         let segment = inspector.segments().last().unwrap();
         (segment.path.clone(), segment.end_offset)
     }
@@ -125,7 +161,7 @@ fn tear_tail(fixture: &Fixture) -> (PathBuf, u64) {
 
 /// A flipped byte inside the second record, with valid records after it.
 fn corrupt_second_record(fixture: &Fixture) -> PathBuf {
-    let inspector = ReadOnlyStore::open(&small_config(&fixture.store())).unwrap();
+    let inspector = inspect_store(&fixture.store());
     let second = &inspector.records()[1];
     let segment =
         inspector.segments().iter().find(|s| s.header.number == second.segment_number).unwrap();
@@ -241,7 +277,7 @@ fn facts_show_the_crashed_store_and_encode_binary_values() {
     // Plain `session fact value` lines as a reopen would give them; JSON with
     // base64 and "encoding" for a value that is not UTF-8.
     let fixture = Fixture::new();
-    let store = Store::open(small_config(&fixture.store())).unwrap();
+    let store = open_store(&fixture.store());
     store.assert("s1", "text", b"hello world").unwrap();
     store.assert("s1", "bin", &[0xFF, 0x00, 0x41]).unwrap();
     store.assert("s2", "other", b"x").unwrap();
@@ -416,6 +452,7 @@ fn a_store_held_by_another_process_is_reported_locked() {
     // killed, the store is readable and sound.
     let fixture = Fixture::new();
     let store_dir = fixture.store().display().to_string();
+    let spawning = no_spawn_meanwhile();
     let child = Command::new(env!("CARGO_BIN_EXE_factwal"))
         .args([
             "load",
@@ -432,6 +469,7 @@ fn a_store_held_by_another_process_is_reported_locked() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    drop(spawning);
     let mut child = ChildGuard(child);
     let mut first_ack = String::new();
     BufReader::new(child.0.stdout.as_mut().unwrap()).read_line(&mut first_ack).unwrap();
@@ -448,7 +486,7 @@ fn a_store_held_by_another_process_is_reported_locked() {
     // SIGKILL may cut a write that spans two pages: a torn tail (exit 1).
     let verify = fixture.run("verify", &[]);
     assert!(matches!(verify.status.code(), Some(0 | 1)), "{}", stderr(&verify));
-    let store = Store::open(small_config(&fixture.store())).unwrap();
+    let store = open_store(&fixture.store());
     expect_one_error_line(&fixture.run("facts", &[]), 1, &["locked", &lock]);
     assert!(store.close().is_clean());
     expect_code(&fixture.run("facts", &[]), 0);
@@ -611,7 +649,7 @@ fn plain_facts_and_dump_quote_ids_that_could_forge_a_line() {
     // let one fact print as two lines or shift columns. Plain output quotes
     // such ids (and such values) as JSON strings; ordinary ones stay bare.
     let fixture = Fixture::new();
-    let store = Store::open(small_config(&fixture.store())).unwrap();
+    let store = open_store(&fixture.store());
     store.assert("s1\ns2 f0 forged", "f", b"v").unwrap();
     store.assert("plain", "two words", b"line one\nline two").unwrap();
     store.assert("plain", "x/y", b"ok").unwrap();

@@ -106,11 +106,8 @@ fn kill9_rounds_lose_no_acknowledged_write() {
     let config_path = temp.path().join("factwal.toml");
     std::fs::write(&config_path, "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\n")
         .unwrap();
-    let config = Config::from_file(&config_path).unwrap();
-    let config = Config {
-        persistence: factwal::PersistenceConfig { data_dir: dir.clone(), ..config.persistence },
-        ..config
-    };
+    let mut config = Config::from_file(&config_path).unwrap();
+    config.persistence.data_dir = dir.clone();
     let mut state = Facts::new();
     let mut acked_total = 0;
     let started = Instant::now();

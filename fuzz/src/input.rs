@@ -269,6 +269,7 @@ pub mod seed {
                 Step::ReadAll => out.push(9),
                 Step::Checkpoint(CheckpointMode::Passive) => out.push(10),
                 Step::Checkpoint(CheckpointMode::Truncate) => out.push(11),
+                Step::Checkpoint(other) => panic!("no input byte for checkpoint mode {other:?}"),
                 Step::Crash { tear } => out.extend([12, tear.map_or(0, |at| (at / 5) as u8)]),
                 Step::Drop => out.push(14),
                 Step::Close => out.push(15),
@@ -295,6 +296,7 @@ pub mod seed {
             RecoveryMode::TolerateCorruptedTail => 0,
             RecoveryMode::AbsoluteConsistency => 1,
             RecoveryMode::PointInTime => 2,
+            other => panic!("no input byte for recovery mode {other:?}"),
         };
         let mut out = vec![
             mode,

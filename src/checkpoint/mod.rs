@@ -56,6 +56,7 @@ pub(crate) trait Checkpointed: Send + Sync + 'static {
 
 /// How much a pass does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CheckpointMode {
     /// Fold what is there and remove the segments the fold covers; writers
     /// carry on meanwhile.
@@ -78,6 +79,7 @@ impl CheckpointMode {
 
 /// What one pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PassReport {
     /// The pass's mode.
     pub mode: CheckpointMode,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Percentiles of recent pass durations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct CheckpointStats {
     /// Passes sampled (at most `checkpoint.samples`).
     pub n: usize,

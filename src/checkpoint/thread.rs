@@ -35,6 +35,7 @@ pub(crate) struct LoopThread {
 
 /// What `start_checkpoint_loop` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoopStart {
     /// A loop thread was started.
     Started,

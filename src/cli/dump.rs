@@ -84,6 +84,10 @@ pub fn run(args: &DumpArgs) -> Result<ExitCode, CliError> {
             EXIT_CORRUPTED,
             format!("{error}; records after it are not shown"),
         )),
+        Some(other) => Err(CliError::with_code(
+            EXIT_CORRUPTED,
+            format!("{}; records after it are not shown", problem::describe(other)),
+        )),
     }
 }
 

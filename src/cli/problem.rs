@@ -43,6 +43,7 @@ pub fn json(problem: &WalProblem) -> ProblemJson {
             }
         }
         WalProblem::Corrupted(other) => ProblemJson::Error { detail: other.to_string() },
+        other => ProblemJson::Error { detail: describe(other) },
     }
 }
 
@@ -56,6 +57,9 @@ pub fn describe(problem: &WalProblem) -> String {
             path.display()
         ),
         WalProblem::Corrupted(error) => error.to_string(),
+        // A kind newer than this command line (the library and the command
+        // line ship together, so not expected).
+        other => format!("a WAL problem: {other:?}"),
     }
 }
 

@@ -111,6 +111,7 @@ struct Inner {
 
 /// Counters describing the unfolded records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OverlayStats {
     /// Records not yet folded.
     pub records: u64,

@@ -64,6 +64,7 @@ mod key {
 
 /// What `state.redb` says about the store it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreRecord {
     /// The file's format version (1 or 2).
     pub format_version: u32,

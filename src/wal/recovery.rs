@@ -37,6 +37,7 @@ use crate::wal::segment::{is_temporary_file_name, parse_segment_file_name, segme
 /// What recovery does when the WAL does not end cleanly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum RecoveryMode {
     /// Drop an unreadable last record (what a crash leaves of a write it cut
     /// short, never acknowledged; or the last acknowledged record damaged
@@ -55,6 +56,7 @@ pub enum RecoveryMode {
 /// the store, a [`Batch`](crate::Batch): the WAL itself knows nothing of what
 /// a payload means).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RecoveredRecord<P> {
     /// Its LSN.
     pub lsn: Lsn,
@@ -83,6 +85,7 @@ impl<P> RecoveredRecord<P> {
 
 /// What the scan found in one segment.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct SegmentSummary {
     /// The segment file.
     pub path: PathBuf,
@@ -127,6 +130,7 @@ pub enum Repair {
 /// cut, whatever their order. Records whose bytes are damaged cannot be
 /// counted; the LSN where the kept prefix ends says what is certainly kept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Dropped {
     /// Readable records dropped.
     pub records: u64,

@@ -94,6 +94,7 @@ pub struct WalOptions {
 
 /// Counts of what the writer has done since the store opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WalCounters {
     /// Groups written (each one write and one sync, or two of each when the
     /// group crossed into a new segment).
