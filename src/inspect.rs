@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::batch::Batch;
 use crate::config::{Config, RecoveryMode};
@@ -126,35 +126,15 @@ impl ReadOnlyStore {
     /// store opens and [`ReadOnlyStore::problem`] says what and where.
     pub fn open(config: &Config) -> Result<ReadOnlyStore> {
         config.validate()?;
-        let data_dir = &config.persistence.data_dir;
-        if files::dir_state(data_dir, "data directory")? == DirState::Missing {
-            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
-            return Err(Error::io(data_dir, IoOp::Open, "data directory", source));
-        }
-        let mut locks: Vec<File> = files::lock_shared(data_dir)?.into_iter().collect();
-        let wal_dir = config.wal_dir();
-        let wal_exists = files::dir_state(&wal_dir, "WAL directory")? == DirState::Directory;
-        if wal_exists && !files::same_dir(&wal_dir, data_dir) {
-            locks.extend(files::lock_shared(&wal_dir)?);
-        }
-        let state_path = config.state_path();
-        match std::fs::metadata(&state_path) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                let source = std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "no state.redb: not a factwal store",
-                );
-                return Err(Error::io(&state_path, IoOp::Open, "state", source));
-            }
-            Err(error) => return Err(Error::io(&state_path, IoOp::Open, "state", error)),
-            Ok(_) => {}
-        }
-        let tables =
-            Tables::open_unchanged(&state_path, config.persistence.redb_cache_bytes as usize)?;
+        let locks = lock_shared(config)?;
+        let (wal_dir, state_path) = (config.wal_dir(), config.state_path());
+        let tables = open_state_unchanged(&state_path, config.persistence.redb_cache_bytes)?;
         let record = tables.record()?;
         let mode = config.persistence.recovery_mode;
         judge_wal(&WalFacts::gather(&StdIo, Some(&record), &wal_dir, mode)?)
             .into_result(&wal_dir, &state_path)?;
+        // Point-in-time, so the scan reads up to the first problem and says
+        // what a read-write open would make of it, without refusing.
         let options = ScanOptions {
             applied_lsn: Some(record.applied_lsn),
             mode: RecoveryMode::PointInTime,
@@ -163,23 +143,8 @@ impl ReadOnlyStore {
             state_path,
         };
         let recovered = recovery::scan(&StdIo, &wal_dir, &options, Batch::decode)?;
-        let mut dropped = None;
-        let problem = recovered.repairs.into_iter().next().map(|repair| match repair {
-            Repair::TornTail { path, offset, bytes } => {
-                WalProblem::TornTail { path, offset, bytes }
-            }
-            Repair::DropAfter { corruption, dropped: drops, .. } => {
-                dropped = Some(drops);
-                WalProblem::Corrupted(*corruption)
-            }
-        });
-        let mut generation = Generation::default();
-        for record in recovered.records.iter().filter(|r| r.lsn > options.applied_lsn.unwrap_or(0))
-        {
-            generation.apply(record.lsn, record.payload.clone(), record.payload_bytes);
-        }
-        let overlay = Overlay::default();
-        overlay.push_generation(generation);
+        let (problem, dropped) = problem_of(recovered.repairs);
+        let overlay = overlay_of_unfolded(&recovered.records, record.applied_lsn);
         Ok(ReadOnlyStore {
             config: config.clone(),
             tables,
@@ -437,4 +402,65 @@ impl ReadOnlyStore {
             Err(error) => check.note(error),
         }
     }
+}
+
+/// Locks the data directory shared, and the WAL directory when it is
+/// another one: no writer starts while the store is inspected, and one
+/// running makes this fail with `Locked`. A missing data directory is an
+/// error (inspection creates nothing).
+fn lock_shared(config: &Config) -> Result<Vec<File>> {
+    let data_dir = &config.persistence.data_dir;
+    if files::dir_state(data_dir, "data directory")? == DirState::Missing {
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
+        return Err(Error::io(data_dir, IoOp::Open, "data directory", source));
+    }
+    let mut locks: Vec<File> = files::lock_shared(data_dir)?.into_iter().collect();
+    let wal_dir = config.wal_dir();
+    let wal_exists = files::dir_state(&wal_dir, "WAL directory")? == DirState::Directory;
+    if wal_exists && !files::same_dir(&wal_dir, data_dir) {
+        locks.extend(files::lock_shared(&wal_dir)?);
+    }
+    Ok(locks)
+}
+
+/// `state.redb`, opened without changing a byte (a crashed file is repaired
+/// in memory only); a missing one means the directory is not a store.
+fn open_state_unchanged(state_path: &Path, cache_bytes: u64) -> Result<Tables> {
+    match std::fs::metadata(state_path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let source = std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no state.redb: not a factwal store",
+            );
+            return Err(Error::io(state_path, IoOp::Open, "state", source));
+        }
+        Err(error) => return Err(Error::io(state_path, IoOp::Open, "state", error)),
+        Ok(_) => {}
+    }
+    Tables::open_unchanged(state_path, cache_bytes as usize)
+}
+
+/// What a point-in-time scan's repair says about the WAL: the problem a
+/// read-write open would meet, and what point-in-time recovery would drop.
+fn problem_of(repairs: Vec<Repair>) -> (Option<WalProblem>, Option<Dropped>) {
+    match repairs.into_iter().next() {
+        None => (None, None),
+        Some(Repair::TornTail { path, offset, bytes }) => {
+            (Some(WalProblem::TornTail { path, offset, bytes }), None)
+        }
+        Some(Repair::DropAfter { corruption, dropped, .. }) => {
+            (Some(WalProblem::Corrupted(*corruption)), Some(dropped))
+        }
+    }
+}
+
+/// The records redb lacks, as the overlay a read-write open would replay.
+fn overlay_of_unfolded(records: &[RecoveredRecord<Batch>], applied_lsn: Lsn) -> Overlay {
+    let mut generation = Generation::default();
+    for record in records.iter().filter(|r| r.lsn > applied_lsn) {
+        generation.apply(record.lsn, record.payload.clone(), record.payload_bytes);
+    }
+    let overlay = Overlay::default();
+    overlay.push_generation(generation);
+    overlay
 }
