@@ -2,6 +2,7 @@
 //! a builder in code. Unknown keys are refused; every value is checked against
 //! its limits, and a refusal names the file, the key and the value.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -282,77 +283,88 @@ impl Config {
     }
 
     fn validate_at(&self, origin: &Path) -> Result<()> {
-        let refuse = |key: &str, value: String, reason: String| Error::Config {
-            path: origin.to_path_buf(),
-            key: key.to_string(),
-            value,
-            reason,
-        };
-        let p = &self.persistence;
-        if p.data_dir.as_os_str().is_empty() {
-            return Err(refuse("persistence.data_dir", "\"\"".into(), "must not be empty".into()));
-        }
-        if p.wal_path.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
-            let reason = "must not be empty (leave it out for <data_dir>/wal)".into();
-            return Err(refuse("persistence.wal_path", "\"\"".into(), reason));
-        }
-        if !(REDB_CACHE_BYTES_MIN..=REDB_CACHE_BYTES_MAX).contains(&p.redb_cache_bytes) {
-            let reason =
-                format!("must be between {REDB_CACHE_BYTES_MIN} and {REDB_CACHE_BYTES_MAX}");
-            return Err(refuse(
-                "persistence.redb_cache_bytes",
-                p.redb_cache_bytes.to_string(),
+        self.persistence.check().and_then(|()| self.checkpoint.check()).map_err(
+            |Refusal { key, value, reason }| Error::Config {
+                path: origin.to_path_buf(),
+                key: key.to_string(),
+                value,
                 reason,
-            ));
+            },
+        )
+    }
+}
+
+/// Why a value is refused: the key (with its table), the value as written,
+/// the reason.
+struct Refusal {
+    key: &'static str,
+    value: String,
+    reason: String,
+}
+
+fn refuse(key: &'static str, value: impl ToString, reason: impl Into<String>) -> Refusal {
+    Refusal { key, value: value.to_string(), reason: reason.into() }
+}
+
+/// Refuses `value` outside `range`, saying what the range is.
+fn within<T: PartialOrd + fmt::Display>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> std::result::Result<(), Refusal> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    let reason = format!("must be between {} and {}", range.start(), range.end());
+    Err(refuse(key, value, reason))
+}
+
+impl PersistenceConfig {
+    fn check(&self) -> std::result::Result<(), Refusal> {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(refuse("persistence.data_dir", "\"\"", "must not be empty"));
         }
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&p.segment_bytes) {
-            let reason = format!("must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}");
-            return Err(refuse("persistence.segment_bytes", p.segment_bytes.to_string(), reason));
+        if self.wal_path.as_ref().is_some_and(|path| path.as_os_str().is_empty()) {
+            let reason = "must not be empty (leave it out for <data_dir>/wal)";
+            return Err(refuse("persistence.wal_path", "\"\"", reason));
         }
-        if !(1..=RECORD_BYTES_MAX).contains(&p.max_record_bytes) {
-            let reason = format!("must be between 1 and {RECORD_BYTES_MAX}");
-            return Err(refuse(
-                "persistence.max_record_bytes",
-                p.max_record_bytes.to_string(),
-                reason,
-            ));
-        }
+        let cache_bytes = REDB_CACHE_BYTES_MIN..=REDB_CACHE_BYTES_MAX;
+        within("persistence.redb_cache_bytes", self.redb_cache_bytes, cache_bytes)?;
+        let segment_bytes = SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX;
+        within("persistence.segment_bytes", self.segment_bytes, segment_bytes)?;
+        within("persistence.max_record_bytes", self.max_record_bytes, 1..=RECORD_BYTES_MAX)?;
         let overhead = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES;
-        if p.max_record_bytes + overhead > p.segment_bytes {
+        if self.max_record_bytes + overhead > self.segment_bytes {
             let reason = format!(
                 "a segment must hold one largest record: at least max_record_bytes + {overhead}"
             );
-            return Err(refuse("persistence.segment_bytes", p.segment_bytes.to_string(), reason));
+            return Err(refuse("persistence.segment_bytes", self.segment_bytes, reason));
         }
-        if p.wal_bytes_max < p.segment_bytes {
-            let reason = "must be at least segment_bytes".to_string();
-            return Err(refuse("persistence.wal_bytes_max", p.wal_bytes_max.to_string(), reason));
+        if self.wal_bytes_max < self.segment_bytes {
+            let reason = "must be at least segment_bytes";
+            return Err(refuse("persistence.wal_bytes_max", self.wal_bytes_max, reason));
         }
-        let c = &self.checkpoint;
-        if !c.interval_s.is_finite()
-            || c.interval_s < 0.0
-            || c.interval_s > CHECKPOINT_INTERVAL_S_MAX
+        Ok(())
+    }
+}
+
+impl CheckpointConfig {
+    fn check(&self) -> std::result::Result<(), Refusal> {
+        if !self.interval_s.is_finite()
+            || self.interval_s < 0.0
+            || self.interval_s > CHECKPOINT_INTERVAL_S_MAX
         {
             let reason = format!("must be between 0 (disabled) and {CHECKPOINT_INTERVAL_S_MAX}");
-            return Err(refuse("checkpoint.interval_s", c.interval_s.to_string(), reason));
+            return Err(refuse("checkpoint.interval_s", self.interval_s, reason));
         }
-        if c.samples == 0 || c.samples > 1_000_000 {
-            return Err(refuse(
-                "checkpoint.samples",
-                c.samples.to_string(),
-                "must be between 1 and 1000000".into(),
-            ));
+        within("checkpoint.samples", self.samples, 1..=1_000_000)?;
+        let join_timeout_s = self.join_timeout_s;
+        if !join_timeout_s.is_finite() || join_timeout_s <= 0.0 || join_timeout_s > 3_600.0 {
+            let reason = "must be above 0 and at most 3600";
+            return Err(refuse("checkpoint.join_timeout_s", join_timeout_s, reason));
         }
-        if !c.join_timeout_s.is_finite() || c.join_timeout_s <= 0.0 || c.join_timeout_s > 3_600.0 {
-            let reason = "must be above 0 and at most 3600".to_string();
-            return Err(refuse("checkpoint.join_timeout_s", c.join_timeout_s.to_string(), reason));
-        }
-        if c.wal_bytes_trigger == 0 {
-            return Err(refuse(
-                "checkpoint.wal_bytes_trigger",
-                "0".into(),
-                "must be above 0".into(),
-            ));
+        if self.wal_bytes_trigger == 0 {
+            return Err(refuse("checkpoint.wal_bytes_trigger", 0, "must be above 0"));
         }
         Ok(())
     }
