@@ -520,97 +520,121 @@ struct StateHarvest {
     losses: Vec<Loss>,
 }
 
-/// Reads every readable fact of the damaged `state.redb` into `writer`.
+/// Reads every readable fact of the damaged `state.redb` into `writer`:
+/// forward from the start until damage stops the walk, then around the
+/// damage, then what the sessions table says is still missing.
 fn harvest_state(
     state_path: &Path,
     cache_bytes: usize,
     record: Option<&StoreRecord>,
     writer: &mut ChunkWriter<'_>,
 ) -> Result<StateHarvest> {
-    let mut harvest = StateHarvest::default();
     let open = || Tables::open_unchanged(state_path, cache_bytes);
     let tables = match open() {
         Ok(tables) => tables,
         Err(error) => {
-            harvest.losses.push(Loss::State { reason: error.to_string() });
-            return Ok(harvest);
+            let losses = vec![Loss::State { reason: error.to_string() }];
+            return Ok(StateHarvest { facts_copied: 0, losses });
         }
     };
+    let mut copier = Copier { writer, found: BTreeMap::new(), harvest: StateHarvest::default() };
     if record.is_none() {
-        harvest.losses.push(Loss::State { reason: "its store record is unreadable".into() });
+        let reason = "its store record is unreadable".into();
+        copier.harvest.losses.push(Loss::State { reason });
     }
     let recorded = tables.read("reading the sessions table", |snapshot| snapshot.sessions()).ok();
-    let mut found: BTreeMap<String, u64> = BTreeMap::new();
-    let mut copy = |session: &str, fact: &str, value: Result<Vec<u8>>| -> Result<()> {
-        *found.entry(session.to_string()).or_default() += 1;
+    let forward = walk(&tables, None, false, |s, f, v| copier.copy(s, f, v).map(|()| true))?;
+    drop(tables);
+    if !forward.reached_end {
+        walk_around_damage(&open, recorded.as_ref(), forward.last, &mut copier)?;
+    }
+    copier.note_sessions_short(recorded.as_ref());
+    Ok(copier.harvest)
+}
+
+/// Copies facts into the new store, counting them by session, and records
+/// each fact whose value cannot be read.
+struct Copier<'w, 'a> {
+    writer: &'w mut ChunkWriter<'a>,
+    found: BTreeMap<String, u64>,
+    harvest: StateHarvest,
+}
+
+impl Copier<'_, '_> {
+    fn copy(&mut self, session: &str, fact: &str, value: Result<Vec<u8>>) -> Result<()> {
+        *self.found.entry(session.to_string()).or_default() += 1;
         match value {
             Ok(value) => {
-                harvest.facts_copied += 1;
-                writer.put(session, fact, value)
+                self.harvest.facts_copied += 1;
+                self.writer.put(session, fact, value)
             }
             Err(_) => {
-                harvest.losses.push(Loss::Fact { session: session.into(), fact: fact.into() });
+                let loss = Loss::Fact { session: session.into(), fact: fact.into() };
+                self.harvest.losses.push(loss);
                 Ok(())
             }
         }
-    };
+    }
 
-    // Forward from the start until damage stops the walk.
-    let forward = walk(&tables, None, false, |s, f, v| copy(s, f, v).map(|()| true))?;
-    drop(tables);
-    if !forward.reached_end {
-        // Backward from the end, on a fresh handle, down to the last key read.
-        let after = forward.last.clone();
-        let above = |s: &str, f: &str| {
-            after.as_ref().is_none_or(|(a, b)| (s, f) > (a.as_str(), b.as_str()))
-        };
-        let backward = walk(&open()?, None, true, |s, f, v| {
-            if above(s, f) {
-                copy(s, f, v).map(|()| true)
-            } else {
-                Ok(false)
+    /// Every session the sessions table counts more facts for than were
+    /// found is a loss.
+    fn note_sessions_short(&mut self, recorded: Option<&BTreeMap<String, u64>>) {
+        for (session, count) in recorded.into_iter().flatten() {
+            let seen = self.found.get(session).copied().unwrap_or(0);
+            if seen < *count {
+                let session = session.clone();
+                self.harvest.losses.push(Loss::Session { session, recorded: *count, found: seen });
             }
-        })?;
-        let before = backward.last.clone();
-        let below = |s: &str, f: &str| {
-            before.as_ref().is_none_or(|(a, b)| (s, f) < (a.as_str(), b.as_str()))
+        }
+    }
+}
+
+/// After a forward walk stopped at damage past `after` (the last key read):
+/// backward from the end, on a fresh handle, down to that key; then every
+/// session the sessions table names in the stretch between, on its own, so
+/// that a damaged page only loses what sits behind it. The stretch between
+/// is a loss.
+fn walk_around_damage(
+    open: &dyn Fn() -> Result<Tables>,
+    recorded: Option<&BTreeMap<String, u64>>,
+    after: Option<(String, String)>,
+    copier: &mut Copier<'_, '_>,
+) -> Result<()> {
+    let above =
+        |s: &str, f: &str| after.as_ref().is_none_or(|(a, b)| (s, f) > (a.as_str(), b.as_str()));
+    let backward = walk(&open()?, None, true, |s, f, v| {
+        if above(s, f) {
+            copier.copy(s, f, v).map(|()| true)
+        } else {
+            Ok(false)
+        }
+    })?;
+    let before = backward.last;
+    let below =
+        |s: &str, f: &str| before.as_ref().is_none_or(|(a, b)| (s, f) < (a.as_str(), b.as_str()));
+    for session in sessions_within(recorded, after.as_ref(), before.as_ref())
+        .into_iter()
+        .take(PROBED_SESSIONS_MAX)
+    {
+        let start = match &after {
+            Some((s, f)) if *s == session => (s.clone(), f.clone()),
+            _ => (session.clone(), String::new()),
         };
-        // Every session the sessions table names in the stretch between, on
-        // its own: a damaged page only loses what sits behind it.
-        for session in sessions_within(&recorded, after.as_ref(), before.as_ref())
-            .into_iter()
-            .take(PROBED_SESSIONS_MAX)
-        {
-            let start = match &after {
-                Some((s, f)) if *s == session => (s.clone(), f.clone()),
-                _ => (session.clone(), String::new()),
-            };
-            walk(&open()?, Some((&start.0, &start.1)), false, |s, f, v| {
-                if s != session || !below(s, f) {
-                    return Ok(false);
-                }
-                copy(s, f, v).map(|()| true)
-            })?;
-        }
-        harvest.losses.push(Loss::Range { after, before });
+        walk(&open()?, Some((&start.0, &start.1)), false, |s, f, v| {
+            if s != session || !below(s, f) {
+                return Ok(false);
+            }
+            copier.copy(s, f, v).map(|()| true)
+        })?;
     }
-    for (session, count) in recorded.iter().flatten() {
-        let seen = found.get(session).copied().unwrap_or(0);
-        if seen < *count {
-            harvest.losses.push(Loss::Session {
-                session: session.clone(),
-                recorded: *count,
-                found: seen,
-            });
-        }
-    }
-    Ok(harvest)
+    copier.harvest.losses.push(Loss::Range { after, before });
+    Ok(())
 }
 
 /// Recorded sessions from the session of `after` to that of `before`
 /// (every one when a side is unknown).
 fn sessions_within(
-    recorded: &Option<BTreeMap<String, u64>>,
+    recorded: Option<&BTreeMap<String, u64>>,
     after: Option<&(String, String)>,
     before: Option<&(String, String)>,
 ) -> BTreeSet<String> {
