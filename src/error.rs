@@ -37,6 +37,13 @@ pub enum CorruptionKind {
     TornTail,
     /// A record's checksum is valid but its payload does not decode.
     BadPayload,
+    /// A whole record (or a segment's first LSN) carries an LSN out of
+    /// sequence where no crash can leave one: a valid record after the last
+    /// one that follows on, or a segment starting before the one before it.
+    LsnOutOfSequence {
+        /// The LSN found there.
+        found: Lsn,
+    },
     /// A segment file's size differs from the size its header gives: the
     /// file was cut short (or extended) after it was written. Segments are
     /// preallocated whole, so this is damage, never a clean end.
@@ -60,6 +67,9 @@ impl fmt::Display for CorruptionKind {
             CorruptionKind::MissingSegment => "a segment file is missing",
             CorruptionKind::TornTail => "torn tail (partial last record)",
             CorruptionKind::BadPayload => "record payload does not decode",
+            CorruptionKind::LsnOutOfSequence { found } => {
+                return write!(f, "LSN {found} out of sequence");
+            }
             CorruptionKind::SegmentSizeMismatch { file_bytes, header_bytes } => {
                 let how = if file_bytes < header_bytes { "cut short" } else { "extended" };
                 return write!(

@@ -44,13 +44,13 @@
 //! | LSN redb holds unknown | `applied_lsn: None` (no caller passes it today) | the first segment may start at any LSN; nothing kept; `lsn_last` = the last record's | as default | as default | `decision_table` |
 //! | torn tail | in the last segment, non-zero bytes after the valid records, and no valid record of the segment after them | prefix kept; [`Repair::TornTail`] (where the bytes start, how many are non-zero) | `TornTail @ segment, where the bytes start, lsn_last + 1` | as default | `decision_table`; `tests/torn_tail.rs::every_cut_inside_the_last_record_drops_exactly_that_batch`, `tests/torn_tail.rs::absolute_consistency_refuses_a_torn_tail_and_changes_nothing` |
 //! | torn tail redb already holds | the same, the torn record at or below applied | `TornTail` repair; nothing kept | `TornTail`, LSN applied + 1, not the torn record's (note 1) | as default | `decision_table` |
-//! | whole record with an unexpected LSN, last in the log | in the last segment, after the valid records, a record of the segment with a valid checksum but not the next LSN, and nothing valid after it | taken for a torn tail: `TornTail` repair (note 2) | `TornTail` refusal | as default | `decision_table` |
+//! | whole record with an unexpected LSN, last in the log | in the last segment, after the valid records, a record of the segment with a valid checksum but not the next LSN, and nothing valid after it | `LsnOutOfSequence { found } @ segment, where the valid records stop, the next LSN` (note 2) | as default | cut there; the record counts as readable | `decision_table` |
 //! | invalid record, valid record after it | in the last segment, an invalid record, and a valid record of the segment anywhere after it | `ChecksumMismatch @ segment, the invalid record, its LSN` | as default | cut there: prefix kept, nothing removed | `decision_table`; `tests/corruption.rs::bit_flip_in_last_segment_before_valid_records_is_not_a_torn_tail` |
 //! | search budget runs out | in the last segment, after an invalid record, bytes that would take more checksumming than the budget (4 × the segment + 1 MiB) to search | `ChecksumMismatch` as above | as default | cut there | `decision_table` |
 //! | invalid record in a segment before the last | a segment whose valid records stop early, followed by a segment starting after the LSNs lost | `LsnGap @ that segment, where its valid records stop, the first LSN lost` | as default | cut there: the later segments removed | `decision_table`; `tests/corruption.rs::bit_flip_in_first_segment_is_refused_and_changes_nothing`, `tests/corruption.rs::point_in_time_keeps_the_prefix_before_a_bit_flip` |
 //! | abandoned tail, no whole record | non-zero bytes after the valid records of a segment before the last, the next segment following on | ignored: every record kept, no repair | as default | as default | `decision_table` |
 //! | abandoned tail, whole records | a segment starting below the LSN after the previous segment's last record (a failed write's records, never acknowledged; the writer went on in a new segment) | the previous segment's records from that LSN on dropped, the rest kept | as default | as default | `decision_table`; `tests/wal_faults.rs::enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on` |
-//! | later segment starting below the one before it | a segment starting below the previous segment's own first LSN (the writer never makes one) | accepted: every record from that LSN on dropped, earlier segments' too (note 3) | as default | as default | `decision_table` |
+//! | later segment starting below the one before it | a segment starting below the previous segment's own first LSN (the writer never makes one) | `LsnOutOfSequence { found: its first LSN } @ that segment, 0, the LSN expected` (note 3) | as default | cut there, that segment and later ones removed | `decision_table` |
 //! | LSN gap between segments | a segment starting above the LSN after the previous segment's last record | `LsnGap @ previous segment, where its valid records stop, the LSN expected` | as default | cut there: this segment and later ones removed | `decision_table` |
 //! | LSN gap before the first segment | the first segment starting above applied + 1 | `LsnGap @ first segment, 64, applied + 1` | as default | cut there: every segment removed | `decision_table`; `tests/fuzz_regressions.rs::open_refused_for_an_lsn_gap_before_the_first_segment_changes_no_file`, `tests/fuzz_regressions.rs::point_in_time_drop_of_a_first_segment_after_an_lsn_gap_does_not_come_back` |
 //! | missing segment number | a hole in the segment numbers | `MissingSegment @ the missing file, 0, the LSN expected` | as default | cut there: the segments after the hole removed | `decision_table`; `tests/corruption.rs::missing_middle_segment_is_refused` |
@@ -78,18 +78,17 @@
 //!    LSN the tail check expected at that offset: the two differ when the torn
 //!    record is one redb already holds.
 //! 2. A record whose checksum, salt and number hold but whose LSN is not the
-//!    next one ends the valid records as damage does. The search for valid
-//!    data after them starts one byte in, so it never sees that record: alone
-//!    at the end of the log, it is zeroed as a torn tail with a WARN, although
-//!    docs/FORMAT.md calls a valid record of the segment after the valid ones
-//!    mid-log corruption. No crash leaves such a record; damage that keeps the
-//!    checksum valid, or a bug, would.
-//! 3. A segment starting below the previous segment's first LSN drops every
-//!    record from its first LSN on, in every earlier segment, although the
-//!    writer only ever abandons records of the segment it was writing. Such a
-//!    segment can only be crafted (its header's checksum holds and it carries
-//!    the opening's epoch), but it silently takes the place of acknowledged
-//!    records instead of being refused.
+//!    next one ends the valid records as damage does. No crash leaves one (a
+//!    write cut short leaves a record that does not check), so at the end of
+//!    the log it is refused as `LsnOutOfSequence`, never zeroed as a torn
+//!    tail. (It used to be: the search for valid data after the valid records
+//!    starts one byte in and never saw it; found while writing this table.)
+//! 3. A segment never starts before the segment before it: it is made after
+//!    every record durable at the time, and it starts where the one before it
+//!    did only when none of that one's records became durable. One that does
+//!    (it can only be crafted, with a checksummed header and the opening's
+//!    epoch) is refused. (It used to take the place of acknowledged records of
+//!    every earlier segment; found while writing this table.)
 
 use std::path::{Path, PathBuf};
 
@@ -628,6 +627,19 @@ impl<P> Scanner<'_, P> {
                 kind: CorruptionKind::LsnGap,
             });
         }
+        if let Some(previous) = self.recovered.segments.last() {
+            // A segment starts after every record durable when it was made,
+            // so never before the segment before it (it may start where that
+            // one did, when none of that one's records became durable).
+            if header.lsn_first < previous.header.lsn_first {
+                return Err(Error::Corrupted {
+                    path: path.to_path_buf(),
+                    offset: 0,
+                    lsn: lsn_expected,
+                    kind: CorruptionKind::LsnOutOfSequence { found: header.lsn_first },
+                });
+            }
+        }
         if header.lsn_first < lsn_expected && !self.recovered.segments.is_empty() {
             self.drop_abandoned_records(header.lsn_first);
         }
@@ -658,6 +670,19 @@ impl<P> Scanner<'_, P> {
         lsn_next: Lsn,
     ) -> Result<()> {
         let rest = bytes.get(end as usize..).unwrap_or_default();
+        // A whole record of this segment right where the valid ones stop,
+        // only not the next LSN: no crash writes one, so it is not a torn
+        // tail to zero with a WARN (the search below starts past it).
+        if let Decoded::Valid { lsn: found, .. } =
+            format::decode_record(rest, header, header.max_record_bytes())
+        {
+            return Err(Error::Corrupted {
+                path: path.to_path_buf(),
+                offset: end,
+                lsn: lsn_next,
+                kind: CorruptionKind::LsnOutOfSequence { found },
+            });
+        }
         let mut budget = checksum_budget(bytes);
         let search =
             format::search_valid_record(rest, header, header.max_record_bytes(), &mut budget);
@@ -1231,7 +1256,11 @@ mod tests {
                 wal: Some(vec![segment(1, 1, &[Record(1), Record(2), Record(5)])]),
                 applied_lsn: Some(0),
                 owner: in_use,
-                outcomes: torn_tail(scanned(&[(1, 1), (1, 2)], 2), 1, at(2), RECORD_BYTES, 3),
+                outcomes: refused_or_cut(
+                    corrupted(1, at(2), 3, Kind::LsnOutOfSequence { found: 5 }),
+                    scanned(&[(1, 1), (1, 2)], 2),
+                    Cut { removed: &[], records: 1, lsns: Some((5, 5)), tail_bytes: RECORD_BYTES },
+                ),
             },
             Row {
                 case: "invalid record, valid record after it",
@@ -1290,8 +1319,6 @@ mod tests {
                 outcomes: every_mode(scanned(&[(1, 1), (1, 2), (2, 3), (2, 4)], 4)),
             },
             Row {
-                // Segment 1's LSNs 2 and 3 and segment 2's LSN 4 are
-                // dropped for segment 3's (note 3).
                 case: "later segment starting below the one before it",
                 wal: Some(vec![
                     segment(1, 1, &[Record(1), Record(2), Record(3)]),
@@ -1300,7 +1327,11 @@ mod tests {
                 ]),
                 applied_lsn: Some(0),
                 owner: in_use,
-                outcomes: every_mode(scanned(&[(1, 1), (3, 2), (3, 3)], 3)),
+                outcomes: refused_or_cut(
+                    corrupted(3, 0, 5, Kind::LsnOutOfSequence { found: 2 }),
+                    scanned(&[(1, 1), (1, 2), (1, 3), (2, 4)], 4),
+                    Cut { removed: &[3], records: 2, lsns: Some((2, 3)), tail_bytes: 0 },
+                ),
             },
             Row {
                 case: "LSN gap between segments",
@@ -1544,8 +1575,8 @@ mod tests {
     /// Every `CorruptionKind` a row expects, by position in the enum. The
     /// match is exhaustive, so a new kind does not compile until it has a
     /// place here, and then the table needs a row for it.
-    fn kinds_expected(rows: &[Row]) -> [bool; 8] {
-        let mut seen = [false; 8];
+    fn kinds_expected(rows: &[Row]) -> [bool; 9] {
+        let mut seen = [false; 9];
         let mut see = |refusal: &Refusal| {
             if let Refusal::Corrupted { kind, .. } = refusal {
                 seen[match kind {
@@ -1557,6 +1588,7 @@ mod tests {
                     Kind::TornTail => 5,
                     Kind::BadPayload => 6,
                     Kind::SegmentSizeMismatch { .. } => 7,
+                    Kind::LsnOutOfSequence { .. } => 8,
                 }] = true;
             }
         };
@@ -1626,7 +1658,7 @@ mod tests {
         }
         assert!(wrong.is_empty(), "{} wrong cells:\n{}", wrong.len(), wrong.join("\n"));
 
-        assert_eq!(kinds_expected(&rows), [true; 8], "a corruption kind no row expects");
+        assert_eq!(kinds_expected(&rows), [true; 9], "a corruption kind no row expects");
         let cases: Vec<String> = rows.iter().map(|row| row.case.to_string()).collect();
         let mut unique = cases.clone();
         unique.sort();
