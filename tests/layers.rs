@@ -306,7 +306,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("inspect", &["config", "error", "files", "identity", "open", "state", "wal"]),
     ("salvage", &["batch", "config", "error", "files", "identity", "state", "wal"]),
-    ("fault", &["state", "sync", "wal"]),
+    ("testing", &["state", "sync", "wal"]),
 ];
 
 #[test]

@@ -3,7 +3,7 @@
 //! For each seed, a random workload (writes, reads, checkpoints, closes and
 //! reopens) runs once to count its mutating I/O operations, N. Then, for
 //! every n in 1..=N, the same workload runs on a fresh simulated disk
-//! (`factwal::fault::SimDisk`, real files underneath) that crashes at
+//! (`factwal::testing::SimDisk`, real files underneath) that crashes at
 //! operation n: every later operation fails. The disk then loses power (torn
 //! last write, or all unsynced data dropped) or only the process dies, the
 //! store is reopened on healthy I/O and checked against an in-memory model:
@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use factwal::fault::{SimDisk, Tear};
+use factwal::testing::{SimDisk, Tear};
 use factwal::{Batch, CheckpointMode, Config, Op, Store};
 
 mod common;
@@ -236,7 +236,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
     let (run, store) = match fault {
         Fault::Errno(errno) => {
             // One operation, the n-th mutation, fails; the workload carries on.
-            disk.fail_mutation(point, errno);
+            disk.fail(factwal::testing::Fault::nth_mutation(point, errno));
             run(seed, steps, &disk, dir.path(), false, &context)
         }
         _ => {

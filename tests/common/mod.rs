@@ -1,16 +1,14 @@
 //! Shared test helpers: small-segment configs, file snapshots, a tracing
-//! capture, and a fault-injecting WAL I/O layer.
+//! capture, and batches checked whole. The fault-injecting layer is the
+//! library's simulated disk, `factwal::testing::SimDisk`.
 #![allow(dead_code)]
 
 pub mod acks;
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use factwal::fault::{OpKind, Side, SimDisk};
-use factwal::wal::io::{FileBytes, WalFile, WalIo};
 use factwal::{Batch, Config, Op, Store};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -161,88 +159,6 @@ pub fn capture<R>(body: impl FnOnce() -> R) -> (R, Vec<CapturedEvent>) {
     let result = tracing::subscriber::with_default(subscriber, body);
     let events = events.lock().unwrap().clone();
     (result, events)
-}
-
-/// Which operation a fault applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultOp {
-    Write,
-    Sync,
-    Allocate,
-    SyncDir,
-    Remove,
-}
-
-impl FaultOp {
-    fn kind(self) -> OpKind {
-        match self {
-            FaultOp::Write => OpKind::Write,
-            FaultOp::Sync => OpKind::Sync,
-            FaultOp::Allocate => OpKind::Resize,
-            FaultOp::SyncDir => OpKind::SyncDir,
-            FaultOp::Remove => OpKind::Remove,
-        }
-    }
-}
-
-/// WAL I/O over the library's simulated disk, with fault rules on WAL
-/// operations only: the Nth call of a kind (counting from 1) fails with the
-/// given errno, once or from then on. redb stays on the real file system.
-#[derive(Debug)]
-pub struct FaultyIo {
-    disk: Arc<SimDisk>,
-    io: Arc<dyn WalIo>,
-}
-
-impl FaultyIo {
-    pub fn new() -> Arc<FaultyIo> {
-        let disk = SimDisk::new(std::env::temp_dir());
-        let io = disk.wal_io();
-        Arc::new(FaultyIo { disk, io })
-    }
-
-    /// Fails the `nth` next call of `op` (1 = the very next one), counting
-    /// from now; `sticky` fails every later call too.
-    pub fn fail_nth(&self, op: FaultOp, nth: u64, errno: i32, sticky: bool) {
-        self.disk.fail_nth(op.kind(), Some(Side::Wal), nth, errno, sticky);
-    }
-
-    /// Removes every rule (space came back, say).
-    pub fn heal(&self) {
-        self.disk.heal();
-    }
-
-    /// Calls of `op` so far.
-    pub fn count(&self, op: FaultOp) -> u64 {
-        self.disk.count(op.kind())
-    }
-}
-
-impl WalIo for FaultyIo {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.io.create_dir_all(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.io.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        self.io.create(path)
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        self.io.open(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<FileBytes> {
-        self.io.read(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.io.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.io.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.io.sync_dir(dir)
-    }
 }
 
 /// Bytes of a segment header and of a record header, as docs/FORMAT.md lays
