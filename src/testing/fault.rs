@@ -24,7 +24,8 @@
 //!   last unsynced write possibly torn at any byte, unsynced directory
 //!   changes forgotten) or a process restart;
 //! - hooks ([`SimDisk::before`]) run before a kind of call, outside the
-//!   disk's lock: a slow sync, a panicking write.
+//!   disk's lock: a slow sync, a panicking write, or a [`Gate`] that holds
+//!   calls until the test lets them through ([`SimDisk::gate`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -37,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{BackendError, StorageBackend};
 
+use super::gate::Gate;
 use crate::state::StateIo;
 use crate::sync::lock;
 use crate::wal::io::{FileBytes, StdIo, WalFile, WalIo};
@@ -205,7 +207,7 @@ impl Call {
 }
 
 /// What a hook does before a call.
-type Hook = Arc<dyn Fn(&Call) + Send + Sync>;
+pub(super) type Hook = Arc<dyn Fn(&Call) + Send + Sync>;
 
 struct HookRule {
     kind: OpKind,
@@ -371,6 +373,14 @@ impl SimDisk {
         hook: impl Fn(&Call) + Send + Sync + 'static,
     ) {
         self.lock().hooks.push(HookRule { kind, side, hook: Arc::new(hook) });
+    }
+
+    /// A closed gate before every call of `kind` (on `side`, or either when
+    /// `None`): each such call waits until the gate lets it through.
+    pub fn gate(&self, kind: OpKind, side: Option<Side>) -> Gate {
+        let (gate, hook) = Gate::closed();
+        self.lock().hooks.push(HookRule { kind, side, hook });
+        gate
     }
 
     /// Calls of `kind` so far, both sides, failed ones included (a mutating
