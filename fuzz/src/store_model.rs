@@ -16,13 +16,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use factwal::testing::{Fault, SimDisk};
+use factwal::testing::{
+    apply_ops, read_all, segment_numbers, snapshot_files, FactMap, Fault, SimDisk,
+};
 use factwal::wal::format::{decode_record, encode_record, Frame, SegmentHeader};
+use factwal::wal::segment::segment_file_name;
 use factwal::{Batch, CheckpointMode, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store};
 
-use crate::support::{
-    apply_ops, assert_unchanged, read_all, scratch_dir, segment_file_name, snapshot_files, FactMap,
-};
+use crate::support::{assert_unchanged, scratch_dir};
 
 /// Segment size: small, so that a few writes roll segments.
 pub const SEGMENT_BYTES: u64 = 4096;
@@ -343,7 +344,7 @@ impl Run {
     /// record may be.
     fn tear(&self, at: u16) {
         let wal_dir = self.config.wal_dir();
-        let Some(&number) = factwal::segment_numbers(&wal_dir).unwrap_or_default().last() else {
+        let Some(&number) = segment_numbers(&wal_dir).unwrap_or_default().last() else {
             return;
         };
         let path = wal_dir.join(segment_file_name(number));

@@ -1,6 +1,7 @@
-//! Shared test helpers: small-segment configs, file snapshots, a tracing
-//! capture, and batches checked whole. The fault-injecting layer is the
-//! library's simulated disk, `factwal::testing::SimDisk`.
+//! Shared test helpers: small-segment configs, segment files, a tracing
+//! capture, and batches checked whole. What the fuzz targets need as well
+//! (file snapshots, the fact model, the simulated disk) is in
+//! `factwal::testing`.
 #![allow(dead_code)]
 
 pub mod acks;
@@ -9,7 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use factwal::{Batch, Config, Op, Store};
+use factwal::wal::segment::segment_file_name;
+use factwal::{Batch, Config, Store};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -37,10 +39,10 @@ pub fn crashed_empty_store(config: &Config) -> (factwal::StoreId, u32) {
 
 /// Paths of the segment files of a WAL directory, in order.
 pub fn segment_paths(wal_dir: &Path) -> Vec<PathBuf> {
-    factwal::segment_numbers(wal_dir)
+    factwal::testing::segment_numbers(wal_dir)
         .unwrap_or_default()
         .into_iter()
-        .map(|n| wal_dir.join(format!("{n:020}.wal")))
+        .map(|n| wal_dir.join(segment_file_name(n)))
         .collect()
 }
 
@@ -56,32 +58,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-/// Files added, removed or changed between two snapshots.
-pub fn changed_files(
-    before: &BTreeMap<PathBuf, Vec<u8>>,
-    after: &BTreeMap<PathBuf, Vec<u8>>,
-) -> Vec<PathBuf> {
-    let paths: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
-}
-
-/// Every file under a directory with its bytes: to prove nothing changed.
-pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 /// One captured tracing event.
@@ -192,24 +168,6 @@ pub fn records_in(path: &Path) -> Vec<RecordAt> {
         offset += record.bytes as usize;
     }
     records
-}
-
-/// Session facts as a model: (session, fact) -> value.
-pub type Model = BTreeMap<(String, String), Vec<u8>>;
-
-/// Applies operations to the model, in order, as the store does.
-pub fn apply_ops(model: &mut Model, ops: &[Op]) {
-    for op in ops {
-        match op {
-            Op::Assert { session, fact, value } => {
-                model.insert((session.clone(), fact.clone()), value.clone());
-            }
-            Op::Retract { session, fact } => {
-                model.remove(&(session.clone(), fact.clone()));
-            }
-            Op::DropSession { session } => model.retain(|(s, _), _| s != session),
-        }
-    }
 }
 
 /// One fact of a test batch: (session, fact, value).
