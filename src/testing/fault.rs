@@ -455,6 +455,11 @@ impl SimDisk {
         self.lock().decide(&call)
     }
 
+    /// [`SimDisk::enter`] for a call other than a write.
+    fn check(&self, kind: OpKind, side: Side) -> io::Result<()> {
+        Ok(self.enter(Call::new(kind, side))?)
+    }
+
     /// A write of `bytes` at `offset` into inode `id`, made by `write_at`
     /// unless the disk fails it; a failing torn write makes (and records)
     /// the first half of it first.
@@ -598,12 +603,6 @@ struct SimWalIo {
     disk: Arc<SimDisk>,
 }
 
-impl SimWalIo {
-    fn enter(&self, kind: OpKind) -> io::Result<()> {
-        Ok(self.disk.enter(Call::new(kind, Side::Wal))?)
-    }
-}
-
 impl WalIo for SimWalIo {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut missing = Vec::new();
@@ -613,7 +612,7 @@ impl WalIo for SimWalIo {
             cursor = dir.parent();
         }
         for dir in missing.iter().rev() {
-            self.enter(OpKind::CreateDir)?;
+            self.disk.check(OpKind::CreateDir, Side::Wal)?;
             // Its parent exists by now: this creates `dir` alone, with the
             // engine's directory mode.
             StdIo.create_dir_all(dir)?;
@@ -625,12 +624,12 @@ impl WalIo for SimWalIo {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.enter(OpKind::List)?;
+        self.disk.check(OpKind::List, Side::Wal)?;
         StdIo.list(dir)
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        self.enter(OpKind::Create)?;
+        self.disk.check(OpKind::Create, Side::Wal)?;
         let file = StdIo.create(path)?;
         let mut state = self.disk.lock();
         let id = new_inode(&mut state, false, Vec::new());
@@ -639,19 +638,19 @@ impl WalIo for SimWalIo {
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        self.enter(OpKind::Open)?;
+        self.disk.check(OpKind::Open, Side::Wal)?;
         let file = StdIo.open(path)?;
         let id = self.disk.known(path, false);
         Ok(Arc::new(SimWalFile { disk: self.disk.clone(), id, file }))
     }
 
     fn read(&self, path: &Path) -> io::Result<FileBytes> {
-        self.enter(OpKind::Read)?;
+        self.disk.check(OpKind::Read, Side::Wal)?;
         StdIo.read(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.enter(OpKind::Rename)?;
+        self.disk.check(OpKind::Rename, Side::Wal)?;
         self.disk.known(from, false);
         std::fs::rename(from, to)?;
         let mut state = self.disk.lock();
@@ -662,7 +661,7 @@ impl WalIo for SimWalIo {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        self.enter(OpKind::Remove)?;
+        self.disk.check(OpKind::Remove, Side::Wal)?;
         self.disk.known(path, false);
         std::fs::remove_file(path)?;
         self.disk.lock().names.remove(path);
@@ -670,7 +669,7 @@ impl WalIo for SimWalIo {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.enter(OpKind::SyncDir)?;
+        self.disk.check(OpKind::SyncDir, Side::Wal)?;
         self.disk.sync_directory(dir);
         Ok(())
     }
@@ -683,25 +682,19 @@ struct SimWalFile {
     file: Arc<dyn WalFile>,
 }
 
-impl SimWalFile {
-    fn enter(&self, kind: OpKind) -> io::Result<()> {
-        Ok(self.disk.enter(Call::new(kind, Side::Wal))?)
-    }
-}
-
 impl WalFile for SimWalFile {
     fn write_at(&self, offset: u64, bytes: &[u8]) -> io::Result<()> {
         self.disk.write(Side::Wal, self.id, offset, bytes, |kept| self.file.write_at(offset, kept))
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.enter(OpKind::Sync)?;
+        self.disk.check(OpKind::Sync, Side::Wal)?;
         self.disk.sync_inode(self.id);
         Ok(())
     }
 
     fn allocate(&self, bytes: u64) -> io::Result<()> {
-        self.enter(OpKind::Resize)?;
+        self.disk.check(OpKind::Resize, Side::Wal)?;
         let from = self.file.len_bytes()?;
         self.file.allocate(bytes)?;
         if bytes > from {
@@ -711,7 +704,7 @@ impl WalFile for SimWalFile {
     }
 
     fn len_bytes(&self) -> io::Result<u64> {
-        self.enter(OpKind::Len)?;
+        self.disk.check(OpKind::Len, Side::Wal)?;
         self.file.len_bytes()
     }
 }
@@ -725,7 +718,7 @@ impl StateIo for SimStateIo {
     fn open_backend(&self, path: &Path) -> io::Result<(Box<dyn StorageBackend>, bool)> {
         let created = self.disk.inode_of(path).is_none() && !path.exists();
         let kind = if created { OpKind::Create } else { OpKind::Open };
-        self.disk.enter(Call::new(kind, Side::State))?;
+        self.disk.check(kind, Side::State)?;
         let file =
             OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let id = if created {
@@ -756,12 +749,6 @@ struct SimBackend {
     file: File,
 }
 
-impl SimBackend {
-    fn enter(&self, kind: OpKind) -> io::Result<()> {
-        Ok(self.disk.enter(Call::new(kind, Side::State))?)
-    }
-}
-
 impl fmt::Debug for SimBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SimBackend").field("inode", &self.id).finish_non_exhaustive()
@@ -770,21 +757,21 @@ impl fmt::Debug for SimBackend {
 
 impl StorageBackend for SimBackend {
     fn len(&self) -> Result<u64, io::Error> {
-        self.enter(OpKind::Len)?;
+        self.disk.check(OpKind::Len, Side::State)?;
         self.inner.len()
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.enter(OpKind::Read)?;
+        self.disk.check(OpKind::Read, Side::State)?;
         self.inner.read(offset, out)
     }
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.enter(OpKind::Resize)?;
+        self.disk.check(OpKind::Resize, Side::State)?;
         self.inner.set_len(len)?;
         self.disk.record(self.id, Pending::SetLen(len));
         Ok(())
     }
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.enter(OpKind::Sync)?;
+        self.disk.check(OpKind::Sync, Side::State)?;
         self.disk.sync_inode(self.id);
         Ok(())
     }
