@@ -67,13 +67,15 @@ mod sync;
 
 // The engine's layers are private. The `testing` feature (enabled by the
 // crate's own tests, benches and fuzz targets, never by a user) makes them
-// public for white-box tests, and adds the simulated disk.
-#[cfg(feature = "testing")]
-pub mod fault;
+// public for white-box tests, and adds what the tests share: the simulated
+// disk and the reference model. The crate's unit tests use those too: the
+// dev-dependency on the crate itself turns `testing` on for every test build.
 #[cfg(feature = "testing")]
 pub mod state;
 #[cfg(not(feature = "testing"))]
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "testing")]
 pub mod wal;
 #[cfg(not(feature = "testing"))]
@@ -89,8 +91,6 @@ pub use inspect::{ReadOnlyStore, StateCheck, WalProblem};
 pub use report::{CloseReport, RecoveryReport, StoreStats};
 pub use salvage::{salvage, Loss, SalvageReport};
 pub use state::{OverlayStats, StoreRecord};
-#[cfg(feature = "testing")]
-pub use store::segment_numbers;
 pub use store::Store;
 pub use wal::format::{SegmentHeader, RECORD_BYTES_MAX};
 pub use wal::recovery::{Dropped, RecoveredRecord, SegmentSummary};

@@ -674,20 +674,6 @@ fn new_epoch() -> u32 {
     (crate::identity::random_u64("factwal WAL epoch") as u32).max(1)
 }
 
-/// Numbers of the segment files in a WAL directory, sorted.
-#[cfg(feature = "testing")]
-pub fn segment_numbers(dir: &Path) -> std::io::Result<Vec<u64>> {
-    let mut numbers: Vec<u64> = std::fs::read_dir(dir)?
-        .filter_map(|entry| {
-            entry.ok().and_then(|e| {
-                crate::wal::segment::parse_segment_file_name(&e.file_name().to_string_lossy())
-            })
-        })
-        .collect();
-    numbers.sort_unstable();
-    Ok(numbers)
-}
-
 // The store is meant to be shared by many threads.
 const _: () = {
     const fn is_send_sync<T: Send + Sync>() {}

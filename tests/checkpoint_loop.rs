@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use factwal::testing::{Fault, OpKind, SimDisk};
 use factwal::{Batch, CheckpointMode, Config, LoopStart, Store};
 
 mod common;
-use common::{capture, segment_paths, small_config, CapturedEvent, FaultOp, FaultyIo};
+use common::{capture, segment_paths, small_config, CapturedEvent};
 
 const TARGET: &str = "factwal::checkpoint";
 
@@ -228,12 +229,12 @@ fn failed_truncate_is_reported_and_reopen_replays_everything() {
     // replays every write from the WAL that stayed.
     let dir = tempfile::tempdir().unwrap();
     let config = small_config(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     for i in 0..50 {
         store.assert("s", &format!("f{i}"), b"v").unwrap();
     }
-    io.fail_nth(FaultOp::Remove, 1, 5 /* EIO */, true);
+    disk.fail(Fault::nth(OpKind::Remove, 1, 5 /* EIO */).from_then_on());
     let (report, events) = capture(|| store.close());
     let error = report.truncate.as_ref().unwrap_err();
     assert!(

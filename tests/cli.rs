@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use factwal::testing::snapshot_files;
 use factwal::{Batch, ReadOnlyStore, Store};
 use serde_json::Value;
 
 mod common;
-use common::{small_config, snapshot_files};
+use common::small_config;
 
 const SUBCOMMANDS: [&str; 9] =
     ["demo", "load", "facts", "inspect", "dump", "verify", "checkpoint", "salvage", "bench"];
@@ -574,7 +575,7 @@ fn a_fifo_or_a_directory_named_like_a_segment_is_refused_at_once() {
     // Both are refused at once, naming the file and what it is.
     let fixture = Fixture::new().crashed_store(10);
     let wal = fixture.store().join("wal");
-    let next = factwal::segment_numbers(&wal).unwrap().last().unwrap() + 1;
+    let next = factwal::testing::segment_numbers(&wal).unwrap().last().unwrap() + 1;
     let fifo = wal.join(format!("{next:020}.wal"));
     let status = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(status.success());

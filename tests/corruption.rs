@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use factwal::testing::{changed_files, snapshot_files};
 use factwal::wal::format::SegmentHeader;
 use factwal::{Config, CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
@@ -120,12 +121,12 @@ fn assert_refused(
     changed_outside_wal: &mut ChangedOutsideWal,
 ) {
     let data_dir = config.persistence.data_dir.clone();
-    let before = common::snapshot_files(&data_dir);
+    let before = snapshot_files(&data_dir);
     for attempt in 1..=2 {
         let context = format!("{context}, attempt {attempt}");
         assert_eq!(&corruption_of(Store::open(config.clone())), expected, "{context}");
         let (in_wal, outside): (Vec<_>, Vec<_>) =
-            common::changed_files(&before, &common::snapshot_files(&data_dir))
+            changed_files(&before, &snapshot_files(&data_dir))
                 .into_iter()
                 .partition(|path| path.starts_with(config.wal_dir()));
         assert_eq!(in_wal, Vec::<PathBuf>::new(), "{context}: WAL changed by a refused open");

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use factwal::testing::snapshot_files;
 use factwal::{Batch, Config, Error, Loss, ReadOnlyStore, Store};
 
 mod common;
@@ -169,13 +170,13 @@ fn salvage_copies_every_readable_fact_and_names_every_loss() {
         let _guard = fork_guard();
         let work = damaged_copy(&pristine, &state);
         let config = config(work.path());
-        let before = common::snapshot_files(work.path());
+        let before = snapshot_files(work.path());
         let target = tempfile::tempdir().unwrap();
         let to = target.path().join("salvaged");
         let report = factwal::salvage(&config, &to)
             .unwrap_or_else(|e| panic!("{what}: salvage failed: {e}"));
         assert_eq!(
-            common::snapshot_files(work.path()),
+            snapshot_files(work.path()),
             before,
             "{what}: salvage changed the damaged store"
         );

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use factwal::testing::snapshot_files;
 use factwal::{Batch, Config, ReadOnlyStore, Store};
 
 mod common;
@@ -57,9 +58,9 @@ fn a_format_1_store_reads_as_0_1_read_it_then_upgrades_on_its_first_read_write_o
     // verify passes, and the store keeps working across reopens.
     let work = fixture_copy();
     let store_dir = work.path().join("store");
-    let before = common::snapshot_files(&store_dir);
+    let before = snapshot_files(&store_dir);
     assert_eq!(facts_json(&store_dir), expected(), "read-only, as 0.1 read it");
-    assert_eq!(common::snapshot_files(&store_dir), before, "reading changed the fixture copy");
+    assert_eq!(snapshot_files(&store_dir), before, "reading changed the fixture copy");
     let inspected = ReadOnlyStore::open(&config(&store_dir)).unwrap();
     assert_eq!(inspected.store_record().format_version, 1);
     assert_eq!(inspected.store_record().store_id, None);

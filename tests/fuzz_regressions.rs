@@ -19,10 +19,6 @@ mod recovery;
 mod config;
 
 #[allow(dead_code)]
-#[path = "../fuzz/src/fault_io.rs"]
-mod fault_io;
-
-#[allow(dead_code)]
 #[path = "../fuzz/src/store_model.rs"]
 mod store_model;
 
@@ -124,12 +120,14 @@ fn a_close_that_cannot_remove_a_failed_write_still_reopens() {
     // leftover (its epoch is the one recorded with the clean mark), which a
     // failed write may leave: the target's check, that the reopen works with
     // no injected failure, must pass.
-    use fault_io::Fault;
+    use factwal::testing::{Calls, Fault};
     use store_model::{Scenario, Step};
+    let every_call_from_the_second =
+        Fault { calls: Calls::Any, side: None, nth: 2, sticky: true, errno: 5, torn_write: false };
     store_model::run(&Scenario {
         recovery_mode: RecoveryMode::PointInTime,
         steps: vec![
-            Step::Fault(Fault { call: None, nth: 2, sticky: true, errno: 5, torn_write: false }),
+            Step::Fault(every_call_from_the_second),
             Step::Write(vec![Op::DropSession { session: "s2".into() }]),
             Step::Close,
         ],

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use factwal::testing::snapshot_files;
 use factwal::{Batch, Config, Error, Op, Store, BATCH_OPS_MAX, ID_BYTES_MAX};
 
 mod common;
@@ -43,18 +44,14 @@ fn oversized_record_is_refused_and_nothing_is_written() {
         let store = open_small(dir.path(), wal_enabled);
         assert_eq!(store.assert("s", "before", b"1").unwrap(), 1);
         let overhead = payload_overhead(&store, "s", "big");
-        let files_before = common::snapshot_files(dir.path());
+        let files_before = snapshot_files(dir.path());
         let value_bytes = (RECORD_BYTES_MAX - overhead + 1) as usize;
         let error = store.assert("s", "big", &vec![1; value_bytes]).unwrap_err();
         assert!(
             matches!(error, Error::LimitExceeded { what: "record bytes", actual, limit: RECORD_BYTES_MAX } if actual == RECORD_BYTES_MAX + 1),
             "wal={wal_enabled}: {error:?}"
         );
-        assert_eq!(
-            common::snapshot_files(dir.path()),
-            files_before,
-            "wal={wal_enabled}: nothing written"
-        );
+        assert_eq!(snapshot_files(dir.path()), files_before, "wal={wal_enabled}: nothing written");
         assert_eq!(store.stats().unwrap().lsn_last, 1);
         assert_eq!(store.fact("s", "big").unwrap(), None);
         assert_eq!(
@@ -177,7 +174,7 @@ fn empty_batch_and_empty_ids_are_invalid_arguments() {
     for wal_enabled in MODES {
         let dir = tempfile::tempdir().unwrap();
         let store = open_small(dir.path(), wal_enabled);
-        let files_before = common::snapshot_files(dir.path());
+        let files_before = snapshot_files(dir.path());
         let refusals = [
             store.write(Batch::new()),
             store.assert("", "f", b"v"),
@@ -193,7 +190,7 @@ fn empty_batch_and_empty_ids_are_invalid_arguments() {
                 "wal={wal_enabled} refusal {index}: {result:?}"
             );
         }
-        assert_eq!(common::snapshot_files(dir.path()), files_before);
+        assert_eq!(snapshot_files(dir.path()), files_before);
         assert_eq!(store.fact("s", "ok").unwrap(), None);
         assert_eq!(store.assert("s", "ok", b"v").unwrap(), 1);
     }

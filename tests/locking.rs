@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use factwal::testing::snapshot_files;
 use factwal::{Error, Store, LOCK_FILE_NAME};
 
 mod common;
@@ -50,10 +51,10 @@ fn second_open_in_the_same_process_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(common::small_config(dir.path())).unwrap();
     store.assert("s", "f", b"1").unwrap();
-    let files_before = common::snapshot_files(dir.path());
+    let files_before = snapshot_files(dir.path());
     expect_locked(dir.path());
     expect_locked(dir.path());
-    assert_eq!(common::snapshot_files(dir.path()), files_before, "a refused open changes nothing");
+    assert_eq!(snapshot_files(dir.path()), files_before, "a refused open changes nothing");
     assert_eq!(store.assert("s", "g", b"2").unwrap(), 2, "the first store still works");
     assert_eq!(store.facts("s").unwrap().len(), 2);
     assert!(store.close().is_clean());

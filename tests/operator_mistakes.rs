@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::snapshot_files;
+
+use factwal::testing::snapshot_files;
 
 /// The binary under test; `FACTWAL_TEST_BIN` runs these scenarios against
 /// another build (an older release, to see them fail there).
@@ -355,7 +356,7 @@ fn a_segment_of_a_newer_format_is_not_called_corruption_and_point_in_time_keeps_
     let store = root.path().join("store");
     let store_arg = path_arg(&store);
     load_and_kill(&["--dir", &store_arg, "--checkpoint-interval-ms", "0"], 20);
-    let number = factwal::segment_numbers(&store.join("wal")).unwrap().last().unwrap() + 1;
+    let number = factwal::testing::segment_numbers(&store.join("wal")).unwrap().last().unwrap() + 1;
     let newer = store.join("wal").join(format!("{number:020}.wal"));
     let mut header = vec![0u8; 128];
     header[0..8].copy_from_slice(b"FACTWAL\0");

@@ -2,10 +2,11 @@
 //! redb needing repair) and a cleanly closed one, changes no byte on disk,
 //! and refuses while a writer holds the store.
 
+use factwal::testing::snapshot_files;
 use factwal::{Batch, CheckpointMode, Error, ReadOnlyStore, Store, WalProblem};
 
 mod common;
-use common::{small_config, snapshot_files};
+use common::small_config;
 
 #[test]
 fn reads_a_crashed_store_without_changing_a_byte() {

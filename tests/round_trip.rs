@@ -489,7 +489,7 @@ fn state_and_lsns_carry_over_when_switching_modes() {
 // ---------------------------------------------------------------------------
 // Model-based test: random operations against the store and a BTreeMap.
 
-use common::Model;
+use factwal::testing::{apply_ops, FactMap};
 
 /// Ids that prefix each other, one with a NUL, since stored keys are ranges
 /// over (session, fact) pairs.
@@ -528,7 +528,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
     ]
 }
 
-fn compare(store: &Store, model: &Model) -> Result<(), TestCaseError> {
+fn compare(store: &Store, model: &FactMap) -> Result<(), TestCaseError> {
     let sessions: std::collections::BTreeSet<String> =
         model.keys().map(|(session, _)| session.clone()).collect();
     prop_assert_eq!(store.sessions().unwrap(), sessions.into_iter().collect::<Vec<_>>());
@@ -550,12 +550,12 @@ fn compare(store: &Store, model: &Model) -> Result<(), TestCaseError> {
 fn run_model(wal_enabled: bool, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open(dir.path(), wal_enabled);
-    let mut model = Model::new();
+    let mut model = FactMap::new();
     let mut lsn_last = 0;
     for step in steps {
         match step {
             Step::Write(ops) => {
-                common::apply_ops(&mut model, &ops);
+                apply_ops(&mut model, &ops);
                 lsn_last += 1;
                 prop_assert_eq!(store.write(Batch::from(ops)).unwrap(), lsn_last);
             }

@@ -15,6 +15,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::CapturedEvent;
+use factwal::testing::snapshot_files;
 use factwal::wal::format::{
     decode_record, encode_record, Decoded, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
@@ -447,7 +448,7 @@ fn a_segment_from_another_opening_of_the_store_is_refused() {
     let mut next = other.encode().to_vec();
     next.resize(bytes.len(), 0);
     std::fs::write(segment_path(&config, 2), next).unwrap();
-    let before = common::snapshot_files(dir.path());
+    let before = snapshot_files(dir.path());
     match Store::open(config.clone()) {
         Err(factwal::Error::WalMismatch { detail, .. }) => {
             assert!(detail.contains("written by another opening of this store"), "{detail}");
@@ -455,7 +456,7 @@ fn a_segment_from_another_opening_of_the_store_is_refused() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(common::snapshot_files(dir.path()), before);
+    assert_eq!(snapshot_files(dir.path()), before);
 }
 
 #[test]
@@ -479,12 +480,12 @@ fn a_record_newer_than_state_redb_after_a_clean_close_is_refused() {
         epoch: 7,
     };
     craft_segment(&segment_path(&config, 1), &header, &[(header, 2, &payloads[0])]);
-    let before = common::snapshot_files(dir.path());
+    let before = snapshot_files(dir.path());
     match Store::open(config.clone()) {
         Err(factwal::Error::WalMismatch { detail, .. }) => {
             assert!(detail.contains("holds LSN 2, which state.redb lacks"), "{detail}");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(common::snapshot_files(dir.path()), before);
+    assert_eq!(snapshot_files(dir.path()), before);
 }

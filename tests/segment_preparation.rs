@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{capture, small_config, FaultOp, FaultyIo};
+use common::{capture, small_config};
+use factwal::testing::{Fault, OpKind, SimDisk};
 use factwal::{Batch, Config, Store};
 
 const LOOP_INTERVAL: Duration = Duration::from_millis(10);
@@ -144,25 +145,26 @@ fn a_crash_with_a_prepared_segment_loses_nothing_and_the_file_is_removed() {
     assert_facts(&store, 150);
 }
 
-/// Opens over `FaultyIo`, starts the loop with events captured, arms
-/// `fault` (once) while no write is in flight, so that the preparation is
-/// the operation that fails, and returns the store with the events once the
-/// loop has reported the failure and then prepared the file after all.
-fn open_and_fail_the_preparation(config: &Config, fault: FaultOp) -> Vec<common::CapturedEvent> {
-    let io = FaultyIo::new();
+/// Opens with the WAL over the simulated disk, starts the loop with events
+/// captured, arms a fault on the next call of `kind` while no write is in
+/// flight, so that the preparation is the operation that fails, and returns
+/// the store with the events once the loop has reported the failure and then
+/// prepared the file after all.
+fn open_and_fail_the_preparation(config: &Config, kind: OpKind) -> Vec<common::CapturedEvent> {
+    let disk = SimDisk::new(&config.persistence.data_dir);
     let (store, events) = capture(|| {
-        let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+        let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
         // Segment 1 exists; the loop's first tick prepares segment 2. The
         // fault is armed before the loop starts, so that tick meets it.
-        let calls_before = io.count(fault);
-        io.fail_nth(fault, 1, libc::EIO, false);
+        let calls_before = disk.count(kind);
+        disk.fail(Fault::nth(kind, 1, libc::EIO));
         store.start_checkpoint_loop(LOOP_INTERVAL).unwrap();
         // The failed attempt's file exists for a moment too: wait for the
         // call after the failed one (a later tick's attempt, which the roll
         // into segment 2 then waits for if it is still under way).
         let wal_dir = config.wal_dir();
         wait_until("a later tick prepared the file", || {
-            io.count(fault) >= calls_before + 2 && temporary_files(&wal_dir).len() == 1
+            disk.count(kind) >= calls_before + 2 && temporary_files(&wal_dir).len() == 1
         });
         // The log is not poisoned: writes go on, across segments.
         write_facts(&store, 0, 150);
@@ -181,17 +183,17 @@ fn a_failed_preparation_is_reported_and_harms_nothing() {
     // the file is discarded, nothing is poisoned (the file never held a
     // record, and is never used or synced again), a later tick prepares it
     // afresh, and writes go on. Every fact survives a reopen.
-    for (fault, operation) in
-        [(FaultOp::Allocate, "preallocate segment"), (FaultOp::Sync, "sync preallocated segment")]
+    for (kind, operation) in
+        [(OpKind::Resize, "preallocate segment"), (OpKind::Sync, "sync preallocated segment")]
     {
         let dir = tempfile::tempdir().unwrap();
         let config = small_config(dir.path());
-        let events = open_and_fail_the_preparation(&config, fault);
+        let events = open_and_fail_the_preparation(&config, kind);
         let errors: Vec<_> = events
             .iter()
             .filter(|e| e.level == tracing::Level::ERROR && e.target == "factwal::checkpoint")
             .collect();
-        assert_eq!(errors.len(), 1, "{fault:?}: {errors:?}");
+        assert_eq!(errors.len(), 1, "{kind:?}: {errors:?}");
         assert_eq!(
             errors[0].message,
             "preparing the next segment failed; the roll into it will make it instead"
@@ -200,7 +202,7 @@ fn a_failed_preparation_is_reported_and_harms_nothing() {
         let chain = &errors[0].fields["error"];
         assert!(
             chain.contains(operation) && chain.contains("00000000000000000002.wal.tmp"),
-            "{fault:?}: {chain}"
+            "{kind:?}: {chain}"
         );
         let store = Store::open(config).unwrap();
         assert_facts(&store, 150);

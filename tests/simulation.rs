@@ -3,7 +3,7 @@
 //! For each seed, a random workload (writes, reads, checkpoints, closes and
 //! reopens) runs once to count its mutating I/O operations, N. Then, for
 //! every n in 1..=N, the same workload runs on a fresh simulated disk
-//! (`factwal::fault::SimDisk`, real files underneath) that crashes at
+//! (`factwal::testing::SimDisk`, real files underneath) that crashes at
 //! operation n: every later operation fails. The disk then loses power (torn
 //! last write, or all unsynced data dropped) or only the process dies, the
 //! store is reopened on healthy I/O and checked against an in-memory model:
@@ -20,10 +20,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use factwal::fault::{SimDisk, Tear};
+use factwal::testing::{apply_ops, read_all, FactMap, SimDisk, Tear};
 use factwal::{Batch, CheckpointMode, Config, Op, Store};
-
-mod common;
 
 /// splitmix64: small, seedable, good enough to pick workloads.
 struct Rng(u64);
@@ -84,10 +82,8 @@ fn workload(seed: u64) -> Vec<Step> {
 /// Seeds in a normal `cargo test`: enough for more than 10,000 points.
 const SEEDS_DEFAULT: u64 = 72;
 
-type Facts = common::Model;
-
-fn apply(model: &mut Facts, batch: &Batch) {
-    common::apply_ops(model, batch.ops());
+fn apply(model: &mut FactMap, batch: &Batch) {
+    apply_ops(model, batch.ops());
 }
 
 /// Every fourth seed runs in direct mode (one redb commit per write).
@@ -101,18 +97,6 @@ fn config(dir: &Path, seed: u64) -> Config {
 
 fn open(disk: &Arc<SimDisk>, dir: &Path, seed: u64) -> factwal::Result<Store> {
     Store::open_with(config(dir, seed), disk.wal_io(), disk.state_io())
-}
-
-fn read_all(store: &Store) -> Facts {
-    let mut facts = Facts::new();
-    for session in store.sessions().unwrap() {
-        let session_facts = store.facts(&session).unwrap();
-        assert!(!session_facts.is_empty(), "sessions() lists {session}, which holds no fact");
-        for (fact, value) in session_facts {
-            facts.insert((session.clone(), fact), value);
-        }
-    }
-    facts
 }
 
 /// What a run did: the batches the log holds, in LSN order from 1 (every
@@ -129,7 +113,7 @@ impl Run {
     /// A failed write that reached the disk shows up later, when the store
     /// reports one more LSN than the log: only the first failed write after
     /// the log's end can (later ones were refused before touching the disk).
-    fn follow(&mut self, model: &mut Facts, lsn_last: u64, seed: u64) {
+    fn follow(&mut self, model: &mut FactMap, lsn_last: u64, seed: u64) {
         if lsn_last == self.log.len() as u64 + 1 {
             let (_, batch) =
                 self.failed.iter().find(|(before, _)| *before == self.log.len()).unwrap_or_else(
@@ -157,7 +141,7 @@ fn run(
     context: &str,
 ) -> (Run, Option<Store>) {
     let mut outcome = Run::default();
-    let mut model = Facts::new();
+    let mut model = FactMap::new();
     let Ok(mut store) = open(disk, dir, seed) else { return (outcome, None) };
     for step in steps {
         let ok = match step {
@@ -203,8 +187,8 @@ fn run(
 /// failed one that already showed up), plus possibly the first failed batch
 /// after the log's end (it may have reached the disk before its sync
 /// failed). Any other failed batch must be absent.
-fn allowed_states(run: &Run) -> Vec<(Facts, u64)> {
-    let mut model = Facts::new();
+fn allowed_states(run: &Run) -> Vec<(FactMap, u64)> {
+    let mut model = FactMap::new();
     run.log.iter().for_each(|batch| apply(&mut model, batch));
     let mut allowed = vec![(model.clone(), run.log.len() as u64)];
     if let Some((_, batch)) = run.failed.iter().find(|(before, _)| *before == run.log.len()) {
@@ -236,7 +220,7 @@ fn check_point(seed: u64, steps: &[Step], point: u64, fault: Fault, counters: &C
     let (run, store) = match fault {
         Fault::Errno(errno) => {
             // One operation, the n-th mutation, fails; the workload carries on.
-            disk.fail_mutation(point, errno);
+            disk.fail(factwal::testing::Fault::nth_mutation(point, errno));
             run(seed, steps, &disk, dir.path(), false, &context)
         }
         _ => {

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use factwal::fault::{OpKind, Side, SimDisk};
+use factwal::testing::{Fault, OpKind, Side, SimDisk};
 use factwal::{Batch, CheckpointMode, Config, Error, Store};
 
 mod common;
@@ -51,7 +51,7 @@ fn a_full_disk_inside_a_fold_recovers_once_space_returns() {
     for i in 0..20 {
         store.assert("s", &format!("before{i}"), b"x").unwrap();
     }
-    disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
+    disk.fail(Fault::nth(OpKind::Write, 1, ENOSPC).on(Side::State).from_then_on());
     for i in 0..20 {
         store.assert("s", &format!("during{i}"), b"y").unwrap();
     }
@@ -90,7 +90,7 @@ fn a_full_disk_under_back_pressure_does_not_stop_writes_after_space_returns() {
         .max_record_bytes(4096)
         .wal_bytes_max(16 * 1024);
     let store = open(&disk, config.clone());
-    disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
+    disk.fail(Fault::nth(OpKind::Write, 1, ENOSPC).on(Side::State).from_then_on());
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     for i in 0..100 {
@@ -126,7 +126,7 @@ fn a_full_disk_in_direct_mode_fails_that_write_and_the_next_ones_succeed() {
     let disk = SimDisk::new(dir.path());
     let store = open(&disk, config(dir.path()).wal_enabled(false));
     assert_eq!(store.assert("s", "a", b"1").unwrap(), 1);
-    disk.fail_nth(OpKind::Write, Some(Side::State), 1, ENOSPC, true);
+    disk.fail(Fault::nth(OpKind::Write, 1, ENOSPC).on(Side::State).from_then_on());
     for fact in ["b", "c"] {
         let error = store.assert("s", fact, b"2").unwrap_err();
         assert!(is_out_of_space(&error), "{error}");

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use factwal::testing::{changed_files, snapshot_files};
 use factwal::{CorruptionKind, Error, RecoveryMode, Store};
 use tempfile::TempDir;
 
@@ -200,7 +201,7 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
         let kept_end = if at == record_end { record_end } else { record.offset };
         let lsn_next = if at == record_end { BATCHES + 1 } else { BATCHES };
         let kind = CorruptionKind::SegmentSizeMismatch { file_bytes: at, header_bytes: 16 * 1024 };
-        let before = common::snapshot_files(work.path());
+        let before = snapshot_files(work.path());
         for mode in [RecoveryMode::TolerateCorruptedTail, RecoveryMode::AbsoluteConsistency] {
             let config = common::small_config(work.path()).recovery_mode(mode);
             let refused = corruption_of(Store::open(config));
@@ -209,10 +210,7 @@ fn a_segment_file_cut_short_is_refused_in_every_mode() {
                 (last_segment.clone(), kept_end, lsn_next, kind),
                 "{context}, {mode:?}"
             );
-            assert_eq!(
-                common::changed_files(&before, &common::snapshot_files(work.path())),
-                Vec::<PathBuf>::new()
-            );
+            assert_eq!(changed_files(&before, &snapshot_files(work.path())), Vec::<PathBuf>::new());
         }
         let config = common::small_config(work.path()).recovery_mode(RecoveryMode::PointInTime);
         let (opened, events) = common::capture(|| Store::open(config));
@@ -255,7 +253,7 @@ fn absolute_consistency_refuses_a_torn_tail_and_changes_nothing() {
     for cut in [Cut::ZeroRest] {
         let (work, last_segment) = fresh_copy(&pristine);
         cut_at(&last_segment, record.offset + record.bytes / 2, cut);
-        let before = common::snapshot_files(work.path());
+        let before = snapshot_files(work.path());
         for attempt in 1..=2 {
             let expected = (last_segment.clone(), record.offset, BATCHES, CorruptionKind::TornTail);
             assert_eq!(
@@ -264,7 +262,7 @@ fn absolute_consistency_refuses_a_torn_tail_and_changes_nothing() {
                 "{cut:?}, attempt {attempt}"
             );
             let (in_wal, outside): (Vec<_>, Vec<_>) =
-                common::changed_files(&before, &common::snapshot_files(work.path()))
+                changed_files(&before, &snapshot_files(work.path()))
                     .into_iter()
                     .partition(|path| path.starts_with(work.path().join("wal")));
             assert_eq!(

@@ -3,9 +3,10 @@
 //! until reopen, and a failed fsync is never retried; a full disk fails only
 //! the writes it hits, and writing resumes once space comes back.
 //!
-//! Every test runs the store over `common::FaultyIo`, which fails the Nth call
-//! of one kind of file operation with an errno, and uses its call counters to
-//! prove that a poisoned WAL touches the disk no more. One-shot faults are
+//! Every test runs the store's WAL over the simulated disk
+//! (`factwal::testing::SimDisk`), which fails the Nth call of one kind of file
+//! operation with an errno, and uses its call counters to prove that a
+//! poisoned WAL touches the disk no more. One-shot faults are
 //! used wherever a retry would go unnoticed with a sticky one: if the engine
 //! retried, the retry would succeed and the test would see it.
 
@@ -13,10 +14,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use common::{FaultOp, FaultyIo};
+use factwal::testing::{Fault, OpKind, SimDisk};
 use factwal::wal::format::{
     decode_record, encode_record, Decoded, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
@@ -27,8 +28,9 @@ use factwal::{Batch, Config, Error, IoOp, Lsn, Result, Store};
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
 
-const OPS: [FaultOp; 5] =
-    [FaultOp::Write, FaultOp::Sync, FaultOp::Allocate, FaultOp::SyncDir, FaultOp::Remove];
+/// The calls counted, in the order of `counts`.
+const OPS: [OpKind; 5] =
+    [OpKind::Write, OpKind::Sync, OpKind::Resize, OpKind::SyncDir, OpKind::Remove];
 
 /// Segments large enough that no test rolls over by accident.
 fn large_segments(dir: &Path) -> Config {
@@ -95,8 +97,8 @@ fn big_pair_present(store: &Store, i: u64) -> bool {
     pair_present(store, "s", i, &format!("{i:0>450}"))
 }
 
-fn counts(io: &FaultyIo) -> Vec<u64> {
-    OPS.iter().map(|&op| io.count(op)).collect()
+fn counts(disk: &SimDisk) -> Vec<u64> {
+    OPS.iter().map(|&op| disk.count(op)).collect()
 }
 
 /// Asserts `error` is `Error::Io` on `path` for `operation` on `what`,
@@ -163,14 +165,14 @@ fn fill_first_segment(store: &Store, config: &Config) -> u64 {
 /// The poisoned-store checks shared by every poisoning fault: later writes
 /// are refused with the same cause and do not touch the disk, reads still
 /// work, and the store reports `lsn_last` unchanged.
-fn assert_stays_poisoned(store: &Store, io: &FaultyIo, cause: &Arc<Error>, lsn_last: Lsn) {
-    let before = counts(io);
+fn assert_stays_poisoned(store: &Store, disk: &SimDisk, cause: &Arc<Error>, lsn_last: Lsn) {
+    let before = counts(disk);
     for attempt in 0..3 {
         let later = expect_poisoned(store.write(pair("later", attempt, "never")));
         assert!(Arc::ptr_eq(&later, cause), "later writes report the original failure");
     }
     assert_eq!(
-        counts(io),
+        counts(disk),
         before,
         "a poisoned WAL neither writes, syncs, creates nor removes files"
     );
@@ -189,16 +191,16 @@ fn failed_sync_poisons_until_reopen_and_is_never_retried() {
     // continue right after the last recovered record.
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     write_pairs(&store, 1..=5);
 
-    let before = counts(&io);
-    io.fail_nth(FaultOp::Sync, 1, EIO, false);
+    let before = counts(&disk);
+    disk.fail(Fault::nth(OpKind::Sync, 1, EIO));
     let cause = expect_poisoned(store.write(pair("s", 6, "unacknowledged")));
     assert_io(&cause, &segment_path(&config, 1), IoOp::Sync, "records", EIO);
     assert_eq!(
-        counts(&io),
+        counts(&disk),
         vec![before[0] + 1, before[1] + 1, before[2], before[3], before[4]],
         "one write, one failed sync"
     );
@@ -206,7 +208,7 @@ fn failed_sync_poisons_until_reopen_and_is_never_retried() {
         !pair_present(&store, "s", 6, "unacknowledged"),
         "a write that failed its sync is never visible"
     );
-    assert_stays_poisoned(&store, &io, &cause, 5);
+    assert_stays_poisoned(&store, &disk, &cause, 5);
     for i in 1..=5 {
         assert!(pair_present(&store, "s", i, "v"));
     }
@@ -230,13 +232,13 @@ fn sync_failing_with_enospc_poisons_too() {
     // is harmless; a failed sync poisons whatever its errno.
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     write_pairs(&store, 1..=2);
-    io.fail_nth(FaultOp::Sync, 1, ENOSPC, false);
+    disk.fail(Fault::nth(OpKind::Sync, 1, ENOSPC));
     let cause = expect_poisoned(store.write(pair("s", 3, "unacknowledged")));
     assert_io(&cause, &segment_path(&config, 1), IoOp::Sync, "records", ENOSPC);
-    assert_stays_poisoned(&store, &io, &cause, 2);
+    assert_stays_poisoned(&store, &disk, &cause, 2);
     store.simulate_crash();
 
     let store = Store::open(config).unwrap();
@@ -264,10 +266,10 @@ fn concurrent_writers_acknowledge_nothing_after_a_failed_sync() {
     const WRITES_PER_THREAD_MAX: u64 = 1000;
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Arc::new(Store::open_with_io(config.clone(), io.clone()).unwrap());
-    let before = counts(&io);
-    io.fail_nth(FaultOp::Sync, FAILED_SYNC, EIO, false);
+    let disk = SimDisk::new(dir.path());
+    let store = Arc::new(Store::open_with_io(config.clone(), disk.wal_io()).unwrap());
+    let before = counts(&disk);
+    disk.fail(Fault::nth(OpKind::Sync, FAILED_SYNC, EIO));
     let failure_seen = Arc::new(AtomicBool::new(false));
 
     let handles: Vec<_> = (0..THREADS)
@@ -332,7 +334,7 @@ fn concurrent_writers_acknowledge_nothing_after_a_failed_sync() {
     let acknowledged = ok_lsns.len() as u64;
     assert!(acknowledged >= FAILED_SYNC - 1, "19 groups of at least one write each were synced");
     assert_eq!(ok_lsns, (1..=acknowledged).collect(), "acknowledged LSNs are dense");
-    let after = counts(&io);
+    let after = counts(&disk);
     assert_eq!(
         after,
         vec![before[0] + FAILED_SYNC, before[1] + FAILED_SYNC, before[2], before[3], before[4]],
@@ -368,11 +370,11 @@ fn enospc_on_a_record_write_fails_only_that_write_and_writing_resumes_after_heal
     // ones are not, and LSNs continue densely.
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     write_pairs(&store, 1..=3);
 
-    io.fail_nth(FaultOp::Write, 1, ENOSPC, true);
+    disk.fail(Fault::nth(OpKind::Write, 1, ENOSPC).from_then_on());
     let error = store.write(pair("full", 1, "x")).unwrap_err();
     assert_io(&error, &segment_path(&config, 1), IoOp::Write, "records", ENOSPC);
     let error = store.write(pair("full", 2, "x")).unwrap_err();
@@ -381,7 +383,7 @@ fn enospc_on_a_record_write_fails_only_that_write_and_writing_resumes_after_heal
     assert_eq!(store.facts("full").unwrap().len(), 0, "failed writes are never visible");
     assert_eq!(store.stats().unwrap().lsn_last, 3);
 
-    io.heal();
+    disk.heal();
     write_pairs(&store, 4..=6);
     assert_eq!(
         common::segment_paths(&config.wal_dir()),
@@ -415,10 +417,10 @@ fn enospc_leftover_of_the_failed_write_is_not_replayed_once_the_log_moved_on() {
     let doomed_payload = payload_of(doomed.clone());
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     write_pairs(&store, 1..=3);
-    io.fail_nth(FaultOp::Write, 1, ENOSPC, false);
+    disk.fail(Fault::nth(OpKind::Write, 1, ENOSPC));
     assert_io(
         &store.write(doomed).unwrap_err(),
         &segment_path(&config, 1),
@@ -492,9 +494,9 @@ fn enospc_creating_a_new_segment_fails_the_write_and_writing_resumes_after_heali
     // acknowledged write is there, and LSNs continue densely.
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
-    io.fail_nth(FaultOp::Allocate, 1, ENOSPC, true);
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
+    disk.fail(Fault::nth(OpKind::Resize, 1, ENOSPC).from_then_on());
     let capacity = fill_first_segment(&store, &config);
 
     let next = capacity + 1;
@@ -510,7 +512,7 @@ fn enospc_creating_a_new_segment_fails_the_write_and_writing_resumes_after_heali
     assert!(!big_pair_present(&store, next));
     assert_eq!(store.stats().unwrap().lsn_last, capacity);
 
-    io.heal();
+    disk.heal();
     assert_eq!(store.write(big_pair(next)).unwrap(), next, "the retry gets the next LSN");
     assert_eq!(store.write(big_pair(next + 1)).unwrap(), next + 1);
     assert_eq!(
@@ -540,12 +542,12 @@ fn failed_directory_sync_while_creating_a_segment_poisons() {
     // record was written), and LSNs continue densely.
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     let capacity = fill_first_segment(&store, &config);
 
-    let before = counts(&io);
-    io.fail_nth(FaultOp::SyncDir, 1, EIO, false);
+    let before = counts(&disk);
+    disk.fail(Fault::nth(OpKind::SyncDir, 1, EIO));
     let cause = expect_poisoned(store.write(big_pair(capacity + 1)));
     assert_io(
         &cause,
@@ -558,11 +560,11 @@ fn failed_directory_sync_while_creating_a_segment_poisons() {
     // temporary file (none), preallocate, header write, header sync, rename;
     // no record was written.
     assert_eq!(
-        counts(&io),
+        counts(&disk),
         vec![before[0] + 1, before[1] + 1, before[2] + 1, before[3] + 1, before[4] + 1]
     );
     assert!(!big_pair_present(&store, capacity + 1));
-    assert_stays_poisoned(&store, &io, &cause, capacity);
+    assert_stays_poisoned(&store, &disk, &cause, capacity);
     store.simulate_crash();
 
     let store = Store::open(config).unwrap();
@@ -582,15 +584,15 @@ fn failed_sync_of_a_new_segment_header_poisons() {
     // later one are refused as poisoned, and the temporary file is removed.
     let dir = tempfile::tempdir().unwrap();
     let config = small_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     let capacity = fill_first_segment(&store, &config);
 
-    io.fail_nth(FaultOp::Sync, 1, EIO, false);
+    disk.fail(Fault::nth(OpKind::Sync, 1, EIO));
     let cause = expect_poisoned(store.write(big_pair(capacity + 1)));
     assert_io(&cause, &temporary_path(&config, 2), IoOp::Sync, "new segment", EIO);
     assert_eq!(wal_files(&config), vec![format!("{:020}.wal", 1)]);
-    assert_stays_poisoned(&store, &io, &cause, capacity);
+    assert_stays_poisoned(&store, &disk, &cause, capacity);
     store.simulate_crash();
 
     let store = Store::open(config).unwrap();
@@ -611,21 +613,21 @@ fn write_error_other_than_enospc_poisons() {
     // fault fails the call before any byte is written).
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     write_pairs(&store, 1..=5);
 
-    let before = counts(&io);
-    io.fail_nth(FaultOp::Write, 1, EIO, false);
+    let before = counts(&disk);
+    disk.fail(Fault::nth(OpKind::Write, 1, EIO));
     let cause = expect_poisoned(store.write(pair("s", 6, "unacknowledged")));
     assert_io(&cause, &segment_path(&config, 1), IoOp::Write, "records", EIO);
     assert_eq!(
-        counts(&io),
+        counts(&disk),
         vec![before[0] + 1, before[1], before[2], before[3], before[4]],
         "no sync after a failed write"
     );
     assert!(!pair_present(&store, "s", 6, "unacknowledged"));
-    assert_stays_poisoned(&store, &io, &cause, 5);
+    assert_stays_poisoned(&store, &disk, &cause, 5);
     for i in 1..=5 {
         assert!(pair_present(&store, "s", i, "v"));
     }
@@ -648,10 +650,10 @@ fn poisoning_the_wal_is_an_error_event_the_moment_it_happens() {
     // writes are refused afterwards.
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = FaultyIo::new();
-    let store = Store::open_with_io(config.clone(), io.clone()).unwrap();
+    let disk = SimDisk::new(dir.path());
+    let store = Store::open_with_io(config.clone(), disk.wal_io()).unwrap();
     store.write(pair("s", 1, "ok")).unwrap();
-    io.fail_nth(FaultOp::Sync, 1, EIO, false);
+    disk.fail(Fault::nth(OpKind::Sync, 1, EIO));
     let (refused, events) = common::capture(|| {
         let first = store.write(pair("s", 2, "lost?"));
         let later = store.write(pair("s", 3, "refused"));
@@ -670,77 +672,6 @@ fn poisoning_the_wal_is_an_error_event_the_moment_it_happens() {
     drop(store);
 }
 
-/// The real file system under the WAL, whose record writes panic from the
-/// `nth` on: a bug in an I/O layer.
-#[derive(Debug)]
-struct PanickingIo {
-    io: Arc<FaultyIo>,
-    writes: Arc<std::sync::atomic::AtomicU64>,
-    nth: u64,
-}
-
-#[derive(Debug)]
-struct PanickingFile {
-    file: Arc<dyn factwal::wal::io::WalFile>,
-    writes: Arc<std::sync::atomic::AtomicU64>,
-    nth: u64,
-}
-
-impl factwal::wal::io::WalIo for PanickingIo {
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        self.io.create_dir_all(path)
-    }
-    fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-        self.io.list(dir)
-    }
-    fn create(&self, path: &Path) -> std::io::Result<Arc<dyn factwal::wal::io::WalFile>> {
-        Ok(Arc::new(PanickingFile {
-            file: self.io.create(path)?,
-            writes: self.writes.clone(),
-            nth: self.nth,
-        }))
-    }
-    fn open(&self, path: &Path) -> std::io::Result<Arc<dyn factwal::wal::io::WalFile>> {
-        Ok(Arc::new(PanickingFile {
-            file: self.io.open(path)?,
-            writes: self.writes.clone(),
-            nth: self.nth,
-        }))
-    }
-    fn read(&self, path: &Path) -> std::io::Result<factwal::wal::io::FileBytes> {
-        self.io.read(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.io.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> std::io::Result<()> {
-        self.io.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-        self.io.sync_dir(dir)
-    }
-}
-
-impl factwal::wal::io::WalFile for PanickingFile {
-    fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        if offset > SEGMENT_HEADER_BYTES - 1
-            && self.writes.fetch_add(1, Ordering::SeqCst) + 1 >= self.nth
-        {
-            panic!("a bug in the I/O layer");
-        }
-        self.file.write_at(offset, bytes)
-    }
-    fn sync_data(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
-    fn allocate(&self, bytes: u64) -> std::io::Result<()> {
-        self.file.allocate(bytes)
-    }
-    fn len_bytes(&self) -> std::io::Result<u64> {
-        self.file.len_bytes()
-    }
-}
-
 #[test]
 fn a_panic_under_the_leader_poisons_and_close_returns() {
     // Eight threads write while the I/O layer under the WAL panics on the
@@ -750,12 +681,15 @@ fn a_panic_under_the_leader_poisons_and_close_returns() {
     // acknowledged write. Before the fix, close waited forever.
     let dir = tempfile::tempdir().unwrap();
     let config = large_segments(dir.path());
-    let io = Arc::new(PanickingIo {
-        io: FaultyIo::new(),
-        writes: Arc::new(Default::default()),
-        nth: 10,
+    let disk = SimDisk::new(dir.path());
+    let record_writes = AtomicU64::new(0);
+    disk.before(OpKind::Write, None, move |call| {
+        let is_record = call.offset >= Some(SEGMENT_HEADER_BYTES);
+        if is_record && record_writes.fetch_add(1, Ordering::SeqCst) + 1 >= 10 {
+            panic!("a bug in the I/O layer");
+        }
     });
-    let store = Arc::new(Store::open_with_io(config.clone(), io).unwrap());
+    let store = Arc::new(Store::open_with_io(config.clone(), disk.wal_io()).unwrap());
     let threads: Vec<_> = (0..8u64)
         .map(|thread| {
             let store = store.clone();

@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
+use factwal::testing::{Calls, Fault, OpKind};
 use factwal::wal::format::{encode_record, SegmentHeader};
 use factwal::{CheckpointMode, Op, RecoveryMode};
-use factwal_fuzz::fault_io::{Fault, IoCall};
 use factwal_fuzz::input::{seed, CraftedInput, ScenarioInput};
 use factwal_fuzz::record_decode::HEADER;
 use factwal_fuzz::recovery::{Crafted, HeaderSpec, Piece, SegmentEnd, SegmentSpec};
@@ -202,23 +202,14 @@ fn store_model_seeds() {
         recovery_mode: RecoveryMode::PointInTime,
         steps: vec![
             Step::Write(vec![assert(0, 0, &value("a"))]),
-            Step::Fault(Fault {
-                call: Some(IoCall::SyncData),
-                nth: 1,
-                sticky: false,
-                errno: 5,
-                torn_write: false,
-            }),
+            Step::Fault(Fault::nth(OpKind::Sync, 1, 5)),
             Step::Write(vec![assert(0, 1, &value("lost?"))]),
             Step::Write(vec![assert(0, 2, &value("poisoned"))]),
             Step::Crash { tear: None },
             Step::ReadAll,
             Step::Fault(Fault {
-                call: Some(IoCall::WriteAt),
-                nth: 2,
-                sticky: true,
-                errno: 28,
                 torn_write: true,
+                ..Fault::nth(OpKind::Write, 2, 28).from_then_on()
             }),
             Step::Write(vec![assert(1, 0, &big)]),
             Step::Write(vec![assert(1, 1, &big)]),
@@ -236,15 +227,9 @@ fn store_model_seeds() {
             Step::Write(vec![assert(0, 1, &big)]),
             Step::Write(vec![assert(0, 2, &big)]),
             Step::Write(vec![assert(0, 3, &big)]),
-            Step::Fault(Fault {
-                call: Some(IoCall::Remove),
-                nth: 1,
-                sticky: false,
-                errno: 5,
-                torn_write: false,
-            }),
+            Step::Fault(Fault::nth(OpKind::Remove, 1, 5)),
             Step::Checkpoint(CheckpointMode::Passive),
-            Step::Fault(Fault { call: None, nth: 3, sticky: false, errno: 5, torn_write: false }),
+            Step::Fault(Fault { calls: Calls::Any, ..Fault::nth(OpKind::Write, 3, 5) }),
             Step::Checkpoint(CheckpointMode::Truncate),
             Step::Crash { tear: Some(100) },
             Step::Inspect,

@@ -8,9 +8,9 @@
 //! `examples/seed_corpus.rs` keep their meaning.
 
 use arbitrary::{Arbitrary, Result, Unstructured};
+use factwal::testing::{Calls, Fault, OpKind};
 use factwal::{CheckpointMode, Op, RecoveryMode};
 
-use crate::fault_io::{Fault, IoCall};
 use crate::recovery::{Crafted, HeaderSpec, Piece, SegmentEnd, SegmentSpec};
 use crate::store_model::{Scenario, Step, FACTS, SESSIONS, STEPS_MAX};
 
@@ -105,15 +105,17 @@ fn step(u: &mut Unstructured<'_>) -> Result<Step> {
     })
 }
 
+/// A fault on the WAL's calls: 0 counts every call, 1 + i the calls of
+/// `OpKind::ALL[i]` (so the order of `ALL` is part of the grammar).
 fn fault(u: &mut Unstructured<'_>) -> Result<Fault> {
-    let call = match below(u, IoCall::ALL.len() as u8 + 1)? {
-        0 => None,
-        index => Some(IoCall::ALL[usize::from(index) - 1]),
+    let calls = match below(u, OpKind::ALL.len() as u8 + 1)? {
+        0 => Calls::Any,
+        index => Calls::Of(OpKind::ALL[usize::from(index) - 1]),
     };
-    let nth = 1 + u32::from(below(u, 16)?);
+    let nth = 1 + u64::from(below(u, 16)?);
     let flags = byte(u)?;
     let errno = if flags & 2 == 0 { libc_eio() } else { libc_enospc() };
-    Ok(Fault { call, nth, sticky: flags & 1 != 0, errno, torn_write: flags & 4 != 0 })
+    Ok(Fault { calls, side: None, nth, sticky: flags & 1 != 0, errno, torn_write: flags & 4 != 0 })
 }
 
 /// EIO on Linux.
@@ -212,9 +214,9 @@ fn piece(u: &mut Unstructured<'_>) -> Result<Piece> {
 /// `arbitrary` reads back as the given value. Values must be ones the grammar
 /// can produce (ids `s0`.., `f0`..; long values as `value` makes them).
 pub mod seed {
+    use factwal::testing::{Calls, OpKind};
     use factwal::{CheckpointMode, Op, RecoveryMode};
 
-    use crate::fault_io::IoCall;
     use crate::recovery::{Crafted, HeaderSpec, Piece, SegmentEnd, SegmentSpec};
     use crate::store_model::{Scenario, Step};
 
@@ -275,9 +277,11 @@ pub mod seed {
                 Step::Close => out.push(15),
                 Step::Open => out.push(16),
                 Step::Fault(fault) => {
-                    let call = fault
-                        .call
-                        .map_or(0, |call| 1 + IoCall::ALL.iter().position(|c| *c == call).unwrap());
+                    let call = match fault.calls {
+                        Calls::Any => 0,
+                        Calls::Of(kind) => 1 + OpKind::ALL.iter().position(|k| *k == kind).unwrap(),
+                        Calls::Mutating => panic!("the grammar makes no fault on mutating calls"),
+                    };
                     let flags = u8::from(fault.sticky)
                         | u8::from(fault.errno == 28) << 1
                         | u8::from(fault.torn_write) << 2;

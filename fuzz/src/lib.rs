@@ -7,7 +7,6 @@
 //! `Arbitrary` impls) needs the fuzzing crates.
 
 pub mod config;
-pub mod fault_io;
 pub mod input;
 pub mod record_decode;
 pub mod recovery;

@@ -22,12 +22,13 @@ use factwal::wal::format::{
     decode_record, encode_record, find_valid_record_after, Decoded, SegmentHeader,
 };
 use factwal::wal::recovery::{scan, Owner, ScanOptions};
+use factwal::wal::segment::segment_file_name;
 use factwal::RECORD_BYTES_MAX;
 use factwal::{
     Batch, CorruptionKind, Error, Op, RecoveryMode, StoreId, BATCH_OPS_MAX, ID_BYTES_MAX,
 };
 
-use crate::support::{encode_payload, segment_file_name, MemoryDir};
+use crate::support::{encode_payload, MemoryDir};
 
 const RECORD_HEADER_BYTES: usize = 32;
 const SEGMENT_HEADER_BYTES: usize = 64;

@@ -22,13 +22,12 @@
 
 use std::path::Path;
 
+use factwal::testing::{apply_ops, read_all, snapshot_files, FactMap};
 use factwal::wal::format::{encode_record, SegmentHeader};
+use factwal::wal::segment::segment_file_name;
 use factwal::{Batch, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store, StoreId};
 
-use crate::support::{
-    apply_ops, assert_unchanged, encode_payload, read_all, scratch_dir, segment_file_name,
-    snapshot_files, FactMap,
-};
+use crate::support::{assert_unchanged, encode_payload, scratch_dir};
 
 /// Segment size of the store and of the crafted segments.
 pub const SEGMENT_BYTES: u64 = 4096;

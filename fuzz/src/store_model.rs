@@ -1,7 +1,8 @@
 //! The `store_model` target: a sequence of writes, reads, checkpoints,
 //! crashes (optionally with a torn WAL tail), drops, closes, reopens and
-//! injected I/O failures, run against a real store over `FaultIo` and checked
-//! against a `BTreeMap` model.
+//! injected I/O failures, run against a real store whose WAL is on the
+//! simulated disk (`factwal::testing::SimDisk`), and checked against a
+//! `BTreeMap` model.
 //!
 //! The model: the facts observed at the last successful open (`base`), and
 //! every write since, acknowledged or not. While the store is open, reads
@@ -15,13 +16,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use factwal::testing::{
+    apply_ops, read_all, segment_numbers, snapshot_files, FactMap, Fault, SimDisk,
+};
 use factwal::wal::format::{decode_record, encode_record, Decoded, SegmentHeader};
+use factwal::wal::segment::segment_file_name;
 use factwal::{Batch, CheckpointMode, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store};
 
-use crate::fault_io::{Fault, FaultIo};
-use crate::support::{
-    apply_ops, assert_unchanged, read_all, scratch_dir, segment_file_name, snapshot_files, FactMap,
-};
+use crate::support::{assert_unchanged, scratch_dir};
 
 /// Segment size: small, so that a few writes roll segments.
 pub const SEGMENT_BYTES: u64 = 4096;
@@ -76,7 +78,7 @@ pub enum Step {
     Close,
     /// `Store::open` (nothing when open).
     Open,
-    /// Arm a failure of the I/O layer.
+    /// Arm a failure of the simulated disk, replacing any other.
     Fault(Fault),
     /// Disarm it.
     Heal,
@@ -105,7 +107,8 @@ struct Run {
     /// `FACTWAL_FUZZ_TRACE` is set: print each step and what came of it.
     trace: bool,
     config: Config,
-    io: FaultIo,
+    /// Under the WAL only: redb stays on the real file system.
+    disk: Arc<SimDisk>,
     store: Option<Store>,
     /// Facts observed at the last successful open.
     base: FactMap,
@@ -117,15 +120,16 @@ struct Run {
     lsn_last: Lsn,
 }
 
-/// Runs a scenario, then heals the I/O layer, closes, reopens and checks once more.
+/// Runs a scenario, then heals the disk, closes, reopens and checks once more.
 pub fn run(scenario: &Scenario) {
     let scratch = scratch_dir();
     let config = config(&scratch.path().join("data"), scenario.recovery_mode);
+    let disk = SimDisk::new(scratch.path());
     let mut run = Run {
         _scratch: scratch,
         trace: std::env::var_os("FACTWAL_FUZZ_TRACE").is_some(),
         config,
-        io: FaultIo::default(),
+        disk,
         store: None,
         base: FactMap::new(),
         written: Vec::new(),
@@ -136,7 +140,7 @@ pub fn run(scenario: &Scenario) {
     for step in scenario.steps.iter().take(STEPS_MAX) {
         run.step(step);
     }
-    run.io.heal();
+    run.disk.heal();
     run.close();
     run.open();
     assert!(run.store.is_some(), "the final open failed with no injected failure");
@@ -172,8 +176,11 @@ impl Run {
             Step::Drop => drop(self.store.take()),
             Step::Close => self.close(),
             Step::Open => self.open(),
-            Step::Fault(fault) => self.io.arm(*fault),
-            Step::Heal => self.io.heal(),
+            Step::Fault(fault) => {
+                self.disk.heal();
+                self.disk.fail(*fault);
+            }
+            Step::Heal => self.disk.heal(),
             Step::Inspect => self.inspect(),
         }
     }
@@ -183,7 +190,7 @@ impl Run {
         while self.store.is_none() {
             self.open();
             // An injected failure refused the open: retry without it.
-            self.io.heal();
+            self.disk.heal();
         }
         self.store.as_ref().expect("opened")
     }
@@ -192,16 +199,18 @@ impl Run {
         if self.store.is_some() {
             return;
         }
-        let fired = self.io.fired();
-        let io: Arc<dyn factwal::wal::io::WalIo> = Arc::new(self.io.clone());
-        let opened = Store::open_with_io(self.config.clone(), io);
+        let fired = self.disk.injected();
+        let opened = Store::open_with_io(self.config.clone(), self.disk.wal_io());
         if self.trace {
             eprintln!("  open: {:?}", opened.as_ref().map(|_| "ok"));
         }
         let store = match opened {
             Ok(store) => store,
             Err(error) => {
-                assert!(self.io.fired() > fired, "open failed with no injected failure: {error}");
+                assert!(
+                    self.disk.injected() > fired,
+                    "open failed with no injected failure: {error}"
+                );
                 return;
             }
         };
@@ -261,7 +270,7 @@ impl Run {
         if self.written.iter().filter(|write| !write.acknowledged).count() >= UNDECIDED_MAX {
             return;
         }
-        let fired = self.io.fired();
+        let fired = self.disk.injected();
         let result = self.opened().write(Batch::from(ops.to_vec()));
         if self.trace {
             eprintln!("  write: {result:?}");
@@ -276,8 +285,8 @@ impl Run {
             // Refused before anything was written.
             Err(Error::LimitExceeded { .. } | Error::InvalidArgument(_)) => {}
             Err(error) => {
-                let explained = self.io.fired() > fired
-                    || (self.io.fired() > 0 && matches!(error, Error::Poisoned { .. }));
+                let explained = self.disk.injected() > fired
+                    || (self.disk.injected() > 0 && matches!(error, Error::Poisoned { .. }));
                 assert!(explained, "a write failed with no injected failure: {error}");
                 self.written.push(Written { ops: ops.to_vec(), acknowledged: false });
             }
@@ -285,14 +294,14 @@ impl Run {
     }
 
     fn checkpoint(&mut self, mode: CheckpointMode) {
-        let fired = self.io.fired();
+        let fired = self.disk.injected();
         let result = self.opened().checkpoint(mode);
         if self.trace {
             eprintln!("  checkpoint: {:?}", result.as_ref().map(|report| report.segments_removed));
         }
         if let Err(error) = result {
             assert!(
-                self.io.fired() > fired,
+                self.disk.injected() > fired,
                 "a {mode:?} checkpoint failed with no injected failure: {error}"
             );
         }
@@ -302,9 +311,9 @@ impl Run {
 
     fn close(&mut self) {
         let Some(store) = self.store.take() else { return };
-        let fired = self.io.fired();
+        let fired = self.disk.injected();
         let report = store.close();
-        if self.io.fired() == fired {
+        if self.disk.injected() == fired {
             assert!(
                 report.truncate.is_ok() && report.redb_close.is_ok(),
                 "close with no injected failure: {report:?}"
@@ -335,7 +344,7 @@ impl Run {
     /// record may be.
     fn tear(&self, at: u16) {
         let wal_dir = self.config.wal_dir();
-        let Some(&number) = factwal::segment_numbers(&wal_dir).unwrap_or_default().last() else {
+        let Some(&number) = segment_numbers(&wal_dir).unwrap_or_default().last() else {
             return;
         };
         let path = wal_dir.join(segment_file_name(number));

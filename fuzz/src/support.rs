@@ -1,7 +1,9 @@
-//! What every fuzz target shares: scratch directories, file snapshots, a
-//! reference model of the facts, an independent encoder of the batch payload
-//! (written from docs/FORMAT.md, not from the engine), and an in-memory WAL
-//! directory for scanning without touching the disk.
+//! What the fuzz targets share beyond `factwal::testing` (the fact model,
+//! file snapshots and the simulated disk, which the crate's tests use too):
+//! scratch directories, a snapshot comparison that says what changed, an
+//! independent encoder of the batch payload (written from docs/FORMAT.md, not
+//! from the engine), and an in-memory WAL directory for scanning without
+//! touching the disk.
 //!
 //! Only `std`, `tempfile` and `factwal` are used here, so that
 //! `tests/fuzz_regressions.rs` can include this file as it is.
@@ -11,11 +13,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use factwal::testing::changed_files;
 use factwal::wal::io::{FileBytes, WalFile, WalIo};
-use factwal::{Op, ReadOnlyStore, Store};
-
-/// Every fact of a store: (session, fact) to value.
-pub type FactMap = BTreeMap<(String, String), Vec<u8>>;
+use factwal::Op;
 
 /// A fresh directory for one run. On tmpfs when there is one (`/dev/shm`):
 /// syncs cost nothing there, which keeps the store targets fast. The
@@ -32,24 +32,6 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .expect("create a scratch directory")
 }
 
-/// Every file under `dir` with its bytes: to prove that nothing changed.
-pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries {
-            let path = entry.expect("read a directory entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).expect("read a file to snapshot"));
-            }
-        }
-    }
-    files
-}
-
 /// Panics, naming each file that differs and the first differing offset,
 /// unless the two snapshots are equal.
 pub fn assert_unchanged(
@@ -57,91 +39,31 @@ pub fn assert_unchanged(
     after: &BTreeMap<PathBuf, Vec<u8>>,
     what: &str,
 ) {
-    if before == after {
+    let changed = changed_files(before, after);
+    if changed.is_empty() {
         return;
     }
-    let mut differences = Vec::new();
-    for path in before.keys().chain(after.keys().filter(|path| !before.contains_key(*path))) {
-        match (before.get(path), after.get(path)) {
-            (Some(old), Some(new)) if old != new => {
+    let differences: Vec<String> = changed
+        .iter()
+        .map(|path| match (before.get(path), after.get(path)) {
+            (Some(old), Some(new)) => {
                 let offset = old
                     .iter()
                     .zip(new)
                     .position(|(a, b)| a != b)
                     .unwrap_or(old.len().min(new.len()));
-                differences.push(format!(
+                format!(
                     "{}: changed from offset {offset} ({} -> {} bytes)",
                     path.display(),
                     old.len(),
                     new.len()
-                ));
+                )
             }
-            (Some(_), None) => differences.push(format!("{}: removed", path.display())),
-            (None, Some(_)) => differences.push(format!("{}: created", path.display())),
-            _ => {}
-        }
-    }
+            (Some(_), None) => format!("{}: removed", path.display()),
+            (None, _) => format!("{}: created", path.display()),
+        })
+        .collect();
     panic!("{what} changed files:\n  {}", differences.join("\n  "));
-}
-
-/// Applies a batch to the model, operation by operation, as the store does.
-pub fn apply_ops(facts: &mut FactMap, ops: &[Op]) {
-    for op in ops {
-        match op {
-            Op::Assert { session, fact, value } => {
-                facts.insert((session.clone(), fact.clone()), value.clone());
-            }
-            Op::Retract { session, fact } => {
-                facts.remove(&(session.clone(), fact.clone()));
-            }
-            Op::DropSession { session } => facts.retain(|(s, _), _| s != session),
-        }
-    }
-}
-
-/// The two ways of reading a store's facts.
-pub trait ReadFacts {
-    /// Every session holding a fact.
-    fn sessions(&self) -> factwal::Result<Vec<String>>;
-    /// Every fact of one session.
-    fn facts(&self, session: &str) -> factwal::Result<BTreeMap<String, Vec<u8>>>;
-}
-
-impl ReadFacts for Store {
-    fn sessions(&self) -> factwal::Result<Vec<String>> {
-        Store::sessions(self)
-    }
-    fn facts(&self, session: &str) -> factwal::Result<BTreeMap<String, Vec<u8>>> {
-        Store::facts(self, session)
-    }
-}
-
-impl ReadFacts for ReadOnlyStore {
-    fn sessions(&self) -> factwal::Result<Vec<String>> {
-        ReadOnlyStore::sessions(self)
-    }
-    fn facts(&self, session: &str) -> factwal::Result<BTreeMap<String, Vec<u8>>> {
-        ReadOnlyStore::facts(self, session)
-    }
-}
-
-/// Reads every fact through `sessions()` and `facts()`, checking that the
-/// two agree: a listed session holds at least one fact.
-pub fn read_all(store: &dyn ReadFacts) -> FactMap {
-    let sessions = store.sessions().expect("sessions() on an open store");
-    assert!(
-        sessions.windows(2).all(|pair| pair[0] < pair[1]),
-        "sessions() not sorted and unique: {sessions:?}"
-    );
-    let mut facts = FactMap::new();
-    for session in sessions {
-        let of_session = store.facts(&session).expect("facts() of a listed session");
-        assert!(!of_session.is_empty(), "sessions() lists {session:?}, which holds no fact");
-        for (fact, value) in of_session {
-            facts.insert((session.clone(), fact), value);
-        }
-    }
-    facts
 }
 
 /// Encodes a batch payload as docs/FORMAT.md lays it out: a LEB128 count,
@@ -229,9 +151,4 @@ impl WalIo for MemoryDir {
     fn sync_dir(&self, _: &Path) -> io::Result<()> {
         Err(read_only())
     }
-}
-
-/// The file name of segment `number` (docs/FORMAT.md: 20 digits, `.wal`).
-pub fn segment_file_name(number: u64) -> String {
-    format!("{number:020}.wal")
 }

@@ -944,7 +944,8 @@ fn classify(error: Error) -> GroupError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::io::{StdIo, WalFile};
+    use crate::testing::{OpKind, SimDisk};
+    use crate::wal::io::StdIo;
 
     /// A WAL whose sink is slow and remembers the last LSN it applied.
     fn slow_sink_wal(dir: &Path) -> (Arc<Wal<()>>, Arc<AtomicU64>) {
@@ -1021,93 +1022,26 @@ mod tests {
         }
     }
 
-    /// What a `HookedIo` does before a file operation.
-    type Hook = Arc<dyn Fn(u64) + Send + Sync>;
-
-    /// The real file system, with a hook run before every `write_at` (given
-    /// its offset) and every `sync_data`.
-    #[derive(Clone)]
-    struct HookedIo {
-        before_write: Hook,
-        before_sync: Hook,
+    /// The real file system under a simulated disk whose every `sync_data`
+    /// takes at least 3 ms: long enough for every woken writer to queue
+    /// again during a sync.
+    fn slow_syncs(dir: &Path) -> Arc<dyn WalIo> {
+        let disk = SimDisk::new(dir);
+        disk.before(OpKind::Sync, None, |_| std::thread::sleep(Duration::from_millis(3)));
+        disk.wal_io()
     }
 
-    impl std::fmt::Debug for HookedIo {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("HookedIo")
-        }
-    }
-
-    impl HookedIo {
-        /// Every `sync_data` takes at least 3 ms: long enough for every woken
-        /// writer to queue again during a sync.
-        fn slow_syncs() -> HookedIo {
-            HookedIo {
-                before_write: Arc::new(|_| {}),
-                before_sync: Arc::new(|_| std::thread::sleep(Duration::from_millis(3))),
+    /// The real file system under a simulated disk whose record writes
+    /// (past the header at offset 0) panic from the `nth` on.
+    fn panicking_writes(dir: &Path, nth: u64) -> Arc<dyn WalIo> {
+        let disk = SimDisk::new(dir);
+        let writes = AtomicU64::new(0);
+        disk.before(OpKind::Write, None, move |call| {
+            if call.offset > Some(0) && writes.fetch_add(1, Ordering::SeqCst) + 1 >= nth {
+                panic!("a bug in the I/O layer");
             }
-        }
-
-        /// Record writes (past the header at offset 0) panic from the `nth` on.
-        fn panicking_writes(nth: u64) -> HookedIo {
-            let writes = AtomicU64::new(0);
-            let before_write: Hook = Arc::new(move |offset| {
-                if offset > 0 && writes.fetch_add(1, Ordering::SeqCst) + 1 >= nth {
-                    panic!("a bug in the I/O layer");
-                }
-            });
-            HookedIo { before_write, before_sync: Arc::new(|_| {}) }
-        }
-    }
-
-    #[derive(Debug)]
-    struct HookedFile {
-        file: Arc<dyn WalFile>,
-        io: HookedIo,
-    }
-
-    impl WalIo for HookedIo {
-        fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-            StdIo.create_dir_all(path)
-        }
-        fn list(&self, dir: &Path) -> std::io::Result<Vec<String>> {
-            StdIo.list(dir)
-        }
-        fn create(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-            Ok(Arc::new(HookedFile { file: StdIo.create(path)?, io: self.clone() }))
-        }
-        fn open(&self, path: &Path) -> std::io::Result<Arc<dyn WalFile>> {
-            Ok(Arc::new(HookedFile { file: StdIo.open(path)?, io: self.clone() }))
-        }
-        fn read(&self, path: &Path) -> std::io::Result<crate::wal::io::FileBytes> {
-            StdIo.read(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-            StdIo.rename(from, to)
-        }
-        fn remove(&self, path: &Path) -> std::io::Result<()> {
-            StdIo.remove(path)
-        }
-        fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
-            StdIo.sync_dir(dir)
-        }
-    }
-
-    impl WalFile for HookedFile {
-        fn write_at(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-            (self.io.before_write)(offset);
-            self.file.write_at(offset, bytes)
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            (self.io.before_sync)(0);
-            self.file.sync_data()
-        }
-        fn allocate(&self, bytes: u64) -> std::io::Result<()> {
-            self.file.allocate(bytes)
-        }
-        fn len_bytes(&self) -> std::io::Result<u64> {
-            self.file.len_bytes()
-        }
+        });
+        disk.wal_io()
     }
 
     fn options_in(dir: &Path) -> WalOptions {
@@ -1128,7 +1062,7 @@ mod tests {
         // the panic), later appends are refused, and `stop`, which waits for
         // no leader to be active, returns.
         let dir = tempfile::tempdir().unwrap();
-        let io = Arc::new(HookedIo::panicking_writes(5));
+        let io = panicking_writes(dir.path(), 5);
         let sink: Sink<()> = Box::new(|_, _| {});
         let wal = Arc::new(Wal::start(io, options_in(dir.path()), 1, 1, sink).unwrap());
         let outcomes: Vec<Result<Lsn>> =
@@ -1207,8 +1141,7 @@ mod tests {
             epoch: 1,
             max_record_bytes: 1024,
         };
-        let wal =
-            Arc::new(Wal::start(Arc::new(HookedIo::slow_syncs()), options, 1, 1, sink).unwrap());
+        let wal = Arc::new(Wal::start(slow_syncs(dir.path()), options, 1, 1, sink).unwrap());
         let writers: Vec<_> = (0..8u64)
             .map(|writer| {
                 let wal = wal.clone();

@@ -1,17 +1,17 @@
-//! Shared test helpers: small-segment configs, file snapshots, a tracing
-//! capture, and a fault-injecting WAL I/O layer.
+//! Shared test helpers: small-segment configs, segment files, a tracing
+//! capture, and batches checked whole. What the fuzz targets need as well
+//! (file snapshots, the fact model, the simulated disk) is in
+//! `factwal::testing`.
 #![allow(dead_code)]
 
 pub mod acks;
 
 use std::collections::BTreeMap;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use factwal::fault::{OpKind, Side, SimDisk};
-use factwal::wal::io::{FileBytes, WalFile, WalIo};
-use factwal::{Batch, Config, Op, Store};
+use factwal::wal::segment::segment_file_name;
+use factwal::{Batch, Config, Store};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -39,10 +39,10 @@ pub fn crashed_empty_store(config: &Config) -> (factwal::StoreId, u32) {
 
 /// Paths of the segment files of a WAL directory, in order.
 pub fn segment_paths(wal_dir: &Path) -> Vec<PathBuf> {
-    factwal::segment_numbers(wal_dir)
+    factwal::testing::segment_numbers(wal_dir)
         .unwrap_or_default()
         .into_iter()
-        .map(|n| wal_dir.join(format!("{n:020}.wal")))
+        .map(|n| wal_dir.join(segment_file_name(n)))
         .collect()
 }
 
@@ -58,32 +58,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
-}
-
-/// Files added, removed or changed between two snapshots.
-pub fn changed_files(
-    before: &BTreeMap<PathBuf, Vec<u8>>,
-    after: &BTreeMap<PathBuf, Vec<u8>>,
-) -> Vec<PathBuf> {
-    let paths: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
-    paths.into_iter().filter(|path| before.get(*path) != after.get(*path)).cloned().collect()
-}
-
-/// Every file under a directory with its bytes: to prove nothing changed.
-pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    files
 }
 
 /// One captured tracing event.
@@ -163,88 +137,6 @@ pub fn capture<R>(body: impl FnOnce() -> R) -> (R, Vec<CapturedEvent>) {
     (result, events)
 }
 
-/// Which operation a fault applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FaultOp {
-    Write,
-    Sync,
-    Allocate,
-    SyncDir,
-    Remove,
-}
-
-impl FaultOp {
-    fn kind(self) -> OpKind {
-        match self {
-            FaultOp::Write => OpKind::Write,
-            FaultOp::Sync => OpKind::Sync,
-            FaultOp::Allocate => OpKind::Resize,
-            FaultOp::SyncDir => OpKind::SyncDir,
-            FaultOp::Remove => OpKind::Remove,
-        }
-    }
-}
-
-/// WAL I/O over the library's simulated disk, with fault rules on WAL
-/// operations only: the Nth call of a kind (counting from 1) fails with the
-/// given errno, once or from then on. redb stays on the real file system.
-#[derive(Debug)]
-pub struct FaultyIo {
-    disk: Arc<SimDisk>,
-    io: Arc<dyn WalIo>,
-}
-
-impl FaultyIo {
-    pub fn new() -> Arc<FaultyIo> {
-        let disk = SimDisk::new(std::env::temp_dir());
-        let io = disk.wal_io();
-        Arc::new(FaultyIo { disk, io })
-    }
-
-    /// Fails the `nth` next call of `op` (1 = the very next one), counting
-    /// from now; `sticky` fails every later call too.
-    pub fn fail_nth(&self, op: FaultOp, nth: u64, errno: i32, sticky: bool) {
-        self.disk.fail_nth(op.kind(), Some(Side::Wal), nth, errno, sticky);
-    }
-
-    /// Removes every rule (space came back, say).
-    pub fn heal(&self) {
-        self.disk.heal();
-    }
-
-    /// Calls of `op` so far.
-    pub fn count(&self, op: FaultOp) -> u64 {
-        self.disk.count(op.kind())
-    }
-}
-
-impl WalIo for FaultyIo {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.io.create_dir_all(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.io.list(dir)
-    }
-    fn create(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        self.io.create(path)
-    }
-    fn open(&self, path: &Path) -> io::Result<Arc<dyn WalFile>> {
-        self.io.open(path)
-    }
-    fn read(&self, path: &Path) -> io::Result<FileBytes> {
-        self.io.read(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.io.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.io.remove(path)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.io.sync_dir(dir)
-    }
-}
-
 /// Bytes of a segment header and of a record header, as docs/FORMAT.md lays
 /// them out; written out here so the tests do not lean on the engine's own
 /// decoder to find records.
@@ -276,24 +168,6 @@ pub fn records_in(path: &Path) -> Vec<RecordAt> {
         offset += record.bytes as usize;
     }
     records
-}
-
-/// Session facts as a model: (session, fact) -> value.
-pub type Model = BTreeMap<(String, String), Vec<u8>>;
-
-/// Applies operations to the model, in order, as the store does.
-pub fn apply_ops(model: &mut Model, ops: &[Op]) {
-    for op in ops {
-        match op {
-            Op::Assert { session, fact, value } => {
-                model.insert((session.clone(), fact.clone()), value.clone());
-            }
-            Op::Retract { session, fact } => {
-                model.remove(&(session.clone(), fact.clone()));
-            }
-            Op::DropSession { session } => model.retain(|(s, _), _| s != session),
-        }
-    }
 }
 
 /// One fact of a test batch: (session, fact, value).
