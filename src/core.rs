@@ -44,6 +44,8 @@ pub(crate) struct Core {
     /// Why redb is not open while the store is: a reopen after an I/O
     /// failure failed (see `reopen_state_if_failed`).
     pub(crate) state_failure: Mutex<Option<Error>>,
+    /// A failed sync of `state.redb` was reported (once, as an ERROR).
+    pub(crate) state_sync_failure_reported: AtomicBool,
     pub(crate) recovery: RecoveryReport,
     /// Opens `state.redb` again after an I/O failure redb latched.
     pub(crate) state_io: Arc<dyn StateIo>,
@@ -158,7 +160,23 @@ impl Core {
     /// this does it, once no one is using the handle, and resumes folding
     /// from what the file says it holds. A reopen that fails (the disk still
     /// full) is reported by the next use and retried then.
+    ///
+    /// Never after a failed sync of the file: then the file is not to be
+    /// trusted again in this process (see `Tables::sync_failed`), nothing
+    /// more is folded into it and no segment is removed on its strength, and
+    /// this says so with [`Error::StateSyncFailed`]. The next open recovers
+    /// from what the disk holds and the WAL.
     pub(crate) fn reopen_state_if_failed(&self) -> Result<()> {
+        if let Some(cause) = read(&self.tables).as_ref().and_then(Tables::sync_failed) {
+            let path = self.config.state_path();
+            if !self.state_sync_failure_reported.swap(true, Ordering::AcqRel) {
+                tracing::error!(target: "factwal::checkpoint", path = %path.display(), error = %error_chain(&cause),
+                    "a sync of state.redb failed: the kernel may have dropped what it could not write, so nothing more \
+                     is folded into it until the store is reopened; the WAL keeps every record since the last good \
+                     commit, and writes go on until persistence.wal_bytes_max");
+            }
+            return Err(Error::StateSyncFailed { path, cause: Arc::new(cause) });
+        }
         let needed = |guard: &Option<Tables>| match guard {
             Some(tables) => tables.needs_reopen(),
             None => lock(&self.state_failure).is_some() && !self.closed.load(Ordering::Acquire),

@@ -321,6 +321,25 @@ pub enum Error {
         cause: Arc<Error>,
     },
 
+    /// A sync of `state.redb` failed earlier. The kernel may have dropped
+    /// what it could not write while still showing it, so nothing more is
+    /// folded into the file, and no WAL segment removed on its strength, until
+    /// the store is reopened (which recovers from the disk and the WAL). In
+    /// WAL mode writes go on into the WAL until `persistence.wal_bytes_max`;
+    /// in direct mode they are refused.
+    #[error(
+        "a sync of {} failed earlier: nothing more is folded into it until the store is reopened \
+         (the WAL keeps every record since its last good commit): {cause}",
+        path.display()
+    )]
+    StateSyncFailed {
+        /// The redb file.
+        path: PathBuf,
+        /// The failure redb reported.
+        #[source]
+        cause: Arc<Error>,
+    },
+
     /// The store is closed or closing.
     #[error("store is closed")]
     Closed,

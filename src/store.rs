@@ -277,10 +277,11 @@ impl Store {
                 Ok(lsn)
             }
             Err(error) => {
-                // A commit can fail after its data reached redb (a failed
-                // final sync, say): the next LSN must follow what redb
-                // holds, which a reopen reads back (now, or before the next
-                // write if this one fails too).
+                // A commit that failed for lack of space left the file as of
+                // the last commit, which a reopen reads back (now, or before
+                // the next write if this one fails too). After a failed sync
+                // nothing is reopened: every later write is refused with
+                // `StateSyncFailed` until the store is reopened.
                 let _ = self.core.reopen_state_if_failed();
                 Err(error)
             }
@@ -662,6 +663,7 @@ fn assemble_core(
         close_serial: Mutex::new(()),
         lock_files: Mutex::new(opened.locks),
         state_failure: Mutex::new(None),
+        state_sync_failure_reported: AtomicBool::new(false),
         recovery: opened.recovery,
         state_io,
         store_id: opened.store_id,

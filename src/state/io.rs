@@ -9,7 +9,8 @@ use std::io;
 use std::ops::Bound;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{BackendError, StorageBackend};
 
@@ -41,50 +42,60 @@ impl StateIo for StdStateIo {
 
 /// A boxed backend, passed to redb (which takes `impl StorageBackend`).
 /// Every method is forwarded, `close` and the locking methods included:
-/// without them redb's file locking would silently be lost.
+/// without them redb's file locking would silently be lost. It remembers a
+/// failed `sync_data`: after one, what the file reads back (the page cache)
+/// may differ from what the disk holds, so the handle's owner must not trust
+/// the file again in this process (see `Tables::sync_failed`).
 #[derive(Debug)]
-pub(crate) struct BoxedBackend(pub(crate) Box<dyn StorageBackend>);
+pub(crate) struct BoxedBackend {
+    pub(crate) inner: Box<dyn StorageBackend>,
+    pub(crate) sync_failed: Arc<AtomicBool>,
+}
 
 impl StorageBackend for BoxedBackend {
     fn len(&self) -> Result<u64, io::Error> {
-        self.0.len()
+        self.inner.len()
     }
     fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), io::Error> {
-        self.0.read(offset, out)
+        self.inner.read(offset, out)
     }
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.0.set_len(len)
+        self.inner.set_len(len)
     }
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.0.sync_data()
+        let outcome = self.inner.sync_data();
+        if outcome.is_err() {
+            self.sync_failed.store(true, Ordering::Release);
+        }
+        outcome
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.0.write(offset, data)
+        self.inner.write(offset, data)
     }
     fn close(&self) -> Result<(), io::Error> {
-        self.0.close()
+        self.inner.close()
     }
     fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.0.try_lock_range(start, end)
+        self.inner.try_lock_range(start, end)
     }
     fn try_lock_shared_range(
         &self,
         start: Bound<u64>,
         end: Bound<u64>,
     ) -> Result<bool, BackendError> {
-        self.0.try_lock_shared_range(start, end)
+        self.inner.try_lock_shared_range(start, end)
     }
     fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.0.lock_range(start, end)
+        self.inner.lock_range(start, end)
     }
     fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.0.lock_shared_range(start, end)
+        self.inner.lock_shared_range(start, end)
     }
     fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
-        self.0.unlock_range(start, end)
+        self.inner.unlock_range(start, end)
     }
     fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
-        self.0.query_lock_range(start, end)
+        self.inner.query_lock_range(start, end)
     }
 }
 

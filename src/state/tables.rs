@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::{
@@ -123,6 +124,9 @@ pub struct Tables {
     path: PathBuf,
     format_version: u32,
     latch: Mutex<Option<Latch>>,
+    /// Set by the backend when a sync of the file failed (see
+    /// [`Tables::sync_failed`]).
+    sync_failed: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Tables {
@@ -180,12 +184,14 @@ impl Tables {
         cache_bytes: usize,
         store_id: StoreId,
     ) -> Result<Tables> {
-        let db = open_database(path, backend, cache_bytes)?;
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let db = open_database(path, backend, cache_bytes, &sync_failed)?;
         let tables = Tables {
             db: Some(db),
             path: path.to_path_buf(),
             format_version: STATE_FORMAT_VERSION,
             latch: Mutex::new(None),
+            sync_failed,
         };
         tables.write("creating the tables", |txn, _| {
             txn.open_table(FACTS)?;
@@ -214,12 +220,14 @@ impl Tables {
                 detail: "the file is empty (a factwal store's state.redb never is)".into(),
             });
         }
-        let db = open_database(path, backend, cache_bytes)?;
+        let sync_failed = Arc::new(AtomicBool::new(false));
+        let db = open_database(path, backend, cache_bytes, &sync_failed)?;
         let mut tables = Tables {
             db: Some(db),
             path: path.to_path_buf(),
             format_version: 0,
             latch: Mutex::new(None),
+            sync_failed,
         };
         tables.format_version = tables.read_format_version()?;
         if tables.format_version > STATE_FORMAT_VERSION {
@@ -304,9 +312,31 @@ impl Tables {
     }
 
     /// True when an I/O failure latched this handle: the file holds the last
-    /// commit, and a new handle (a reopen) can carry on.
+    /// commit, and a new handle (a reopen) can carry on. Never after a
+    /// failed sync (see [`Tables::sync_failed`]).
     pub fn needs_reopen(&self) -> bool {
-        matches!(self.latched(), Some(Latch::Io(_)))
+        matches!(self.latched(), Some(Latch::Io(_))) && self.sync_failed().is_none()
+    }
+
+    /// The failure latched after a sync of the file failed, if one did. The
+    /// kernel may then have dropped the pages it could not write while the
+    /// page cache still shows them, so the file reads as holding a commit
+    /// the disk may lack: no handle may trust it again in this process (the
+    /// fsync failure PostgreSQL met in 2018). Only a reopen of the store,
+    /// which reads the file from the disk after redb's recovery, can.
+    pub fn sync_failed(&self) -> Option<Error> {
+        if !self.sync_failed.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.latched() {
+            Some(Latch::Io(error) | Latch::Panicked(error)) => Some(error),
+            None => Some(Error::io(
+                &self.path,
+                IoOp::Sync,
+                "state file",
+                std::io::Error::other("a sync of the state file failed"),
+            )),
+        }
     }
 
     /// Runs `body` in a read transaction.
@@ -538,11 +568,13 @@ fn open_database(
     path: &Path,
     backend: Box<dyn StorageBackend>,
     cache_bytes: usize,
+    sync_failed: &Arc<AtomicBool>,
 ) -> Result<Database> {
+    let backend = BoxedBackend { inner: backend, sync_failed: sync_failed.clone() };
     catch(path, "opening", || {
         redb::Builder::new()
             .set_cache_size(cache_bytes)
-            .create_with_backend(BoxedBackend(backend))
+            .create_with_backend(backend)
             .map_err(|e| classify(path, e))
     })
 }
