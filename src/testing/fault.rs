@@ -12,7 +12,12 @@
 //! 2. an unsynced write may be lost, or persist only up to some byte;
 //! 3. bytes outside a write's range do not change;
 //! 4. a created, renamed or removed entry is durable only once its directory
-//!    is synced.
+//!    is synced;
+//! 5. a sync that fails may lose the file's unsynced writes for good while
+//!    reads still show them (Linux marks the pages it could not write clean,
+//!    so a later sync does not write them again): a failed sync forgets them
+//!    from the durable image, and only writes made after it reach the disk
+//!    with the next sync.
 //!
 //! What it injects, all counted on the same calls ([`OpKind`]):
 //! - a [`Fault`]: the Nth call of a kind (or of any kind, or the Nth mutating
@@ -518,6 +523,21 @@ impl SimDisk {
         }
     }
 
+    /// A file's `sync_data`: its unsynced writes become durable, or, when
+    /// the sync fails other than by the crash, are lost to the disk (rule 5).
+    fn sync(&self, side: Side, id: u64) -> io::Result<()> {
+        if let Err(error) = self.check(OpKind::Sync, side) {
+            if !self.crashed() {
+                if let Some(inode) = self.lock().inodes.get_mut(&id) {
+                    inode.pending.clear();
+                }
+            }
+            return Err(error);
+        }
+        self.sync_inode(id);
+        Ok(())
+    }
+
     fn sync_inode(&self, id: u64) {
         let mut state = self.lock();
         if let Some(inode) = state.inodes.get_mut(&id) {
@@ -688,9 +708,7 @@ impl WalFile for SimWalFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.disk.check(OpKind::Sync, Side::Wal)?;
-        self.disk.sync_inode(self.id);
-        Ok(())
+        self.disk.sync(Side::Wal, self.id)
     }
 
     fn allocate(&self, bytes: u64) -> io::Result<()> {
@@ -771,9 +789,7 @@ impl StorageBackend for SimBackend {
         Ok(())
     }
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.disk.check(OpKind::Sync, Side::State)?;
-        self.disk.sync_inode(self.id);
-        Ok(())
+        self.disk.sync(Side::State, self.id)
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
         self.disk
@@ -898,6 +914,24 @@ mod tests {
         assert!(!disk.crashed());
         // Mutations: create, sync_dir, write, sync, write, create, crash.
         assert_eq!(disk.mutations(), 7);
+    }
+
+    #[test]
+    fn a_failed_sync_loses_the_unsynced_writes_for_good_while_reads_show_them() {
+        // "lost" is written, then its sync fails: reads still show it, but a
+        // later successful sync (of "kept", written after) does not make it
+        // durable, so a power loss leaves "kept" over the durable zeros.
+        let (dir, disk, file, path) = disk_with_file();
+        disk.wal_io().sync_dir(dir.path()).unwrap();
+        file.write_at(0, b"lost").unwrap();
+        disk.fail(Fault::nth(OpKind::Sync, 1, EIO));
+        assert_eq!(errno(file.sync_data()), Some(EIO));
+        assert_eq!(std::fs::read(&path).unwrap(), b"lost", "the page cache still shows it");
+        file.write_at(4, b"kept").unwrap();
+        file.sync_data().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"lostkept");
+        disk.power_loss(Tear::DropUnsynced).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"\0\0\0\0kept");
     }
 
     #[test]
