@@ -8,14 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use factwal::testing::snapshot_files;
 use factwal::{Batch, ReadOnlyStore, Store};
 use serde_json::Value;
 
 mod common;
-use common::small_config;
+use common::{no_spawn_meanwhile, small_config};
 
 const SUBCOMMANDS: [&str; 9] =
     ["demo", "load", "facts", "inspect", "dump", "verify", "checkpoint", "salvage", "bench"];
@@ -23,27 +22,11 @@ const SUBCOMMANDS: [&str; 9] =
 const SMALL_CONFIG_TOML: &str =
     "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\nwal_bytes_max = 1048576\n";
 
-/// Held across every spawn of a child and every open of a store in this
-/// process, as in tests/locking.rs: a child forked while a store of another
-/// test is open holds a copy of its lock file's descriptor until it execs,
-/// so a store closed and reopened meanwhile (here, or in a child) would find
-/// its own lock still held. `Command::spawn` returns only after the exec.
-static SPAWNING: Mutex<()> = Mutex::new(());
-
-fn no_spawn_meanwhile() -> MutexGuard<'static, ()> {
-    SPAWNING.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Spawns `factwal` with the lock above held until its exec.
+/// Spawns `factwal` (the guard of `common::spawn` held until its exec).
 fn spawn_factwal(args: &[&str], stdout: Stdio) -> Child {
-    let _spawning = no_spawn_meanwhile();
-    Command::new(env!("CARGO_BIN_EXE_factwal"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_factwal"));
+    command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(Stdio::piped());
+    common::spawn(&mut command)
 }
 
 fn factwal(args: &[&str]) -> Output {

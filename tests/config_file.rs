@@ -270,21 +270,21 @@ fn an_empty_wal_path_is_refused_wherever_it_comes_from() {
         "{error}"
     );
     assert!(factwal::Store::open(Config::new(dir.path().join("store")).wal_path("")).is_err());
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_factwal"))
-        .args([
-            "load",
-            "--dir",
-            &dir.path().join("cli").display().to_string(),
-            "--wal-path",
-            "",
-            "--sessions",
-            "1",
-            "--writes",
-            "1",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let output = common::output(
+        std::process::Command::new(env!("CARGO_BIN_EXE_factwal"))
+            .args([
+                "load",
+                "--dir",
+                &dir.path().join("cli").display().to_string(),
+                "--wal-path",
+                "",
+                "--sessions",
+                "1",
+                "--writes",
+                "1",
+            ])
+            .current_dir(dir.path()),
+    );
     // The command line refuses an empty value itself (a usage error).
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--wal-path"));

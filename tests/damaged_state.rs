@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use factwal::testing::snapshot_files;
 use factwal::{Batch, Config, Error, Loss, ReadOnlyStore, Store};
@@ -18,16 +18,6 @@ use factwal::{Batch, Config, Error, Loss, ReadOnlyStore, Store};
 mod common;
 
 const PAGE: usize = 4096;
-
-/// Held while a test spawns a process, and while one holds store locks in
-/// this process: a child forked meanwhile would hold a copy of a lock file's
-/// descriptor until it execs, and a store opened right then would find
-/// itself locked (docs/DESIGN.md, "Locking").
-static FORK_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
-    FORK_GUARD.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 type Facts = BTreeMap<(String, String), Vec<u8>>;
 
@@ -44,7 +34,7 @@ fn config(dir: &Path) -> Config {
 }
 
 fn pristine() -> Pristine {
-    let _guard = fork_guard();
+    let _guard = common::no_spawn_meanwhile();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     let mut facts = Facts::new();
@@ -122,7 +112,7 @@ fn damaged_pages_never_panic_and_never_give_a_wrong_value() {
     let mut seen = 0;
     let damages = damages(&pristine);
     for (what, state) in &damages {
-        let _guard = fork_guard();
+        let _guard = common::no_spawn_meanwhile();
         let work = damaged_copy(&pristine, state);
         let config = config(work.path());
         let state_path = config.state_path();
@@ -167,7 +157,7 @@ fn salvage_copies_every_readable_fact_and_names_every_loss() {
     let pristine = pristine();
     let mut partial = 0;
     for (what, state) in damages(&pristine) {
-        let _guard = fork_guard();
+        let _guard = common::no_spawn_meanwhile();
         let work = damaged_copy(&pristine, &state);
         let config = config(work.path());
         let before = snapshot_files(work.path());
@@ -262,15 +252,12 @@ fn salvage_replays_the_wal_and_restores_what_it_rewrote() {
 }
 
 fn factwal(args: &[&str]) -> Output {
-    let _guard = fork_guard();
-    Command::new(env!("CARGO_BIN_EXE_factwal")).args(args).stdin(Stdio::null()).output().unwrap()
+    common::output(Command::new(env!("CARGO_BIN_EXE_factwal")).args(args))
 }
 
 /// `factwal <args>` with TMPDIR pointing at `tmpdir`.
 fn factwal_with_tmpdir(args: &[&str], tmpdir: &Path) -> Output {
-    let _guard = fork_guard();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_factwal"));
-    command.args(args).env("TMPDIR", tmpdir).stdin(Stdio::null()).output().unwrap()
+    common::output(Command::new(env!("CARGO_BIN_EXE_factwal")).args(args).env("TMPDIR", tmpdir))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -319,7 +306,7 @@ fn the_command_line_names_state_redb_exits_2_and_leaves_no_file_behind() {
     // and still leave nothing in the temporary directory.
     let crashed = tempfile::tempdir().unwrap();
     {
-        let _guard = fork_guard();
+        let _guard = common::no_spawn_meanwhile();
         let store = Store::open(config(crashed.path())).unwrap();
         store.assert("s", "f", b"v").unwrap();
         store.checkpoint(factwal::CheckpointMode::Passive).unwrap();
@@ -363,7 +350,7 @@ fn salvage_from_the_command_line_and_the_runbook_recipe() {
     let output = factwal(&["verify", "--dir", &store_arg]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     {
-        let _guard = fork_guard();
+        let _guard = common::no_spawn_meanwhile();
         let reopened = Store::open(config(&store)).unwrap();
         assert_eq!(reopened.facts("s9").unwrap().len(), 11);
         assert_eq!(

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, MutexGuard, PoisonError};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use factwal::testing::snapshot_files;
@@ -23,18 +23,6 @@ const CHILD_HOLD_MAX: Duration = Duration::from_secs(10);
 /// How long the parent waits for the child to report the lock.
 const CHILD_START_MAX: Duration = Duration::from_secs(30);
 
-/// Held while a child process is spawned, and by every test that opens and
-/// closes stores in this process. A child forked from this process holds a
-/// copy of every descriptor open at that moment, the lock files' included,
-/// until it has exec'd (they are close-on-exec): a store closed then reopened
-/// meanwhile would find its lock still held, by the child. `Command::spawn`
-/// returns only after the exec, so holding this across it closes the window.
-static SPAWNING: Mutex<()> = Mutex::new(());
-
-fn no_spawn_meanwhile() -> MutexGuard<'static, ()> {
-    SPAWNING.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 fn expect_locked(dir: &Path) {
     match Store::open(common::small_config(dir)) {
         Err(Error::Locked { path }) => assert_eq!(path, dir.join(LOCK_FILE_NAME)),
@@ -47,7 +35,7 @@ fn second_open_in_the_same_process_is_locked() {
     // Opens a store, then tries a second open of the same directory: it must
     // fail with Locked naming <dir>/LOCK, change no file, and leave the first
     // store fully working.
-    let _spawning = no_spawn_meanwhile();
+    let _spawning = common::no_spawn_meanwhile();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(common::small_config(dir.path())).unwrap();
     store.assert("s", "f", b"1").unwrap();
@@ -65,7 +53,7 @@ fn lock_is_released_by_close_drop_and_crash() {
     // Releases the lock in each of the three ways a store can end and checks
     // that the next open succeeds and sees the data, and that the reopened
     // store holds the lock again.
-    let _spawning = no_spawn_meanwhile();
+    let _spawning = common::no_spawn_meanwhile();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(common::small_config(dir.path())).unwrap();
     store.assert("s", "closed", b"1").unwrap();
@@ -99,7 +87,7 @@ impl Drop for ChildGuard {
 
 fn spawn_child(dir: &Path) -> (ChildGuard, mpsc::Receiver<String>) {
     let exe = std::env::current_exe().unwrap();
-    let spawning = no_spawn_meanwhile();
+    let spawning = common::no_spawn_meanwhile();
     let mut child = Command::new(exe)
         .args(["child_holds_lock", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)

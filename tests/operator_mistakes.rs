@@ -23,7 +23,7 @@ fn binary() -> PathBuf {
 }
 
 fn factwal(args: &[&str]) -> Output {
-    Command::new(binary()).args(args).stdin(Stdio::null()).output().unwrap()
+    common::output(Command::new(binary()).args(args))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -55,13 +55,13 @@ struct Ack {
 fn load_and_kill(args: &[&str], acks_wanted: usize) -> Vec<Ack> {
     let mut all = vec!["load", "--sessions", "5", "--writes", "100000000", "--threads", "1"];
     all.extend_from_slice(args);
-    let mut child = Command::new(binary())
-        .args(&all)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(
+        Command::new(binary())
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut acks = Vec::new();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     while acks.len() < acks_wanted {

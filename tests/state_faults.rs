@@ -209,7 +209,6 @@ fn a_failed_sync_at(nth: u64) {
         segments,
         "sync {nth}: no segment is removed on the strength of state.redb"
     );
-    drop(write);
     acknowledged.sort();
     assert_eq!(facts_of(&store), acknowledged, "sync {nth}: reads see every acknowledged write");
     let report = store.close();

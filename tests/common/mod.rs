@@ -8,13 +8,43 @@ pub mod acks;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use factwal::wal::segment::segment_file_name;
 use factwal::{Batch, Config, Store};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
+
+/// Held while a child process is spawned, and while a test reopens a store
+/// in this process. A child forked from a test binary holds a copy of every
+/// descriptor open at that moment, other tests' lock files included, until
+/// it has exec'd (they are close-on-exec): a store closed then reopened
+/// meanwhile would find its own lock still held, by that child, and get
+/// `Locked` (docs/DESIGN.md, "Locking"). `Command::spawn` returns only after
+/// the exec, so holding this across it, and across every reopen, closes the
+/// window. A first open of a new directory needs no guard: no copy of a lock
+/// that never existed can be held.
+static SPAWNING: Mutex<()> = Mutex::new(());
+
+/// The guard above.
+pub fn no_spawn_meanwhile() -> MutexGuard<'static, ()> {
+    SPAWNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Spawns `command` with the guard held until its exec.
+pub fn spawn(command: &mut Command) -> Child {
+    let _spawning = no_spawn_meanwhile();
+    command.spawn().unwrap()
+}
+
+/// Runs `command` (stdin closed, stdout and stderr captured) to its end,
+/// spawned with the guard held until its exec.
+pub fn output(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    spawn(command).wait_with_output().unwrap()
+}
 
 /// A config with small segments so tests cross many segment boundaries.
 pub fn small_config(dir: &Path) -> Config {
