@@ -337,24 +337,7 @@ pub fn scan<P>(
             if mode != RecoveryMode::PointInTime || !matches!(corruption, Error::Corrupted { .. }) {
                 return Err(corruption);
             }
-            // Every segment from here on goes, except one whose valid prefix
-            // was kept (its summary was recorded; it is zeroed from the
-            // corruption on instead).
-            let kept = |path: &PathBuf| {
-                scanner.recovered.segments.iter().any(|segment| &segment.path == path)
-            };
-            let removed_segments: Vec<PathBuf> = numbers[index..]
-                .iter()
-                .map(|&n| dir.join(segment_file_name(n)))
-                .filter(|path| !kept(path))
-                .collect();
-            let dropped =
-                describe_dropped(io, &corruption, &scanner.recovered.segments, &removed_segments);
-            scanner.recovered.repairs.push(Repair::DropAfter {
-                corruption: Box::new(corruption),
-                removed_segments,
-                dropped,
-            });
+            scanner.cut_at(io, corruption, &numbers[index..]);
             break;
         }
     }
@@ -413,6 +396,26 @@ struct Scanner<'a, P> {
 }
 
 impl<P> Scanner<'_, P> {
+    /// Point-in-time recovery's answer to `corruption`, met in the first of
+    /// the segments `from`: every one of them goes, except one whose valid
+    /// prefix was kept (its summary was recorded; it is zeroed from the
+    /// corruption on instead), and what can still be read there is counted.
+    fn cut_at(&mut self, io: &dyn WalIo, corruption: Error, from: &[u64]) {
+        let kept = |path: &PathBuf| self.recovered.segments.iter().any(|s| &s.path == path);
+        let removed_segments: Vec<PathBuf> = from
+            .iter()
+            .map(|&n| self.dir.join(segment_file_name(n)))
+            .filter(|path| !kept(path))
+            .collect();
+        let dropped =
+            describe_dropped(io, &corruption, &self.recovered.segments, &removed_segments);
+        self.recovered.repairs.push(Repair::DropAfter {
+            corruption: Box::new(corruption),
+            removed_segments,
+            dropped,
+        });
+    }
+
     /// The LSN the next record of the log must carry.
     fn lsn_expected(&self) -> Lsn {
         match self.recovered.segments.last() {
