@@ -11,7 +11,7 @@
 //! the records visible), posts each member's outcome into the member's own
 //! waiter, wakes the first two, and writes the group that queued during the
 //! sync, all without waiting for any thread to be scheduled. The members
-//! wake each other as a binary tree (see `Relay`) while the next group is on
+//! wake each other as a binary tree (`waiter.rs` has the wake protocol) while the next group is on
 //! the disk. A member wakes once, for its own result, and never touches the
 //! shared state to collect it: no herd of woken writers contends for a lock.
 //!
@@ -49,7 +49,6 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{error_chain, panic_message, Error, Lsn, Result};
@@ -61,6 +60,7 @@ use crate::wal::segment::{
     create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment,
     SegmentShape,
 };
+use crate::wal::waiter::{tell_group, Waiter, Wake};
 
 /// Receives durable records, in LSN order, before their writers are told.
 pub type Sink<T> = Box<dyn Fn(Lsn, Vec<T>) + Send + Sync>;
@@ -145,18 +145,6 @@ enum GroupError {
     Failed(Arc<Error>),
 }
 
-/// What a queued writer is told.
-#[derive(Debug)]
-enum Wake {
-    /// Nothing yet: keep sleeping.
-    Waiting,
-    /// Lead the next group (the writer is still queued, first in line).
-    Lead,
-    /// The writer's record is done; before returning, it wakes the members
-    /// the relay names.
-    Done(Result<Lsn>, Relay),
-}
-
 /// A written group whose records are not yet visible and whose writers are
 /// not yet told.
 struct Completion<T> {
@@ -191,61 +179,6 @@ impl<T> Completion<T> {
             members.push((queued.waiter, outcome));
         }
         Completion { lsn_first, items, members }
-    }
-}
-
-/// Wakes a finished group's members as a binary tree, so waking them takes
-/// a few wake-up latencies instead of one per member on one thread, and the
-/// work is spread over every core. Every member's outcome is posted before
-/// the first is woken; member `i` wakes members `2i+2` and `2i+3`.
-#[derive(Debug)]
-struct Relay {
-    members: Arc<[Arc<Waiter>]>,
-    index: usize,
-}
-
-impl Relay {
-    fn wake_children(&self) {
-        for child in [2 * self.index + 2, 2 * self.index + 3] {
-            if let Some(waiter) = self.members.get(child) {
-                waiter.thread.unpark();
-            }
-        }
-    }
-}
-
-/// One queued writer's mailbox: written by whoever wakes it, read only by it.
-#[derive(Debug)]
-struct Waiter {
-    wake: Mutex<Wake>,
-    thread: Thread,
-}
-
-impl Waiter {
-    fn new() -> Arc<Waiter> {
-        Arc::new(Waiter { wake: Mutex::new(Wake::Waiting), thread: std::thread::current() })
-    }
-
-    fn tell(&self, wake: Wake) {
-        self.post(wake);
-        self.thread.unpark();
-    }
-
-    /// Leaves a message without waking the writer.
-    fn post(&self, wake: Wake) {
-        *lock(&self.wake) = wake;
-    }
-
-    /// Sleeps until told something other than `Waiting`.
-    fn wait(&self) -> Wake {
-        loop {
-            // A statement of its own, so the lock is released before parking.
-            let told = std::mem::replace(&mut *lock(&self.wake), Wake::Waiting);
-            match told {
-                Wake::Waiting => std::thread::park(),
-                told => return told,
-            }
-        }
     }
 }
 
@@ -530,7 +463,7 @@ impl<T> Wal<T> {
 
     /// Gives a written group's durable records to the sink, after every
     /// earlier group's, then posts each member's outcome and wakes the
-    /// members as a binary tree (see `Relay`). A panic in the sink poisons
+    /// members as a binary tree (see `tell_group`). A panic in the sink poisons
     /// the WAL and fails the group's writes (their records are durable, but
     /// whether they became visible is unknown); the cause is returned.
     fn finish(&self, completion: Completion<T>) -> Option<Arc<Error>> {
@@ -559,18 +492,14 @@ impl<T> Wal<T> {
                 failure = Some(cause);
             }
         }
-        let (waiters, outcomes): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-        let waiters: Arc<[Arc<Waiter>]> = waiters.into();
-        for (index, outcome) in outcomes.into_iter().enumerate() {
+        let members = members.into_iter().map(|(waiter, outcome)| {
             let outcome = match (&failure, outcome) {
                 (Some(cause), Ok(_)) => Err(Error::Poisoned { cause: cause.clone() }),
                 (_, outcome) => outcome,
             };
-            waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
-        }
-        for waiter in waiters.iter().take(2) {
-            waiter.thread.unpark();
-        }
+            (waiter, outcome)
+        });
+        tell_group(members.collect());
         failure
     }
 
