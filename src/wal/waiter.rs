@@ -1,8 +1,8 @@
 //! How a queued writer is told what became of its write: a mailbox per
 //! writer, and a relay that wakes a finished group's writers as a tree.
 //!
-//! The wake protocol, between the thread that settles a write (a leader)
-//! and the writer that waits for it:
+//! The wake protocol, between the thread that settles a write (a leader, or
+//! a leader's drop guard after a panic) and the writer that waits for it:
 //!
 //! 1. The writer makes its [`Waiter`] (an empty mailbox and a handle on its
 //!    own thread) before it queues, and parks in [`Waiter::wait`] until the
