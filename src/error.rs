@@ -285,7 +285,10 @@ pub enum Error {
     },
 
     /// Code inside factwal (or inside a layer it calls) panicked; the panic
-    /// was contained and turned into this error.
+    /// was contained and turned into this error. When a panic unwound the
+    /// thread leading a WAL group commit, the writers that leader owed an
+    /// outcome get this error as the cause of [`Error::Poisoned`]; the
+    /// panic's own message then went to the panic hook.
     #[error("internal failure while {what}: panic: {message}")]
     Panicked {
         /// What was being done.

@@ -3,7 +3,8 @@
 //! taken as it is. The updates made under these locks are single
 //! assignments or complete before anything that can panic runs; where a
 //! half-done step could matter, the code that panicked poisons the WAL or
-//! latches redb instead (`Wal::write_group_contained`, `Tables::contain`).
+//! latches redb instead (`Wal::write_group_contained` and the WAL leader's
+//! drop guard, `Leadership`; `Tables::contain`).
 
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

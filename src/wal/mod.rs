@@ -5,6 +5,7 @@ pub mod format;
 pub mod io;
 pub mod recovery;
 pub mod segment;
+mod waiter;
 pub mod writer;
 
 #[cfg(feature = "testing")]

@@ -1,6 +1,10 @@
 //! The WAL writer: appends framed records to the active segment and syncs
 //! them, sharing each sync among all writers that arrive while the previous
-//! one is in flight (group commit).
+//! one is in flight (group commit). The code below follows one write from
+//! top to bottom: `start`, `append`, `lead`, `gather`, `write_group`,
+//! `roll`, the leader's bookkeeping, `finish`, `pass_on`; then what the
+//! checkpoint does (`prepare_next_segment`, `release_through`), and `stop`
+//! and `truncate_with`.
 //!
 //! Protocol: a writer queues its payload, with a waiter of its own, under the
 //! state lock. If no leader is active it becomes the leader: it takes the
@@ -11,9 +15,10 @@
 //! the records visible), posts each member's outcome into the member's own
 //! waiter, wakes the first two, and writes the group that queued during the
 //! sync, all without waiting for any thread to be scheduled. The members
-//! wake each other as a binary tree (see `Relay`) while the next group is on
-//! the disk. A member wakes once, for its own result, and never touches the
-//! shared state to collect it: no herd of woken writers contends for a lock.
+//! wake each other as a binary tree (`waiter.rs` has the wake protocol)
+//! while the next group is on the disk. A member wakes once, for its own
+//! result, and never touches the shared state to collect it: no herd of
+//! woken writers contends for a lock.
 //!
 //! The leader's own write returns only when it stops leading, so after
 //! `LEAD_GROUPS_MAX` groups, or when the queue is empty, it hands leadership
@@ -43,13 +48,19 @@
 //! segment is abandoned and the next group starts a new one; recovery knows
 //! to ignore an abandoned tail because the next segment's header says where
 //! the log continues.
+//!
+//! A panic anywhere on the leader path poisons the WAL too. The leader's
+//! drop guard (`Leadership`) knows what the leader still owes (writers not
+//! yet told, the sink's turn, leadership itself) and settles it while the
+//! leader's thread unwinds, so no writer, no `stop` and no `close` waits for
+//! a thread that is gone. The locks, and the order they are taken in, are
+//! listed on `Wal`.
 
 use std::collections::VecDeque;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use crate::error::{error_chain, panic_message, Error, IoOp, Lsn, Result};
@@ -61,6 +72,10 @@ use crate::wal::segment::{
     create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment,
     SegmentShape,
 };
+use crate::wal::waiter::{tell_group, Waiter, Wake};
+
+#[cfg(test)]
+mod leader_panics;
 
 /// Receives durable records, in LSN order, before their writers are told.
 pub type Sink<T> = Box<dyn Fn(Lsn, Vec<T>) + Send + Sync>;
@@ -76,6 +91,10 @@ const GATHER_MAX: Duration = Duration::from_micros(100);
 /// writers (medians of 8 interleaved runs): 1 group 117k writes/s, 2 130k,
 /// 4 132k, 8 138k, 32 139k.
 const LEAD_GROUPS_MAX: usize = 8;
+
+/// The message of the error a leader's drop guard reports: a `Drop` runs
+/// while the panic unwinds but never sees its payload.
+const UNWOUND_MESSAGE: &str = "the leader's thread unwound; the panic hook has the panic's message";
 
 /// Where and how segments are written.
 #[derive(Debug, Clone)]
@@ -146,115 +165,22 @@ enum GroupError {
     Failed(Error),
 }
 
-/// What a queued writer is told.
-#[derive(Debug)]
-enum Wake {
-    /// Nothing yet: keep sleeping.
-    Waiting,
-    /// Lead the next group (the writer is still queued, first in line).
-    Lead,
-    /// The writer's record is done; before returning, it wakes the members
-    /// the relay names.
-    Done(Result<Lsn>, Relay),
-}
-
-/// A written group whose records are not yet visible and whose writers are
-/// not yet told.
-struct Completion<T> {
-    lsn_first: Lsn,
-    /// The durable records' items, in LSN order, for the sink.
-    items: Vec<T>,
-    /// Every writer of the group with its outcome, except the leader.
-    members: Vec<(Arc<Waiter>, Result<Lsn>)>,
-}
-
-impl<T> Completion<T> {
-    /// The written group, of which the first `durable` records reached the
-    /// disk and the rest failed with `error`.
-    fn of(
-        group: Vec<Queued<T>>,
-        lsn_first: Lsn,
-        durable: usize,
-        error: Option<&GroupError>,
-    ) -> Completion<T> {
-        let mut items = Vec::with_capacity(durable);
-        let mut members = Vec::with_capacity(group.len());
-        for (index, queued) in group.into_iter().enumerate() {
-            let outcome = if index < durable {
-                items.push(queued.item);
-                Ok(lsn_first + index as u64)
-            } else {
-                Err(match error.expect("a record that is not durable has an error") {
-                    GroupError::Poisoned(cause) => Error::Poisoned { cause: cause.clone() },
-                    GroupError::Failed(error) => error.clone(),
-                })
-            };
-            members.push((queued.waiter, outcome));
-        }
-        Completion { lsn_first, items, members }
-    }
-}
-
-/// Wakes a finished group's members as a binary tree, so waking them takes
-/// a few wake-up latencies instead of one per member on one thread, and the
-/// work is spread over every core. Every member's outcome is posted before
-/// the first is woken; member `i` wakes members `2i+2` and `2i+3`.
-#[derive(Debug)]
-struct Relay {
-    members: Arc<[Arc<Waiter>]>,
-    index: usize,
-}
-
-impl Relay {
-    fn wake_children(&self) {
-        for child in [2 * self.index + 2, 2 * self.index + 3] {
-            if let Some(waiter) = self.members.get(child) {
-                waiter.thread.unpark();
-            }
-        }
-    }
-}
-
-/// One queued writer's mailbox: written by whoever wakes it, read only by it.
-#[derive(Debug)]
-struct Waiter {
-    wake: Mutex<Wake>,
-    thread: Thread,
-}
-
-impl Waiter {
-    fn new() -> Arc<Waiter> {
-        Arc::new(Waiter { wake: Mutex::new(Wake::Waiting), thread: std::thread::current() })
-    }
-
-    fn tell(&self, wake: Wake) {
-        self.post(wake);
-        self.thread.unpark();
-    }
-
-    /// Leaves a message without waking the writer.
-    fn post(&self, wake: Wake) {
-        *lock(&self.wake) = wake;
-    }
-
-    /// Sleeps until told something other than `Waiting`.
-    fn wait(&self) -> Wake {
-        loop {
-            // A statement of its own, so the lock is released before parking.
-            let told = std::mem::replace(&mut *lock(&self.wake), Wake::Waiting);
-            match told {
-                Wake::Waiting => std::thread::park(),
-                told => return told,
-            }
+impl GroupError {
+    /// What a writer whose record this stopped is told.
+    fn writer_error(&self) -> Error {
+        match self {
+            GroupError::Poisoned(cause) => Error::Poisoned { cause: cause.clone() },
+            GroupError::Failed(error) => error.clone(),
         }
     }
 }
 
 struct GroupState<T> {
     queue: Vec<Queued<T>>,
-    /// A leader is writing a group, or has been chosen and is waking up to
-    /// (or `truncate_with` holds the log). While it is false the queue is
-    /// empty: a writer that finds no leader leads itself.
+    /// Leadership, a lock of its own kind (see `Wal`): a leader is writing a
+    /// group, or has been chosen and is waking up to (or `truncate_with`
+    /// holds the log). While it is false the queue is empty: a writer that
+    /// finds no leader leads itself.
     leader_active: bool,
     /// Members of the last group written, and how long its sync took: what
     /// the next leader gathers for.
@@ -271,9 +197,36 @@ struct GroupState<T> {
 }
 
 /// The segmented write-ahead log with group commit.
+///
+/// # Locks
+///
+/// Leadership (`GroupState::leader_active`) is a lock too: one thread at a
+/// time holds it (a leader, or `truncate_with`), hands it on in `pass_on`,
+/// and gives it back on every path, unwinding included (the drop guard
+/// `Leadership`). Only its holder takes `log`, but for `stop`'s callers
+/// (`remove_all_segments`, once no leader can start). Held locks nest in
+/// this order only, outer first:
+///
+/// ```text
+/// leadership -> log -> spare -> sealed
+/// ```
+///
+/// `state`, `applied` and every waiter's mailbox are taken with none of the
+/// other locks held (leadership aside), and no other lock is taken while one
+/// of them is held. `applied` is held across the sink, which is how the sink
+/// sees groups in LSN order; nothing of the WAL is called from the sink.
+///
+/// Across a `write_at` or a sync: `log` is held by design (a group's write
+/// and sync, a roll's segment creation), and `spare` (a zero-fill and its
+/// syncs, a roll's install); `state`, `applied`, `sealed` and the mailboxes
+/// never are: every writer needs `state` to queue, and a checkpoint needs
+/// `sealed` to release segments. Each field says which of these it is.
 pub struct Wal<T> {
     io: Arc<dyn WalIo>,
     options: WalOptions,
+    /// The queue, leadership, LSNs, counters and the poison flag. Taken
+    /// alone, for moments, by every writer; never held across I/O or the
+    /// sink.
     state: Mutex<GroupState<T>>,
     /// Wakes `stop` and `truncate_with`, which wait for no leader to be active.
     idle: Condvar,
@@ -282,14 +235,18 @@ pub struct Wal<T> {
     /// The LSN of the last record the sink has seen. Groups are completed on
     /// several threads at once; each waits here for the groups before it, so
     /// the sink sees them in LSN order, and `stop` and `truncate_with` wait
-    /// here for the last one.
+    /// here for the last one. Taken alone; held across the sink, never
+    /// across I/O.
     applied: Mutex<Lsn>,
     applied_changed: Condvar,
+    /// Taken only by the holder of leadership, and held across a group's
+    /// write and sync. May take `spare`, then `sealed`.
     log: Mutex<Log>,
     /// Segments no longer written to, oldest first: held only briefly, so a
     /// checkpoint releasing segments never waits for a sync (the leader
     /// takes `log` again as soon as a group is finished, and would win it
-    /// from a waiting thread over and over).
+    /// from a waiting thread over and over). Innermost: nothing is taken
+    /// while it is held, and it is never held across I/O.
     sealed: Mutex<VecDeque<SealedSegment>>,
     /// True while `log` has an active segment. Changed under `log`, and
     /// read and cleared under `sealed` too, so that a release never removes
@@ -297,17 +254,22 @@ pub struct Wal<T> {
     has_active: AtomicBool,
     segments_created: AtomicU64,
     segments_prepared: AtomicU64,
-    /// Set when the sink panicked (see `sink_failed`).
+    /// Set when the sink may miss or half-hold durable records: it panicked
+    /// (see `sink_failed`), or the leader panicked before giving them to it.
     sink_failed: AtomicBool,
     /// The next segment's file, made ahead of need by `prepare_next_segment`
     /// (a checkpoint pass) so that a roll does not zero-fill a segment while
-    /// every writer waits. Held by a roll for all of it, and by a
-    /// preparation for all of it, so the two never work on the same file.
+    /// every writer waits. Held by a roll for all of it (inside `log`), and
+    /// by a preparation for all of it (alone), so the two never work on the
+    /// same file; held across the zero-fill's and the install's syncs.
     spare: Mutex<Option<PreparedSegment>>,
     /// The number the next segment will have; changed only by a roll, under
     /// `log` and `spare`.
     number_next: AtomicU64,
     sink: Sink<T>,
+    /// Test-only: where a test stops the leader or makes it panic.
+    #[cfg(test)]
+    probe: std::sync::OnceLock<Probe>,
 }
 
 impl WalOptions {
@@ -326,6 +288,7 @@ impl<T> std::fmt::Debug for Wal<T> {
     }
 }
 
+// The write path, in call order.
 impl<T> Wal<T> {
     /// Starts a WAL whose next record is `lsn_next`, creating segment
     /// `number_next` (which must not exist) to write it into.
@@ -375,6 +338,8 @@ impl<T> Wal<T> {
             spare: Mutex::new(None),
             number_next: AtomicU64::new(number_next + 1),
             sink,
+            #[cfg(test)]
+            probe: std::sync::OnceLock::new(),
         })
     }
 
@@ -397,6 +362,8 @@ impl<T> Wal<T> {
             return Err(Error::Poisoned { cause: cause.clone() });
         }
         state.queue.push(Queued { payload, item, waiter: waiter.clone() });
+        #[cfg(test)]
+        self.probe(TestPoint::Queued);
         if !state.leader_active {
             state.leader_active = true;
             return self.lead(state, &waiter, true);
@@ -427,176 +394,68 @@ impl<T> Wal<T> {
     /// leadership costs that wake-up, so it happens only once per
     /// `LEAD_GROUPS_MAX` groups; the last group is finished after the next
     /// leader has been told, while its first group is on the disk.
+    ///
+    /// Whatever the leader owes at any moment (the group it writes, the
+    /// written group's writers and sink turn, leadership) lives in
+    /// `leadership`, whose drop settles it if a panic unwinds from here.
     fn lead(
         &self,
         state: MutexGuard<'_, GroupState<T>>,
         own: &Arc<Waiter>,
         gather: bool,
     ) -> Result<Lsn> {
-        let mut state = if gather { self.gather(state) } else { state };
+        // The guard is declared before `state` (into which the argument
+        // moves), so a panic releases the state lock before the guard takes
+        // it.
+        let mut leadership = Leadership::new(self, Some(own), LeaderStep::Writing);
+        let mut state = state;
+        if gather {
+            leadership.enter(LeaderStep::Gathering);
+            state = self.gather(state);
+        }
         let mut own_outcome = None;
         for groups_led in 1.. {
-            let group = std::mem::take(&mut state.queue);
             let lsn_first = state.lsn_next;
             let poisoned = state.poisoned.clone();
+            leadership.group = std::mem::take(&mut state.queue);
             drop(state);
 
-            let started = Instant::now();
-            let (durable, error) = match poisoned {
-                Some(cause) => (0, Some(GroupError::Poisoned(cause))),
-                None => self.write_group_contained(&group, lsn_first),
-            };
-            let sync_elapsed = started.elapsed();
-            let group_count = group.len();
-            let mut completion = Completion::of(group, lsn_first, durable, error.as_ref());
-            let own_here =
-                completion.members.iter().position(|(waiter, _)| Arc::ptr_eq(waiter, own));
-            if let Some(index) = own_here {
-                own_outcome = Some(completion.members.swap_remove(index).1);
-            }
-            let mut finish = |completion| {
-                if let Some(cause) = self.finish(completion) {
-                    if own_here.is_some() {
-                        own_outcome = Some(Err(Error::Poisoned { cause }));
-                    }
-                }
-            };
+            let written = leadership.write(lsn_first, poisoned);
+            let own_here = leadership.take_own_outcome();
+            let own_in_group = own_here.is_some();
+            own_outcome = own_outcome.or(own_here);
 
-            if let Some(GroupError::Poisoned(cause)) = &error {
-                self.poison(cause);
-            }
             state = lock(&self.state);
-            state.lsn_next += durable as u64;
-            state.group_last_count = group_count;
+            state.lsn_next += written.durable as u64;
+            leadership.owe_turn();
+            state.group_last_count = written.members;
             state.counters.groups += 1;
-            state.counters.records += durable as u64;
-            state.sync_last = sync_elapsed;
+            state.counters.records += written.durable as u64;
+            state.sync_last = written.sync_elapsed;
             #[cfg(test)]
             {
                 state.groups_led_max = state.groups_led_max.max(groups_led);
             }
             let keep_leading =
-                error.is_none() && !state.queue.is_empty() && groups_led < LEAD_GROUPS_MAX;
+                !written.failed && !state.queue.is_empty() && groups_led < LEAD_GROUPS_MAX;
             if keep_leading {
                 drop(state);
-                finish(completion);
-                state = lock(&self.state);
-                continue;
+            } else {
+                leadership.pass_on(&mut state);
+                drop(state);
+                leadership.tell_heir();
             }
-            let next_leader = self.pass_leadership(&mut state);
-            drop(state);
-            if let Some(next) = next_leader {
-                next.tell(Wake::Lead);
+            if let Some(cause) = leadership.finish() {
+                if own_in_group {
+                    own_outcome = Some(Err(Error::Poisoned { cause }));
+                }
             }
-            finish(completion);
-            break;
+            if !keep_leading {
+                break;
+            }
+            state = lock(&self.state);
         }
         own_outcome.expect("a leader's own record is in the first group it leads")
-    }
-
-    /// `write_group`, with a panic under it (a bug in the I/O layer, say)
-    /// turned into a failure that poisons the WAL: the group's writers are
-    /// told, and leadership moves on instead of staying with a thread that
-    /// unwound, which would leave `close` waiting for it forever.
-    fn write_group_contained(
-        &self,
-        group: &[Queued<T>],
-        lsn_first: Lsn,
-    ) -> (usize, Option<GroupError>) {
-        match panic::catch_unwind(AssertUnwindSafe(|| self.write_group(group, lsn_first))) {
-            Ok(outcome) => outcome,
-            Err(payload) => {
-                let message = panic_message(&*payload);
-                let error = Error::Panicked { what: "writing a group of WAL records", message };
-                (0, Some(GroupError::Poisoned(Arc::new(error))))
-            }
-        }
-    }
-
-    /// Poisons the WAL with `cause` unless it already is, and says so at
-    /// once (ERROR): no later write is acknowledged until the store is
-    /// reopened.
-    fn poison(&self, cause: &Arc<Error>) {
-        let first = {
-            let mut state = lock(&self.state);
-            let first = state.poisoned.is_none();
-            state.poisoned.get_or_insert_with(|| cause.clone());
-            first
-        };
-        if first {
-            tracing::error!(target: "factwal::wal", wal_dir = %self.options.dir.display(), cause = %error_chain(&**cause),
-                "WAL poisoned: no later write is acknowledged until the store is reopened");
-        }
-    }
-
-    /// Gives a written group's durable records to the sink, after every
-    /// earlier group's, then posts each member's outcome and wakes the
-    /// members as a binary tree (see `Relay`). A panic in the sink poisons
-    /// the WAL and fails the group's writes (their records are durable, but
-    /// whether they became visible is unknown); the cause is returned.
-    fn finish(&self, completion: Completion<T>) -> Option<Arc<Error>> {
-        let Completion { lsn_first, items, members } = completion;
-        let mut failure = None;
-        if !items.is_empty() {
-            let mut applied = lock(&self.applied);
-            while *applied + 1 != lsn_first {
-                debug_assert!(*applied < lsn_first, "groups complete in LSN order");
-                applied =
-                    self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
-            }
-            let lsn_last = lsn_first + items.len() as u64 - 1;
-            let sunk = panic::catch_unwind(AssertUnwindSafe(|| (self.sink)(lsn_first, items)));
-            // The turn passes on even after a panic: later groups, `stop`
-            // and `truncate_with` wait for it.
-            *applied = lsn_last;
-            self.applied_changed.notify_all();
-            drop(applied);
-            if let Err(payload) = sunk {
-                let message = panic_message(&*payload);
-                let cause =
-                    Arc::new(Error::Panicked { what: "making durable records visible", message });
-                self.sink_failed.store(true, Ordering::Release);
-                self.poison(&cause);
-                failure = Some(cause);
-            }
-        }
-        let (waiters, outcomes): (Vec<_>, Vec<_>) = members.into_iter().unzip();
-        let waiters: Arc<[Arc<Waiter>]> = waiters.into();
-        for (index, outcome) in outcomes.into_iter().enumerate() {
-            let outcome = match (&failure, outcome) {
-                (Some(cause), Ok(_)) => Err(Error::Poisoned { cause: cause.clone() }),
-                (_, outcome) => outcome,
-            };
-            waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
-        }
-        for waiter in waiters.iter().take(2) {
-            waiter.thread.unpark();
-        }
-        failure
-    }
-
-    /// Waits until the sink has seen every record made durable so far. Call
-    /// with no leader active.
-    fn wait_applied(&self, lsn_last: Lsn) {
-        let mut applied = lock(&self.applied);
-        while *applied < lsn_last {
-            applied = self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-
-    /// Called with the state lock held by whoever ends its hold on the log
-    /// (a leader, or `truncate_with`): picks the first queued writer to lead
-    /// next, or marks the log idle. The caller tells the one returned, after
-    /// releasing the lock.
-    fn pass_leadership(&self, state: &mut GroupState<T>) -> Option<Arc<Waiter>> {
-        match state.queue.first() {
-            Some(first) => Some(first.waiter.clone()),
-            None => {
-                state.leader_active = false;
-                self.idle.notify_all();
-                None
-            }
-        }
     }
 
     /// Waits (bounded) for the writers of the previous group to queue again.
@@ -618,6 +477,145 @@ impl<T> Wal<T> {
                 .0;
         }
         state
+    }
+}
+
+// The leader: what it holds, and its first step.
+
+/// The leader's drop guard: what a leader (or `truncate_with`) owes at the
+/// moment, so that a panic anywhere on its path settles it, in the manner of
+/// redb's failure latch, which is armed on the unwinding path as well as on
+/// the error path.
+///
+/// On the ordinary path everything owed is settled as the leader goes and
+/// the drop finds nothing to do. If it finds something, the thread is
+/// unwinding: `abandon` poisons the WAL, lets the sink's turn pass, tells
+/// every writer still owed an outcome (`Poisoned`, naming the step), and
+/// releases leadership, failing the queue, so that no writer parks for
+/// ever and `stop` (which waits for no leader to be active and for the last
+/// turn) returns. The guard lives on the leader's stack and adds no lock or
+/// allocation to the ordinary path.
+struct Leadership<'a, T> {
+    wal: &'a Wal<T>,
+    /// The leader's own waiter: its thread unwinds and reads no outcome,
+    /// so it is never told one (it would not relay the wake-ups).
+    own: Option<&'a Arc<Waiter>>,
+    step: LeaderStep,
+    hold: Hold,
+    /// The group taken from the queue and being written: its writers are
+    /// told nothing yet.
+    group: Vec<Queued<T>>,
+    /// The written group, until every member is told.
+    completion: Option<Completion<T>>,
+}
+
+/// Whether a `Leadership`'s thread still holds leadership.
+enum Hold {
+    /// `leader_active` is set for this thread.
+    Holding,
+    /// Handed to this queued writer, who is not yet told.
+    Chosen(Arc<Waiter>),
+    /// Let go: handed on and told, or the log marked idle.
+    Released,
+}
+
+/// Where a leader is: named in the error its writers get if it panics
+/// there, and (in tests) where a test stops it or makes it panic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaderStep {
+    /// Waiting for the previous group's writers to queue again (state lock
+    /// held).
+    Gathering,
+    /// Writing and syncing a group taken from the queue.
+    Writing,
+    /// Poisoning after a failed group, handing out the LSNs of a written one.
+    Recording,
+    /// Waiting for the sink's turn and giving it the durable records.
+    Applying,
+    /// Posting the group's outcomes and waking its writers.
+    Telling,
+    /// Choosing the next leader or marking the log idle (state lock held).
+    PassingLeadership,
+    /// `truncate_with` holds the log.
+    Truncating,
+}
+
+impl LeaderStep {
+    /// What was being done, as `Error::Panicked` says it.
+    fn doing(self) -> &'static str {
+        match self {
+            LeaderStep::Gathering => "gathering a WAL group",
+            LeaderStep::Writing => "writing a group of WAL records",
+            LeaderStep::Recording => "recording a written WAL group",
+            LeaderStep::Applying => "making durable records visible",
+            LeaderStep::Telling => "telling a WAL group's writers their outcome",
+            LeaderStep::PassingLeadership => "passing WAL leadership on",
+            LeaderStep::Truncating => "truncating the WAL",
+        }
+    }
+}
+
+impl<'a, T> Leadership<'a, T> {
+    /// Guards the leadership the caller has just taken.
+    fn new(wal: &'a Wal<T>, own: Option<&'a Arc<Waiter>>, step: LeaderStep) -> Self {
+        Leadership { wal, own, step, hold: Hold::Holding, group: Vec::new(), completion: None }
+    }
+
+    /// Notes the step the leader starts (tests may stop or panic here).
+    fn enter(&mut self, step: LeaderStep) {
+        self.step = step;
+        #[cfg(test)]
+        self.wal.probe(TestPoint::Leader(step));
+    }
+
+    /// Writes the group taken from the queue (nothing, if the WAL is
+    /// poisoned), turns it into `completion`, each writer with its outcome,
+    /// and poisons the WAL if the group's failure calls for it.
+    fn write(&mut self, lsn_first: Lsn, poisoned: Option<Arc<Error>>) -> Written {
+        self.enter(LeaderStep::Writing);
+        let started = Instant::now();
+        let (durable, error) = match poisoned {
+            Some(cause) => (0, Some(GroupError::Poisoned(cause))),
+            None => self.wal.write_group_contained(&self.group, lsn_first),
+        };
+        let sync_elapsed = started.elapsed();
+        let members = self.group.len();
+        let group = std::mem::take(&mut self.group);
+        self.completion = Some(Completion::of(group, lsn_first, durable, error.as_ref()));
+
+        self.enter(LeaderStep::Recording);
+        if let Some(GroupError::Poisoned(cause)) = &error {
+            self.wal.poison(cause);
+        }
+        Written { members, durable, failed: error.is_some(), sync_elapsed }
+    }
+}
+
+// What the leader's steps call, in the order they call it.
+impl<T> Wal<T> {
+    /// `write_group`, with a panic under it (a bug in the I/O layer, say)
+    /// turned into a failure that poisons the WAL.
+    ///
+    /// The leader's drop guard would keep every writer from hanging without
+    /// this catch. It stays because it does better for a panic that comes
+    /// from below the writer: the error names the panic's message (a guard
+    /// never sees it), and the leader carries on as after a failed sync:
+    /// its own write returns that error instead of unwinding into the
+    /// application thread that happened to lead, and leadership is handed
+    /// on in the ordinary way.
+    fn write_group_contained(
+        &self,
+        group: &[Queued<T>],
+        lsn_first: Lsn,
+    ) -> (usize, Option<GroupError>) {
+        match panic::catch_unwind(AssertUnwindSafe(|| self.write_group(group, lsn_first))) {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let message = panic_message(&*payload);
+                let error = Error::Panicked { what: "writing a group of WAL records", message };
+                (0, Some(GroupError::Poisoned(Arc::new(error))))
+            }
+        }
     }
 
     /// Frames, writes and syncs the group; returns how many of its records
@@ -716,6 +714,288 @@ impl<T> Wal<T> {
         Ok(())
     }
 
+    /// Takes the spare if it is the file of segment `number`; a spare for
+    /// any other number is stale (the log outran its preparation) and is
+    /// discarded.
+    fn take_spare_for(
+        &self,
+        spare: &mut Option<PreparedSegment>,
+        number: u64,
+    ) -> Option<PreparedSegment> {
+        match spare.take() {
+            Some(prepared) if prepared.number == number => Some(prepared),
+            Some(stale) => {
+                discard_prepared(&*self.io, stale);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Moves the active segment (if any) to the sealed ones.
+    fn seal(&self, log: &mut Log) {
+        if let Some(active) = log.active.take() {
+            let mut sealed = lock(&self.sealed);
+            self.has_active.store(false, Ordering::Release);
+            sealed
+                .push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
+        }
+    }
+
+    /// Poisons the WAL with `cause` unless it already is, and says so at
+    /// once (ERROR): no later write is acknowledged until the store is
+    /// reopened.
+    fn poison(&self, cause: &Arc<Error>) {
+        let first = {
+            let mut state = lock(&self.state);
+            let first = state.poisoned.is_none();
+            state.poisoned.get_or_insert_with(|| cause.clone());
+            first
+        };
+        if first {
+            tracing::error!(target: "factwal::wal", wal_dir = %self.options.dir.display(), cause = %error_chain(&**cause),
+                "WAL poisoned: no later write is acknowledged until the store is reopened");
+        }
+    }
+
+    /// Waits until the sink has seen every group before the one starting at
+    /// `lsn_first`, and returns the lock whose release hands on the turn.
+    fn wait_for_turn(&self, lsn_first: Lsn) -> MutexGuard<'_, Lsn> {
+        let mut applied = lock(&self.applied);
+        while *applied + 1 != lsn_first {
+            debug_assert!(*applied < lsn_first, "groups complete in LSN order");
+            applied = self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
+        }
+        applied
+    }
+}
+
+// The written group, and the leader's remaining steps, in the order `lead`
+// takes them; then the unwinding path.
+
+/// A written group whose writers are not yet all told.
+struct Completion<T> {
+    lsn_first: Lsn,
+    /// How many of the group's records, from `lsn_first`, are durable.
+    durable: usize,
+    /// The durable records' items, in LSN order, until the sink gets them.
+    items: Vec<T>,
+    /// Every writer of the group with its outcome, except the leader.
+    members: Vec<(Arc<Waiter>, Result<Lsn>)>,
+    /// Set once `lsn_next` has moved past the durable records, until the
+    /// sink's turn for them has passed. Later groups, `stop` and
+    /// `truncate_with` wait for that turn, so it must pass even if the
+    /// leader panics.
+    turn_owed: bool,
+}
+
+impl<T> Completion<T> {
+    /// The written group, of which the first `durable` records reached the
+    /// disk and the rest failed with `error`.
+    fn of(
+        group: Vec<Queued<T>>,
+        lsn_first: Lsn,
+        durable: usize,
+        error: Option<&GroupError>,
+    ) -> Completion<T> {
+        // Checked before anything moves: nothing below panics with the
+        // group's writers half moved out of the leader's reach.
+        debug_assert!(
+            durable <= group.len() && (durable == group.len() || error.is_some()),
+            "a record that is not durable has an error"
+        );
+        let mut items = Vec::with_capacity(durable);
+        let mut members = Vec::with_capacity(group.len());
+        for (index, queued) in group.into_iter().enumerate() {
+            let outcome = match error {
+                Some(error) if index >= durable => Err(error.writer_error()),
+                _ => {
+                    items.push(queued.item);
+                    Ok(lsn_first + index as u64)
+                }
+            };
+            members.push((queued.waiter, outcome));
+        }
+        Completion { lsn_first, durable, items, members, turn_owed: false }
+    }
+
+    fn lsn_last(&self) -> Lsn {
+        self.lsn_first + self.durable as u64 - 1
+    }
+
+    /// Withdraws every acknowledgement not yet given: the members whose
+    /// records are durable are told `Poisoned` by `cause` instead, since
+    /// whether their records became visible is not known.
+    fn withdraw_acknowledgements(&mut self, cause: &Arc<Error>) {
+        for (_, outcome) in &mut self.members {
+            if outcome.is_ok() {
+                *outcome = Err(Error::Poisoned { cause: cause.clone() });
+            }
+        }
+    }
+}
+
+/// What the leader records of a group it wrote.
+struct Written {
+    /// Writers in the group, the leader's own included.
+    members: usize,
+    /// How many of their records (a prefix) are durable.
+    durable: usize,
+    /// Some record of the group is not durable.
+    failed: bool,
+    /// How long the write and its syncs took.
+    sync_elapsed: Duration,
+}
+
+impl<T> Leadership<'_, T> {
+    /// Takes the leader's own outcome out of the written group, if its
+    /// record is in it: the leader returns it rather than being told it.
+    fn take_own_outcome(&mut self) -> Option<Result<Lsn>> {
+        let own = self.own?;
+        let members = &mut self.completion.as_mut()?.members;
+        let index = members.iter().position(|(waiter, _)| Arc::ptr_eq(waiter, own))?;
+        Some(members.swap_remove(index).1)
+    }
+
+    /// Called under the state lock, in the same moment `lsn_next` moves past
+    /// the written group's durable records.
+    fn owe_turn(&mut self) {
+        if let Some(completion) = &mut self.completion {
+            completion.turn_owed = completion.durable > 0;
+        }
+    }
+
+    /// Called under the state lock by whoever ends its hold on the log (a
+    /// leader, or `truncate_with`): picks the first queued writer to lead
+    /// next, or marks the log idle. `tell_heir` tells the one picked, after
+    /// the lock is released.
+    fn pass_on(&mut self, state: &mut GroupState<T>) {
+        self.enter(LeaderStep::PassingLeadership);
+        // Nothing between the change to `state` and `hold` can panic: the
+        // guard must never release a leadership already handed on.
+        self.hold = match state.queue.first() {
+            Some(first) => Hold::Chosen(first.waiter.clone()),
+            None => {
+                state.leader_active = false;
+                self.wal.idle.notify_all();
+                Hold::Released
+            }
+        };
+    }
+
+    /// Tells the writer `pass_on` picked that it leads now.
+    fn tell_heir(&mut self) {
+        if let Hold::Chosen(heir) = std::mem::replace(&mut self.hold, Hold::Released) {
+            heir.tell(Wake::Lead);
+        }
+    }
+
+    /// Gives the written group's durable records to the sink, after every
+    /// earlier group's, then tells each member its outcome (see
+    /// `tell_group`). A panic in the sink poisons the WAL and fails the
+    /// group's writes (their records are durable, but whether they became
+    /// visible is unknown); the cause is returned.
+    ///
+    /// The sink's panic is caught here, not left to the guard, for the same
+    /// reasons as `write_group_contained`'s: its message reaches the error,
+    /// and the leader carries on.
+    fn finish(&mut self) -> Option<Arc<Error>> {
+        let wal = self.wal;
+        self.enter(LeaderStep::Applying);
+        let completion = self.completion.as_mut().expect("a written group to finish");
+        let mut failure = None;
+        if completion.turn_owed {
+            let mut applied = wal.wait_for_turn(completion.lsn_first);
+            let items = std::mem::take(&mut completion.items);
+            let lsn_first = completion.lsn_first;
+            let sunk = panic::catch_unwind(AssertUnwindSafe(|| (wal.sink)(lsn_first, items)));
+            // The turn passes on even after a panic: later groups, `stop`
+            // and `truncate_with` wait for it.
+            *applied = completion.lsn_last();
+            completion.turn_owed = false;
+            wal.applied_changed.notify_all();
+            drop(applied);
+            if let Err(payload) = sunk {
+                let message = panic_message(&*payload);
+                let cause =
+                    Arc::new(Error::Panicked { what: "making durable records visible", message });
+                wal.sink_failed.store(true, Ordering::Release);
+                wal.poison(&cause);
+                completion.withdraw_acknowledgements(&cause);
+                failure = Some(cause);
+            }
+        }
+        self.enter(LeaderStep::Telling);
+        if let Some(completion) = self.completion.take() {
+            tell_group(completion.members);
+        }
+        failure
+    }
+
+    /// Settles what a leader that panicked still owes (see the type's doc).
+    fn abandon(&mut self) {
+        let wal = self.wal;
+        let cause = Arc::new(Error::Panicked {
+            what: self.step.doing(),
+            message: UNWOUND_MESSAGE.to_string(),
+        });
+        wal.poison(&cause);
+        let refused =
+            |queued: Queued<T>| (queued.waiter, Err(Error::Poisoned { cause: cause.clone() }));
+        let mut owed: Vec<(Arc<Waiter>, Result<Lsn>)> =
+            std::mem::take(&mut self.group).into_iter().map(refused).collect();
+        if let Some(mut completion) = self.completion.take() {
+            if completion.turn_owed {
+                let mut applied = wal.wait_for_turn(completion.lsn_first);
+                *applied = completion.lsn_last();
+                wal.applied_changed.notify_all();
+            }
+            if !completion.items.is_empty() {
+                // Durable records the sink never got: it must not be folded
+                // as if it held the log; the next open replays them.
+                wal.sink_failed.store(true, Ordering::Release);
+            }
+            completion.withdraw_acknowledgements(&cause);
+            owed.append(&mut completion.members);
+        }
+        match std::mem::replace(&mut self.hold, Hold::Released) {
+            Hold::Holding => {
+                let queue = {
+                    let mut state = lock(&wal.state);
+                    state.leader_active = false;
+                    wal.idle.notify_all();
+                    std::mem::take(&mut state.queue)
+                };
+                owed.extend(queue.into_iter().map(refused));
+            }
+            // The heir leads, finds the WAL poisoned and fails its group.
+            Hold::Chosen(heir) => heir.tell(Wake::Lead),
+            Hold::Released => {}
+        }
+        if let Some(own) = self.own {
+            owed.retain(|(waiter, _)| !Arc::ptr_eq(waiter, own));
+        }
+        tell_group(owed);
+    }
+}
+
+impl<T> Drop for Leadership<'_, T> {
+    fn drop(&mut self) {
+        let owes = !matches!(self.hold, Hold::Released)
+            || !self.group.is_empty()
+            || self.completion.is_some();
+        if owes {
+            self.abandon();
+            debug_assert!(
+                std::thread::panicking(),
+                "a leader returned while still owing leadership or outcomes"
+            );
+        }
+    }
+}
+
+// The checkpoint's side, closing, and what the store reads.
+impl<T> Wal<T> {
     /// Makes the file of the next segment ahead of need (see `spare`), unless
     /// it is ready or the WAL is stopped. Returns whether it made one. A
     /// failure leaves no spare and harms nothing: the next roll then makes
@@ -737,24 +1017,6 @@ impl<T> Wal<T> {
             self.options.segment_bytes,
         )?);
         Ok(true)
-    }
-
-    /// Takes the spare if it is the file of segment `number`; a spare for
-    /// any other number is stale (the log outran its preparation) and is
-    /// discarded.
-    fn take_spare_for(
-        &self,
-        spare: &mut Option<PreparedSegment>,
-        number: u64,
-    ) -> Option<PreparedSegment> {
-        match spare.take() {
-            Some(prepared) if prepared.number == number => Some(prepared),
-            Some(stale) => {
-                discard_prepared(&*self.io, stale);
-                None
-            }
-            None => None,
-        }
     }
 
     /// Removes the spare, if any.
@@ -833,6 +1095,15 @@ impl<T> Wal<T> {
         self.wait_applied(lsn_last);
     }
 
+    /// Waits until the sink has seen every record made durable so far. Call
+    /// with no leader active.
+    fn wait_applied(&self, lsn_last: Lsn) {
+        let mut applied = lock(&self.applied);
+        while *applied < lsn_last {
+            applied = self.applied_changed.wait(applied).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
     /// Removes every segment, active one included, and syncs the directory.
     /// Only after `stop` and after a durable fold of everything written.
     pub fn remove_all_segments(&self) -> Result<usize> {
@@ -849,6 +1120,10 @@ impl<T> Wal<T> {
     /// then removes every segment and, unless the WAL is stopped, starts a
     /// fresh one. `fold` must make everything written durable in redb.
     /// Returns how many segments were removed.
+    ///
+    /// This holds leadership, as a leader does, under the same drop guard: a
+    /// panic in `fold` or below poisons the WAL, fails the writers queued
+    /// meanwhile and releases leadership, then unwinds to the caller.
     pub fn truncate_with(&self, fold: impl FnOnce() -> Result<()>) -> Result<usize> {
         let mut state = lock(&self.state);
         while state.leader_active {
@@ -858,6 +1133,7 @@ impl<T> Wal<T> {
         let lsn_next = state.lsn_next;
         let stopped = state.closed;
         drop(state);
+        let mut leadership = Leadership::new(self, None, LeaderStep::Truncating);
         // Every durable record must be in the sink before `fold` runs.
         self.wait_applied(lsn_next - 1);
 
@@ -877,21 +1153,9 @@ impl<T> Wal<T> {
             self.remove_in_order(old)
         });
 
-        let next_leader = self.pass_leadership(&mut lock(&self.state));
-        if let Some(next) = next_leader {
-            next.tell(Wake::Lead);
-        }
+        leadership.pass_on(&mut lock(&self.state));
+        leadership.tell_heir();
         outcome
-    }
-
-    /// Moves the active segment (if any) to the sealed ones.
-    fn seal(&self, log: &mut Log) {
-        if let Some(active) = log.active.take() {
-            let mut sealed = lock(&self.sealed);
-            self.has_active.store(false, Ordering::Release);
-            sealed
-                .push_back(SealedSegment { path: active.segment.path, lsn_last: active.lsn_last });
-        }
     }
 
     /// What the writer has done since the store opened.
@@ -912,9 +1176,10 @@ impl<T> Wal<T> {
         lock(&self.state).poisoned.clone()
     }
 
-    /// True when the sink panicked: what it holds (the store's overlay) may
-    /// miss or half-hold records, so it must not be folded; the records are
-    /// in the WAL for the next open.
+    /// True when the sink may miss or half-hold durable records (it
+    /// panicked, or the leader panicked before giving them to it): what it
+    /// holds (the store's overlay) must not be folded; the records are in
+    /// the WAL for the next open.
     pub fn sink_failed(&self) -> bool {
         self.sink_failed.load(Ordering::Acquire)
     }
@@ -928,6 +1193,28 @@ impl<T> Wal<T> {
     pub fn epoch(&self) -> u32 {
         self.options.epoch
     }
+
+    /// Test-only: runs the test's probe, if one is set, at `point`.
+    #[cfg(test)]
+    fn probe(&self, point: TestPoint) {
+        if let Some(probe) = self.probe.get() {
+            probe(point);
+        }
+    }
+}
+
+/// Test-only: a test's view of the writer (see `Wal::probe`).
+#[cfg(test)]
+type Probe = Box<dyn Fn(TestPoint) + Send + Sync>;
+
+/// Test-only: the moments a probe is run at.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TestPoint {
+    /// A writer has queued (state lock held).
+    Queued,
+    /// A leader enters this step.
+    Leader(LeaderStep),
 }
 
 /// Sync failures poison; anything else that stopped a segment from being

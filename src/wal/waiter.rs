@@ -1,0 +1,206 @@
+//! How a queued writer is told what became of its write: a mailbox per
+//! writer, and a relay that wakes a finished group's writers as a tree.
+//!
+//! The wake protocol, between the thread that settles a write (a leader, or
+//! a leader's drop guard after a panic) and the writer that waits for it:
+//!
+//! 1. The writer makes its [`Waiter`] (an empty mailbox and a handle on its
+//!    own thread) before it queues, and parks in [`Waiter::wait`] until the
+//!    mailbox holds something other than [`Wake::Waiting`].
+//! 2. Whoever settles the write posts one message into the mailbox and
+//!    unparks the thread. `wait` reads the mailbox before every park, and an
+//!    unpark that comes before the park makes that park return at once, so
+//!    a message is never missed; a spurious return from `park` finds the
+//!    mailbox still empty and parks again.
+//! 3. A writer is told exactly one thing: [`Wake::Lead`] (it leads the next
+//!    group, its own record still queued) or [`Wake::Done`] (its outcome).
+//! 4. The outcomes of a whole group are posted by [`tell_group`] before the
+//!    first member is woken; only the first two are unparked by the poster.
+//!    Every member, once awake, unparks two more ([`Relay`]) before it
+//!    returns, so the group wakes as a binary tree: a few wake-up latencies
+//!    instead of one per member on one thread, spread over every core, and
+//!    the poster is free again after two unparks.
+//!
+//! Lock rule: a mailbox's lock is a leaf. It is held only to move one
+//! message in or out, never while another lock is taken, never across a
+//! park, an unpark, I/O or the sink.
+
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
+
+use crate::error::{Lsn, Result};
+use crate::sync::lock;
+
+/// What a queued writer is told.
+#[derive(Debug)]
+pub(super) enum Wake {
+    /// Nothing yet: keep sleeping.
+    Waiting,
+    /// Lead the next group (the writer is still queued, first in line).
+    Lead,
+    /// The writer's record is done; before returning, it wakes the members
+    /// the relay names.
+    Done(Result<Lsn>, Relay),
+}
+
+/// One queued writer's mailbox: written by whoever settles its write, read
+/// only by the writer.
+#[derive(Debug)]
+pub(super) struct Waiter {
+    /// The message, a leaf lock (see the module's lock rule).
+    wake: Mutex<Wake>,
+    thread: Thread,
+}
+
+impl Waiter {
+    /// A mailbox for the calling thread, which will wait on it.
+    pub(super) fn new() -> Arc<Waiter> {
+        Arc::new(Waiter { wake: Mutex::new(Wake::Waiting), thread: std::thread::current() })
+    }
+
+    /// Posts `wake` and wakes the writer.
+    pub(super) fn tell(&self, wake: Wake) {
+        self.post(wake);
+        self.thread.unpark();
+    }
+
+    /// Leaves a message without waking the writer.
+    fn post(&self, wake: Wake) {
+        *lock(&self.wake) = wake;
+    }
+
+    /// Sleeps until told something other than `Waiting`.
+    pub(super) fn wait(&self) -> Wake {
+        loop {
+            // A statement of its own, so the lock is released before parking.
+            let told = std::mem::replace(&mut *lock(&self.wake), Wake::Waiting);
+            match told {
+                Wake::Waiting => std::thread::park(),
+                told => return told,
+            }
+        }
+    }
+}
+
+/// Wakes a finished group's members as a binary tree. Every member's
+/// outcome is posted before the first is woken; member `i` wakes members
+/// `2i+2` and `2i+3`, and `tell_group` wakes members 0 and 1, so every
+/// member is woken exactly once.
+#[derive(Debug)]
+pub(super) struct Relay {
+    members: Arc<[Arc<Waiter>]>,
+    index: usize,
+}
+
+impl Relay {
+    /// Wakes this member's two children in the tree. A member calls it once
+    /// it has read its own outcome, before it returns.
+    pub(super) fn wake_children(&self) {
+        for child in [2 * self.index + 2, 2 * self.index + 3] {
+            if let Some(waiter) = self.members.get(child) {
+                waiter.thread.unpark();
+            }
+        }
+    }
+}
+
+/// Posts each member's outcome, then wakes the first two; the rest are
+/// woken by the relay. The caller holds no lock.
+pub(super) fn tell_group(members: Vec<(Arc<Waiter>, Result<Lsn>)>) {
+    let (waiters, outcomes): (Vec<_>, Vec<_>) = members.into_iter().unzip();
+    let waiters: Arc<[Arc<Waiter>]> = waiters.into();
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
+    }
+    for waiter in waiters.iter().take(2) {
+        waiter.thread.unpark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Long enough for any thread of a healthy test to be scheduled; only
+    /// a wake-up that never comes reaches it.
+    const HUNG: Duration = Duration::from_secs(30);
+
+    /// What a member thread sends back: its index and what it was told.
+    type Told = mpsc::Receiver<(usize, Result<Lsn>)>;
+
+    /// `count` threads that each make a waiter, hand it over, wait on it
+    /// and relay as a member does; each sends back what it was told.
+    fn members(count: usize) -> (Vec<Arc<Waiter>>, Told) {
+        let (waiters_tx, waiters_rx) = mpsc::channel();
+        let (outcomes_tx, outcomes_rx) = mpsc::channel();
+        for member in 0..count {
+            let (waiters_tx, outcomes_tx) = (waiters_tx.clone(), outcomes_tx.clone());
+            std::thread::spawn(move || {
+                let waiter = Waiter::new();
+                waiters_tx.send((member, waiter.clone())).unwrap();
+                match waiter.wait() {
+                    Wake::Done(outcome, relay) => {
+                        relay.wake_children();
+                        outcomes_tx.send((member, outcome)).unwrap();
+                    }
+                    other => panic!("member {member} told {other:?}"),
+                }
+            });
+        }
+        let mut waiters: Vec<(usize, Arc<Waiter>)> =
+            (0..count).map(|_| waiters_rx.recv_timeout(HUNG).unwrap()).collect();
+        waiters.sort_by_key(|(member, _)| *member);
+        (waiters.into_iter().map(|(_, waiter)| waiter).collect(), outcomes_rx)
+    }
+
+    #[test]
+    fn a_group_wakes_every_member_once_with_its_own_outcome() {
+        // For every group size up to 40 (a tree of six levels), threads
+        // park on their waiters; the group's outcomes are told at once. The
+        // relay must reach every member: one it misses stays parked and its
+        // outcome never arrives. Each must get its own outcome, and the odd
+        // member an error, as posted.
+        for count in 1..=40 {
+            let (waiters, outcomes) = members(count);
+            let told = waiters
+                .into_iter()
+                .enumerate()
+                .map(|(member, waiter)| {
+                    let outcome =
+                        if member % 7 == 3 { Err(Error::Closed) } else { Ok(member as Lsn) };
+                    (waiter, outcome)
+                })
+                .collect();
+            tell_group(told);
+            let mut heard = vec![false; count];
+            for _ in 0..count {
+                let (member, outcome) = outcomes
+                    .recv_timeout(HUNG)
+                    .unwrap_or_else(|_| panic!("a member of {count} was never woken"));
+                match outcome {
+                    Ok(lsn) => assert_eq!(lsn, member as Lsn),
+                    Err(error) => {
+                        assert_eq!(member % 7, 3);
+                        assert!(matches!(error, Error::Closed), "{error:?}");
+                    }
+                }
+                assert!(!heard[member], "member {member} of {count} told twice");
+                heard[member] = true;
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_told_before_the_wait_is_not_lost() {
+        // The unpark comes before the park here: `wait` must find the
+        // message in the mailbox instead of sleeping for ever.
+        let waiter = Waiter::new();
+        waiter.tell(Wake::Lead);
+        assert!(matches!(waiter.wait(), Wake::Lead));
+        waiter.tell(Wake::Done(Ok(9), Relay { members: Arc::new([]), index: 0 }));
+        assert!(matches!(waiter.wait(), Wake::Done(Ok(9), _)));
+    }
+}
