@@ -203,9 +203,9 @@ struct GroupState<T> {
 /// Leadership (`GroupState::leader_active`) is a lock too: one thread at a
 /// time holds it (a leader, or `truncate_with`), hands it on in `pass_on`,
 /// and gives it back on every path, unwinding included (the drop guard
-/// `Leadership`). Only its holder takes `log`, but for `stop`'s callers
-/// (`remove_all_segments`, once no leader can start). Held locks nest in
-/// this order only, outer first:
+/// `Leadership`). Only its holder takes `log`, with one exception:
+/// `remove_all_segments` when close calls it after `stop`, once no leader
+/// can start. Held locks nest in this order only, outer first:
 ///
 /// ```text
 /// leadership -> log -> spare -> sealed
@@ -215,6 +215,7 @@ struct GroupState<T> {
 /// other locks held (leadership aside), and no other lock is taken while one
 /// of them is held. `applied` is held across the sink, which is how the sink
 /// sees groups in LSN order; nothing of the WAL is called from the sink.
+/// (The mailbox's own rule is on `Waiter`, in `waiter.rs`.)
 ///
 /// Across a `write_at` or a sync: `log` is held by design (a group's write
 /// and sync, a roll's segment creation), and `spare` (a zero-fill and its
