@@ -203,6 +203,8 @@ fn zero_interval_starts_no_thread_and_no_pass() {
     let (start, events) = capture(|| {
         let start = store.start_checkpoint_loop(Duration::ZERO).unwrap();
         store.assert("s", "f", b"v").unwrap();
+        // Nothing to wait for: a pass that should never come is given time
+        // to show up.
         std::thread::sleep(Duration::from_millis(100));
         start
     });
@@ -355,7 +357,12 @@ fn close_does_not_hang_on_a_loop_that_will_not_stop() {
     }
     store.set_checkpoint_delay_for_test(Duration::from_millis(1500));
     store.start_checkpoint_loop(Duration::from_millis(1)).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Until the loop's pass is inside its 1.5 s delay.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.max_concurrent_passes_for_test() == 0 {
+        assert!(Instant::now() < deadline, "the loop never began a pass");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let started = Instant::now();
     let (report, events) = capture(|| store.close());
     assert!(started.elapsed() < Duration::from_millis(1200), "close waited for the stuck pass");

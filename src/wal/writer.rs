@@ -1232,11 +1232,12 @@ fn classify(error: Error) -> GroupError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{OpKind, SimDisk};
+    use crate::testing::{OpKind, Side, SimDisk};
     use crate::wal::io::StdIo;
 
-    /// A WAL whose sink is slow and remembers the last LSN it applied.
-    fn slow_sink_wal(dir: &Path) -> (Arc<Wal<()>>, Arc<AtomicU64>) {
+    /// A WAL over `io` whose sink is slow and remembers the last LSN it
+    /// applied.
+    fn slow_sink_wal(dir: &Path, io: Arc<dyn WalIo>) -> (Arc<Wal<()>>, Arc<AtomicU64>) {
         let applied = Arc::new(AtomicU64::new(0));
         let seen = applied.clone();
         let sink: Sink<()> = Box::new(move |lsn_first, items| {
@@ -1255,7 +1256,7 @@ mod tests {
             epoch: 1,
             max_record_bytes: 1024,
         };
-        (Arc::new(Wal::start(Arc::new(StdIo), options, 1, 1, sink).unwrap()), applied)
+        (Arc::new(Wal::start(io, options, 1, 1, sink).unwrap()), applied)
     }
 
     type Appends = Vec<std::thread::JoinHandle<Vec<Result<Lsn>>>>;
@@ -1278,7 +1279,8 @@ mod tests {
         // applied; they must wait for it, or a fold would miss records whose
         // segments it then removes.
         let dir = tempfile::tempdir().unwrap();
-        let (wal, applied) = slow_sink_wal(dir.path());
+        let disk = SimDisk::new(dir.path());
+        let (wal, applied) = slow_sink_wal(dir.path(), disk.wal_io());
         let writers = append_from_threads(&wal, 8, 40);
         for _ in 0..20 {
             wal.truncate_with(|| {
@@ -1294,9 +1296,23 @@ mod tests {
         for writer in writers {
             assert!(writer.join().unwrap().iter().all(Result::is_ok));
         }
+        // `stop` comes while a group is on the disk: its sync is held until
+        // `stop` has begun.
+        let gate = disk.gate(OpKind::Sync, Some(Side::Wal));
         let writers = append_from_threads(&wal, 8, 5);
-        std::thread::sleep(Duration::from_millis(2));
-        wal.stop();
+        assert!(gate.wait_held(1, Duration::from_secs(30)), "a group reached its sync");
+        let stopping = std::thread::spawn({
+            let wal = wal.clone();
+            move || wal.stop()
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !lock(&wal.state).closed {
+            assert!(std::time::Instant::now() < deadline, "stop began");
+            std::thread::yield_now();
+        }
+        assert_eq!(gate.held(), 1, "the group is still on the disk");
+        gate.open();
+        stopping.join().unwrap();
         assert_eq!(
             applied.load(Ordering::SeqCst),
             wal.lsn_next() - 1,
