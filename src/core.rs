@@ -46,6 +46,10 @@ pub(crate) struct Core {
     pub(crate) state_failure: Mutex<Option<Error>>,
     /// A failed sync of `state.redb` was reported (once, as an ERROR).
     pub(crate) state_sync_failure_reported: AtomicBool,
+    /// The thread that leads groups of writes queued without a thread of
+    /// their own (`Store::write_async`), started by the first of them and
+    /// joined by the close once the WAL is stopped.
+    pub(crate) committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     pub(crate) recovery: RecoveryReport,
     /// Opens `state.redb` again after an I/O failure redb latched.
     pub(crate) state_io: Arc<dyn StateIo>,
@@ -64,6 +68,12 @@ pub(crate) fn shutdown(core: &Core) -> Option<CloseReport> {
     }
     if let Some(wal) = &core.wal {
         wal.stop();
+    }
+    // The committer returns once `stop` has let it lead what was queued.
+    if let Some(committer) = lock(&core.committer).take() {
+        if committer.join().is_err() {
+            tracing::error!(target: "factwal::wal", "the WAL's commit thread panicked");
+        }
     }
     let join_timeout = core.join_timeout();
     let loop_joined = checkpoint::stop_loop(core, join_timeout);

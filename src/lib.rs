@@ -64,6 +64,7 @@ mod report;
 mod salvage;
 mod store;
 mod sync;
+mod ticket;
 
 // The engine's layers are private. The `testing` feature (enabled by the
 // crate's own tests, benches and fuzz targets, never by a user) makes them
@@ -92,6 +93,7 @@ pub use report::{CloseReport, RecoveryReport, StoreStats};
 pub use salvage::{salvage, Loss, SalvageReport};
 pub use state::{OverlayStats, StoreRecord};
 pub use store::Store;
+pub use ticket::WriteTicket;
 pub use wal::format::{SegmentHeader, RECORD_BYTES_MAX};
 pub use wal::recovery::{Dropped, RecoveredRecord, SegmentSummary};
 pub use wal::WalCounters;

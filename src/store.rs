@@ -12,12 +12,13 @@ use crate::checkpoint::{
 };
 use crate::config::Config;
 use crate::core::{shutdown, Core, Record};
-use crate::error::{Error, Lsn, Result};
+use crate::error::{Error, IoOp, Lsn, Result};
 use crate::identity::StoreId;
 use crate::open::{absolute, open_store, Opened};
 use crate::report::{CloseReport, RecoveryReport, StoreStats};
 use crate::state::{FactLookup, Generation, Overlay, StateIo, StdStateIo, Tables, View, WalMark};
 use crate::sync::lock;
+use crate::ticket::WriteTicket;
 use crate::wal::io::{StdIo, WalIo};
 use crate::wal::{Wal, WalOptions};
 
@@ -258,6 +259,127 @@ impl Store {
     /// Those of [`Store::write`].
     pub fn drop_session(&self, session: &str) -> Result<Lsn> {
         self.write(Batch::new().drop_session(session))
+    }
+
+    /// Writes a batch without holding the calling thread while it becomes
+    /// durable: the batch is queued into the same group commit as
+    /// [`Store::write`]'s, and the returned [`WriteTicket`] (a future, or
+    /// [`WriteTicket::wait`] from a thread) resolves to its LSN once it is
+    /// durable and visible, with `write`'s durability, ordering, failure and
+    /// poisoning rules. The thread that finishes the group wakes it: no
+    /// runtime is needed, and any executor works.
+    ///
+    /// The batch is queued when this returns; dropping the ticket does not
+    /// withdraw it. Batches queued one after the other from one thread get
+    /// LSNs in that order. What the call itself does on the caller's thread:
+    /// the checks, the encoding, and at `persistence.wal_bytes_max` the
+    /// checkpoint pass that `write` runs too (back-pressure). In direct mode
+    /// (`wal_enabled = false`) there is no group commit to wait for: the
+    /// write is committed to redb before this returns, and the ticket is
+    /// ready.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use factwal::{Batch, Config, Store};
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(Config::new(dir.path()))?;
+    /// // Three writes in flight from one thread, then their outcomes.
+    /// let tickets: Vec<_> = (0..3)
+    ///     .map(|i| store.write_async(Batch::new().assert("s1", format!("f{i}"), b"v".to_vec())))
+    ///     .collect();
+    /// let lsns: Vec<u64> = tickets.into_iter().map(|t| t.wait()).collect::<Result<_, _>>()?;
+    /// assert_eq!(lsns, [1, 2, 3]);
+    /// assert_eq!(store.facts("s1")?.len(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Through the ticket: those of [`Store::write`], and `Io` when the
+    /// commit thread cannot be started.
+    pub fn write_async(&self, batch: Batch) -> WriteTicket {
+        match self.submit(batch) {
+            Ok(ticket) => ticket,
+            Err(error) => WriteTicket::settled(Err(error)),
+        }
+    }
+
+    /// Writes batches from one thread with all of them in flight at once,
+    /// so they share syncs as concurrent writers do, and returns each
+    /// outcome, in order. The same as [`Store::write_async`] for each batch,
+    /// then [`WriteTicket::wait`] for each ticket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use factwal::{Batch, Config, Store};
+    ///
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(Config::new(dir.path()))?;
+    /// let batches = (0..100).map(|i| Batch::new().assert("s1", format!("f{i}"), b"v".to_vec()));
+    /// let outcomes = store.write_many(batches);
+    /// assert!(outcomes.iter().all(|outcome| outcome.is_ok()));
+    /// // A hundred writes, far fewer syncs.
+    /// assert!(store.stats()?.wal.groups < 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Each outcome can be any error of [`Store::write`].
+    pub fn write_many(&self, batches: impl IntoIterator<Item = Batch>) -> Vec<Result<Lsn>> {
+        let tickets: Vec<WriteTicket> =
+            batches.into_iter().map(|batch| self.write_async(batch)).collect();
+        tickets.into_iter().map(WriteTicket::wait).collect()
+    }
+
+    /// `write_async`'s queueing: the checks and back-pressure of `write`,
+    /// then the WAL's `submit` (or, in direct mode, the write itself).
+    fn submit(&self, batch: Batch) -> Result<WriteTicket> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        batch.validate()?;
+        let payload = batch.encode();
+        let limit = self.core.config.persistence.max_record_bytes;
+        if payload.len() as u64 > limit {
+            return Err(Error::LimitExceeded {
+                what: "record bytes",
+                actual: payload.len() as u64,
+                limit,
+            });
+        }
+        let payload_bytes = payload.len() as u64;
+        let Some(wal) = &self.core.wal else {
+            return Ok(WriteTicket::settled(self.write_direct(batch, payload_bytes)));
+        };
+        self.relieve_pressure()?;
+        self.start_committer()?;
+        Ok(WriteTicket::queued(wal.submit(payload, (batch, payload_bytes))?))
+    }
+
+    /// Starts the thread that leads groups of `write_async`'s writes, once.
+    fn start_committer(&self) -> Result<()> {
+        let mut committer = lock(&self.core.committer);
+        if committer.is_some() {
+            return Ok(());
+        }
+        let core = Arc::clone(&self.core);
+        let dispatch = tracing::dispatcher::get_default(|dispatch| dispatch.clone());
+        let spawned = std::thread::Builder::new().name("factwal-commit".into()).spawn(move || {
+            tracing::dispatcher::with_default(&dispatch, || {
+                if let Some(wal) = &core.wal {
+                    wal.commit_for_tasks();
+                }
+            });
+        });
+        let handle = spawned.map_err(|source| {
+            Error::io(&self.core.config.persistence.data_dir, IoOp::Spawn, "commit thread", source)
+        })?;
+        *committer = Some(handle);
+        Ok(())
     }
 
     fn write_direct(&self, batch: Batch, payload_bytes: u64) -> Result<Lsn> {
@@ -664,6 +786,7 @@ fn assemble_core(
         lock_files: Mutex::new(opened.locks),
         state_failure: Mutex::new(None),
         state_sync_failure_reported: AtomicBool::new(false),
+        committer: Mutex::new(None),
         recovery: opened.recovery,
         state_io,
         store_id: opened.store_id,

@@ -280,6 +280,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("checkpoint", &["config", "error", "sync"]),
     ("report", &["checkpoint", "error", "state", "wal"]),
     ("open", &["batch", "config", "error", "files", "identity", "report", "state", "wal"]),
+    ("ticket", &["error", "wal"]),
     (
         "core",
         &["batch", "checkpoint", "config", "error", "identity", "report", "state", "sync", "wal"],
@@ -297,6 +298,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "report",
             "state",
             "sync",
+            "ticket",
             "wal",
         ],
     ),

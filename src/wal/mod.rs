@@ -8,6 +8,7 @@ pub mod segment;
 mod waiter;
 pub mod writer;
 
+pub use waiter::Receipt;
 #[cfg(feature = "testing")]
 pub use writer::Sink;
 pub use writer::{Wal, WalCounters, WalOptions};

@@ -31,11 +31,21 @@
 //!    tmpfs hung after 7.0 and 4.2 million appends; posting children first,
 //!    24.6 million appends ran without a hang.
 //!
+//! A write submitted without a thread to park (`Wal::submit`, behind
+//! `Store::write_async`) has a *task* mailbox instead: it holds the waker of
+//! whoever polls for the outcome (a future, or `Ticket::wait`'s thread), set
+//! under the same lock as the message, so a message posted between a poll
+//! that found nothing and the waker's registration is never missed. Task
+//! mailboxes are never led and never relay: `tell_group` wakes each one
+//! itself, after posting, and builds the relay tree from thread mailboxes
+//! alone.
+//!
 //! Lock rule: a mailbox's lock is a leaf. It is held only to move one
-//! message in or out, never while another lock is taken, never across a
-//! park, an unpark, I/O or the sink.
+//! message (or a waker) in or out, never while another lock is taken, never
+//! across a park, an unpark, a wake, I/O or the sink.
 
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread::Thread;
 
 use crate::error::{Lsn, Result};
@@ -57,33 +67,86 @@ pub(super) enum Wake {
 /// only by the writer.
 #[derive(Debug)]
 pub(super) struct Waiter {
-    /// The message, a leaf lock (see the module's lock rule).
-    wake: Mutex<Wake>,
-    thread: Thread,
+    /// The message, and a task's waker: a leaf lock (see the module's lock
+    /// rule).
+    wake: Mutex<Mailbox>,
+    /// The writer's thread, parked in `wait`; `None` for a task mailbox.
+    thread: Option<Thread>,
+}
+
+#[derive(Debug)]
+struct Mailbox {
+    message: Wake,
+    /// A task mailbox's waker, from the last poll that found nothing.
+    waker: Option<Waker>,
 }
 
 impl Waiter {
     /// A mailbox for the calling thread, which will wait on it.
     pub(super) fn new() -> Arc<Waiter> {
-        Arc::new(Waiter { wake: Mutex::new(Wake::Waiting), thread: std::thread::current() })
+        Waiter::with_thread(Some(std::thread::current()))
+    }
+
+    /// A mailbox for a task, polled through [`Waiter::poll_done`].
+    pub(super) fn for_task() -> Arc<Waiter> {
+        Waiter::with_thread(None)
+    }
+
+    fn with_thread(thread: Option<Thread>) -> Arc<Waiter> {
+        let mailbox = Mailbox { message: Wake::Waiting, waker: None };
+        Arc::new(Waiter { wake: Mutex::new(mailbox), thread })
+    }
+
+    /// True for a mailbox with a thread behind it, which can lead and relay.
+    pub(super) fn is_thread(&self) -> bool {
+        self.thread.is_some()
     }
 
     /// Posts `wake` and wakes the writer.
     pub(super) fn tell(&self, wake: Wake) {
-        self.post(wake);
-        self.thread.unpark();
+        let waker = self.post(wake);
+        self.notify(waker);
     }
 
-    /// Leaves a message without waking the writer.
-    fn post(&self, wake: Wake) {
-        *lock(&self.wake) = wake;
+    /// Leaves a message without waking the writer; returns a task's waker,
+    /// for the caller to wake once no lock is held.
+    fn post(&self, wake: Wake) -> Option<Waker> {
+        let mut mailbox = lock(&self.wake);
+        mailbox.message = wake;
+        mailbox.waker.take()
+    }
+
+    /// Wakes the writer: unparks its thread, or wakes its task.
+    fn notify(&self, waker: Option<Waker>) {
+        match (&self.thread, waker) {
+            (Some(thread), _) => thread.unpark(),
+            (None, Some(waker)) => waker.wake(),
+            (None, None) => {}
+        }
+    }
+
+    /// A task's outcome, once posted; until then the waker is kept (under
+    /// the mailbox's lock) for the poster to wake.
+    pub(super) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
+        let mut mailbox = lock(&self.wake);
+        match std::mem::replace(&mut mailbox.message, Wake::Waiting) {
+            Wake::Done(outcome, _) => Poll::Ready(outcome),
+            Wake::Waiting => {
+                match &mailbox.waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    _ => mailbox.waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Wake::Lead => unreachable!("a task mailbox is never told to lead"),
+        }
     }
 
     /// Sleeps until told something other than `Waiting`.
     pub(super) fn wait(&self) -> Wake {
         loop {
             // A statement of its own, so the lock is released before parking.
-            let told = std::mem::replace(&mut *lock(&self.wake), Wake::Waiting);
+            let told = std::mem::replace(&mut lock(&self.wake).message, Wake::Waiting);
             match told {
                 Wake::Waiting => std::thread::park(),
                 told => return told,
@@ -109,7 +172,7 @@ impl Relay {
     pub(super) fn wake_children(&self) {
         for child in [2 * self.index + 2, 2 * self.index + 3] {
             if let Some(waiter) = self.members.get(child) {
-                waiter.thread.unpark();
+                waiter.notify(None);
             }
         }
     }
@@ -118,7 +181,18 @@ impl Relay {
 /// Posts each member's outcome, then wakes the first two; the rest are
 /// woken by the relay. The caller holds no lock.
 pub(super) fn tell_group(members: Vec<(Arc<Waiter>, Result<Lsn>)>) {
-    tell_group_observed(members, |_, _| {});
+    if members.iter().all(|(waiter, _)| waiter.is_thread()) {
+        return tell_group_observed(members, |_, _| {});
+    }
+    // Tasks neither relay nor are relayed to: each is woken here.
+    let (threads, tasks): (Vec<_>, Vec<_>) =
+        members.into_iter().partition(|(waiter, _)| waiter.is_thread());
+    tell_group_observed(threads, |_, _| {});
+    let nobody: Arc<[Arc<Waiter>]> = Arc::new([]);
+    for (waiter, outcome) in tasks {
+        let waker = waiter.post(Wake::Done(outcome, Relay { members: nobody.clone(), index: 0 }));
+        waiter.notify(waker);
+    }
 }
 
 /// `tell_group`, calling `posted` after each member's outcome is posted
@@ -139,11 +213,58 @@ fn tell_group_observed(
     let (waiters, outcomes): (Vec<_>, Vec<_>) = members.into_iter().unzip();
     let waiters: Arc<[Arc<Waiter>]> = waiters.into();
     for (index, outcome) in outcomes.into_iter().enumerate().rev() {
-        waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
+        let _no_waker =
+            waiters[index].post(Wake::Done(outcome, Relay { members: waiters.clone(), index }));
         posted(&waiters, index);
     }
     for waiter in waiters.iter().take(2) {
-        waiter.thread.unpark();
+        waiter.notify(None);
+    }
+}
+
+/// A record queued by `Wal::submit`: its outcome, once settled, polled
+/// (as a future does) or waited for (as a blocking caller does).
+#[derive(Debug)]
+pub struct Receipt {
+    waiter: Arc<Waiter>,
+}
+
+impl Receipt {
+    pub(super) fn new(waiter: Arc<Waiter>) -> Receipt {
+        Receipt { waiter }
+    }
+
+    /// The outcome once settled; until then `cx`'s waker is woken when it
+    /// is. Once `Ready` has been returned, the outcome is gone: a later
+    /// poll returns `Pending` for ever.
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<Result<Lsn>> {
+        self.waiter.poll_done(cx)
+    }
+
+    /// Blocks the calling thread until the outcome is settled.
+    pub fn wait(self) -> Result<Lsn> {
+        let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match self.waiter.poll_done(&mut cx) {
+                Poll::Ready(outcome) => return outcome,
+                // A wake before the park ends it at once: nothing is missed.
+                Poll::Pending => std::thread::park(),
+            }
+        }
+    }
+}
+
+/// Wakes a thread parked in `Receipt::wait`.
+struct ThreadWaker(Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
@@ -239,7 +360,7 @@ mod tests {
                 for child in [2 * index + 2, 2 * index + 3].into_iter().filter(|&c| c < count) {
                     let told = lock(&waiters[child].wake);
                     assert!(
-                        matches!(*told, Wake::Done(..)),
+                        matches!(told.message, Wake::Done(..)),
                         "member {index} of {count} posted before its child {child}"
                     );
                 }
@@ -256,5 +377,86 @@ mod tests {
         assert!(matches!(waiter.wait(), Wake::Lead));
         waiter.tell(Wake::Done(Ok(9), Relay { members: Arc::new([]), index: 0 }));
         assert!(matches!(waiter.wait(), Wake::Done(Ok(9), _)));
+    }
+
+    /// Counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        (count.clone(), Waker::from(count))
+    }
+
+    fn wakes(count: &Count) -> usize {
+        count.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_task_mailbox_wakes_its_last_waker_once_and_then_hands_out_its_outcome() {
+        // Polled before anything is posted: Pending, its waker kept. Polled
+        // again with another waker: that one replaces it. Told: the latest
+        // waker is woken once, the first never; the next poll has the
+        // outcome, and one after it finds nothing again.
+        let waiter = Waiter::for_task();
+        assert!(!waiter.is_thread());
+        let (first, first_waker) = counting_waker();
+        let (second, second_waker) = counting_waker();
+        assert!(waiter.poll_done(&mut Context::from_waker(&first_waker)).is_pending());
+        assert!(waiter.poll_done(&mut Context::from_waker(&second_waker)).is_pending());
+        waiter.tell(Wake::Done(Ok(7), Relay { members: Arc::new([]), index: 0 }));
+        assert_eq!((wakes(&first), wakes(&second)), (0, 1));
+        let mut cx = Context::from_waker(&second_waker);
+        assert!(matches!(waiter.poll_done(&mut cx), Poll::Ready(Ok(7))));
+        assert!(waiter.poll_done(&mut cx).is_pending());
+    }
+
+    #[test]
+    fn an_outcome_posted_before_the_first_poll_is_ready_without_a_wake() {
+        let waiter = Waiter::for_task();
+        waiter.tell(Wake::Done(Err(Error::Closed), Relay { members: Arc::new([]), index: 0 }));
+        let (count, waker) = counting_waker();
+        let polled = waiter.poll_done(&mut Context::from_waker(&waker));
+        assert!(matches!(polled, Poll::Ready(Err(Error::Closed))));
+        assert_eq!(wakes(&count), 0);
+    }
+
+    #[test]
+    fn a_group_of_threads_and_tasks_wakes_every_one_with_its_own_outcome() {
+        // Threads relay among themselves; each task is woken by the poster.
+        // Tasks are interleaved with threads at every position.
+        for count in 1..=20 {
+            let (threads, told) = members(count);
+            let tasks: Vec<(Arc<Waiter>, Arc<Count>, Waker)> = (0..count)
+                .map(|_| {
+                    let (wakes, waker) = counting_waker();
+                    let task = Waiter::for_task();
+                    assert!(task.poll_done(&mut Context::from_waker(&waker)).is_pending());
+                    (task, wakes, waker)
+                })
+                .collect();
+            let mut group = Vec::new();
+            for (member, thread) in threads.into_iter().enumerate() {
+                group.push((tasks[member].0.clone(), Ok(1000 + member as Lsn)));
+                group.push((thread, Ok(member as Lsn)));
+            }
+            tell_group(group);
+            let mut heard: Vec<(usize, Result<Lsn>)> =
+                (0..count).map(|_| told.recv_timeout(HUNG).expect("a member hung")).collect();
+            heard.sort_by_key(|(member, _)| *member);
+            for (member, outcome) in heard {
+                assert!(matches!(outcome, Ok(lsn) if lsn == member as Lsn));
+            }
+            for (member, (task, wakes, waker)) in tasks.into_iter().enumerate() {
+                assert_eq!(self::wakes(&wakes), 1, "task {member} of {count}");
+                let polled = task.poll_done(&mut Context::from_waker(&waker));
+                assert!(matches!(polled, Poll::Ready(Ok(lsn)) if lsn == 1000 + member as Lsn));
+            }
+        }
     }
 }

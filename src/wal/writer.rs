@@ -72,7 +72,7 @@ use crate::wal::segment::{
     create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment,
     SegmentShape,
 };
-use crate::wal::waiter::{tell_group, Waiter, Wake};
+use crate::wal::waiter::{tell_group, Receipt, Waiter, Wake};
 
 #[cfg(test)]
 mod leader_panics;
@@ -94,6 +94,8 @@ const LEAD_GROUPS_MAX: usize = 8;
 
 /// The message of the error a leader's drop guard reports: a `Drop` runs
 /// while the panic unwinds but never sees its payload.
+/// Why a writer's own outcome is always there for it.
+const OWN_IN_FIRST_GROUP: &str = "a leader's own record is in the first group it leads";
 const UNWOUND_MESSAGE: &str = "the leader's thread unwound; the panic hook has the panic's message";
 
 /// Where and how segments are written.
@@ -190,6 +192,10 @@ struct GroupState<T> {
     lsn_next: Lsn,
     poisoned: Option<Arc<Error>>,
     closed: bool,
+    /// Leadership was handed to the committer (`commit_for_tasks`), which
+    /// has not taken it yet: the queue holds only task mailboxes, which
+    /// have no thread to lead with.
+    committer_wanted: bool,
     /// The most groups one leader has written in a row (tests check the
     /// bound).
     #[cfg(test)]
@@ -233,6 +239,8 @@ pub struct Wal<T> {
     idle: Condvar,
     /// Wakes a gathering leader once enough writers have queued.
     gathered: Condvar,
+    /// Wakes the committer when leadership is handed to it, and at `stop`.
+    committer_wake: Condvar,
     /// The LSN of the last record the sink has seen. Groups are completed on
     /// several threads at once; each waits here for the groups before it, so
     /// the sink sees them in LSN order, and `stop` and `truncate_with` wait
@@ -319,6 +327,7 @@ impl<T> Wal<T> {
             lsn_next,
             poisoned: None,
             closed: false,
+            committer_wanted: false,
             #[cfg(test)]
             groups_led_max: 0,
         };
@@ -328,6 +337,7 @@ impl<T> Wal<T> {
             state: Mutex::new(state),
             idle: Condvar::new(),
             gathered: Condvar::new(),
+            committer_wake: Condvar::new(),
             applied: Mutex::new(lsn_next - 1),
             applied_changed: Condvar::new(),
             log: Mutex::new(log),
@@ -347,13 +357,7 @@ impl<T> Wal<T> {
     /// Appends one record and returns its LSN once it is durable and the
     /// sink has seen it.
     pub fn append(&self, payload: Vec<u8>, item: T) -> Result<Lsn> {
-        if payload.len() as u64 > self.options.max_record_bytes {
-            return Err(Error::LimitExceeded {
-                what: "record bytes",
-                actual: payload.len() as u64,
-                limit: self.options.max_record_bytes,
-            });
-        }
+        self.check_record(&payload)?;
         let waiter = Waiter::new();
         let mut state = lock(&self.state);
         if state.closed {
@@ -367,7 +371,7 @@ impl<T> Wal<T> {
         self.probe(TestPoint::Queued);
         if !state.leader_active {
             state.leader_active = true;
-            return self.lead(state, &waiter, true);
+            return self.lead(state, Some(&waiter), true).expect(OWN_IN_FIRST_GROUP);
         }
         if state.queue.len() == state.group_last_count {
             self.gathered.notify_one();
@@ -378,15 +382,80 @@ impl<T> Wal<T> {
                 relay.wake_children();
                 outcome
             }
-            Wake::Lead => self.lead(lock(&self.state), &waiter, false),
+            Wake::Lead => {
+                self.lead(lock(&self.state), Some(&waiter), false).expect(OWN_IN_FIRST_GROUP)
+            }
             Wake::Waiting => unreachable!("Waiter::wait returns only when told"),
         }
     }
 
+    /// Queues one record without a thread to wait for it, and returns at
+    /// once: the returned [`Receipt`] gives its LSN once it is durable and
+    /// the sink has seen it, with `append`'s outcomes. When no leader is
+    /// active, leadership goes to the committer, the thread that runs
+    /// [`Wal::commit_for_tasks`] (the caller must run one).
+    ///
+    /// The record is queued when this returns `Ok`: dropping the receipt
+    /// does not withdraw it.
+    pub fn submit(&self, payload: Vec<u8>, item: T) -> Result<Receipt> {
+        self.check_record(&payload)?;
+        let waiter = Waiter::for_task();
+        let mut state = lock(&self.state);
+        if state.closed {
+            return Err(Error::Closed);
+        }
+        if let Some(cause) = &state.poisoned {
+            return Err(Error::Poisoned { cause: cause.clone() });
+        }
+        state.queue.push(Queued { payload, item, waiter: waiter.clone() });
+        if !state.leader_active {
+            state.leader_active = true;
+            state.committer_wanted = true;
+            self.committer_wake.notify_one();
+        } else if state.queue.len() == state.group_last_count {
+            self.gathered.notify_one();
+        }
+        Ok(Receipt::new(waiter))
+    }
+
+    /// The committer: leads groups whenever leadership is handed to it
+    /// (records queued by `submit` with no leader active, or a leader that
+    /// found only such records to hand on to), until the WAL is stopped.
+    /// Runs on a thread of its own, which the caller starts before the
+    /// first `submit` and joins after `stop`.
+    pub fn commit_for_tasks(&self) {
+        let mut state = lock(&self.state);
+        loop {
+            if state.committer_wanted {
+                state.committer_wanted = false;
+                // Gathered like a writer that found the log idle: the tasks
+                // of the last group may be about to queue again.
+                let _nobody_owns_a_record = self.lead(state, None, true);
+                state = lock(&self.state);
+            } else if state.closed {
+                return;
+            } else {
+                state = self.committer_wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+    }
+
+    /// Refuses a record over the WAL's size limit.
+    fn check_record(&self, payload: &[u8]) -> Result<()> {
+        if payload.len() as u64 > self.options.max_record_bytes {
+            return Err(Error::LimitExceeded {
+                what: "record bytes",
+                actual: payload.len() as u64,
+                limit: self.options.max_record_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Writes groups (`leader_active` is already set for this caller, whose
-    /// own record is in the queue) until the queue is empty or it has led
-    /// `LEAD_GROUPS_MAX` of them, then passes leadership on and returns the
-    /// leader's own outcome.
+    /// own record, if it has one, is in the queue) until the queue is empty
+    /// or it has led `LEAD_GROUPS_MAX` of them, then passes leadership on
+    /// and returns the leader's own outcome (`None` for the committer).
     ///
     /// Between two groups the leader makes the finished one visible and
     /// starts waking its members (see `finish`), then writes the group that
@@ -402,13 +471,13 @@ impl<T> Wal<T> {
     fn lead(
         &self,
         state: MutexGuard<'_, GroupState<T>>,
-        own: &Arc<Waiter>,
+        own: Option<&Arc<Waiter>>,
         gather: bool,
-    ) -> Result<Lsn> {
+    ) -> Option<Result<Lsn>> {
         // The guard is declared before `state` (into which the argument
         // moves), so a panic releases the state lock before the guard takes
         // it.
-        let mut leadership = Leadership::new(self, Some(own), LeaderStep::Writing);
+        let mut leadership = Leadership::new(self, own, LeaderStep::Writing);
         let mut state = state;
         if gather {
             leadership.enter(LeaderStep::Gathering);
@@ -456,7 +525,7 @@ impl<T> Wal<T> {
             }
             state = lock(&self.state);
         }
-        own_outcome.expect("a leader's own record is in the first group it leads")
+        own_outcome
     }
 
     /// Waits (bounded) for the writers of the previous group to queue again.
@@ -874,8 +943,16 @@ impl<T> Leadership<'_, T> {
         self.enter(LeaderStep::PassingLeadership);
         // Nothing between the change to `state` and `hold` can panic: the
         // guard must never release a leadership already handed on.
-        self.hold = match state.queue.first() {
-            Some(first) => Hold::Chosen(first.waiter.clone()),
+        // The first queued writer with a thread leads next; a queue of tasks
+        // alone goes to the committer.
+        let heir = state.queue.iter().find(|queued| queued.waiter.is_thread());
+        self.hold = match heir {
+            Some(heir) => Hold::Chosen(heir.waiter.clone()),
+            None if !state.queue.is_empty() => {
+                state.committer_wanted = true;
+                self.wal.committer_wake.notify_one();
+                Hold::Released
+            }
             None => {
                 state.leader_active = false;
                 self.wal.idle.notify_all();
@@ -1085,6 +1162,8 @@ impl<T> Wal<T> {
     pub fn stop(&self) {
         let mut state = lock(&self.state);
         state.closed = true;
+        // A committer waiting for work returns once no more can come.
+        self.committer_wake.notify_all();
         // Writers already queued are led in turn; the last leader finds the
         // queue empty and marks the log idle.
         while state.leader_active {
