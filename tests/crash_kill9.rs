@@ -11,9 +11,13 @@
 //! on in the same directory. `load` writes one operation per batch;
 //! multi-operation atomicity is checked by tests/simulation.rs.
 //!
-//! 50 rounds by default; `FACTWAL_KILL9_ROUNDS` sets more, and
-//! `FACTWAL_KILL9_SEED` replays the kill timings of a failed run (the seed is
-//! printed).
+//! The same rounds run with `load --async` too: two threads, each keeping
+//! 16 writes in flight through `Store::write_async` and printing each ack
+//! as its ticket resolves.
+//!
+//! 50 rounds by default (20 with --async); `FACTWAL_KILL9_ROUNDS` sets more,
+//! and `FACTWAL_KILL9_SEED` replays the kill timings of a failed run (the
+//! seed is printed).
 
 mod common;
 
@@ -25,11 +29,23 @@ use std::time::{Duration, Instant};
 use common::acks::{self, Ack, Facts};
 use factwal::{Config, Store};
 
-const THREADS: u64 = 4;
+/// How the writer writes: its `load` arguments, and how many of its writes
+/// can be in flight at once (what an ack may be overtaken by).
+struct Writers {
+    args: &'static [&'static str],
+    in_flight: u64,
+}
 
-fn spawn_load(dir: &Path, config: &Path) -> Child {
+/// Four threads, each with one blocking write at a time.
+const BLOCKING: Writers = Writers { args: &["--threads", "4"], in_flight: 4 };
+/// Two threads, each with 16 writes in flight through `write_async`.
+const ASYNC: Writers =
+    Writers { args: &["--threads", "2", "--async", "--in-flight", "16"], in_flight: 32 };
+
+fn spawn_load(dir: &Path, config: &Path, writers: &Writers) -> Child {
     Command::new(env!("CARGO_BIN_EXE_factwal"))
-        .args(["load", "--log", "off", "--threads", &THREADS.to_string()])
+        .args(["load", "--log", "off"])
+        .args(writers.args)
         .args(acks::load_args())
         .args(["--checkpoint-interval-ms", "3", "--config"])
         .arg(config)
@@ -43,8 +59,8 @@ fn spawn_load(dir: &Path, config: &Path) -> Child {
 
 /// Runs one child, kills it `kill_after` after its first ack, and returns
 /// every ack it printed.
-fn round(dir: &Path, config: &Path, kill_after: Duration) -> Vec<Ack> {
-    let mut child = spawn_load(dir, config);
+fn round(dir: &Path, config: &Path, writers: &Writers, kill_after: Duration) -> Vec<Ack> {
+    let mut child = spawn_load(dir, config, writers);
     let stdout = child.stdout.take().unwrap();
     let (sender, receiver) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -70,9 +86,9 @@ fn round(dir: &Path, config: &Path, kill_after: Duration) -> Vec<Ack> {
 }
 
 /// Checks the reopened store against the previous state and this round's acks.
-fn check(store: &Store, before: &Facts, acks: &[Ack], context: &str) {
+fn check(store: &Store, before: &Facts, acks: &[Ack], in_flight: u64, context: &str) {
     let lsn_last = store.stats().unwrap().lsn_last;
-    if let Err(problem) = acks::check(&state_of(store), lsn_last, before, acks, THREADS) {
+    if let Err(problem) = acks::check(&state_of(store), lsn_last, before, acks, in_flight) {
         panic!("{context}: {problem}");
     }
 }
@@ -89,8 +105,21 @@ fn state_of(store: &Store) -> Facts {
 
 #[test]
 fn kill9_rounds_lose_no_acknowledged_write() {
-    let rounds: u64 =
-        std::env::var("FACTWAL_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    rounds("kill9", &BLOCKING, 50);
+}
+
+#[test]
+fn kill9_rounds_of_async_writes_lose_no_acknowledged_write() {
+    rounds("kill9 --async", &ASYNC, 20);
+}
+
+/// Runs the rounds with `writers`; `default_rounds` unless
+/// `FACTWAL_KILL9_ROUNDS` says otherwise.
+fn rounds(name: &str, writers: &Writers, default_rounds: u64) {
+    let rounds: u64 = std::env::var("FACTWAL_KILL9_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default_rounds);
     let seed: u64 = std::env::var("FACTWAL_KILL9_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -99,7 +128,7 @@ fn kill9_rounds_lose_no_acknowledged_write() {
                 as u64
         });
     println!(
-        "kill9: {rounds} rounds, seed {seed} (FACTWAL_KILL9_SEED={seed} replays the kill timings)"
+        "{name}: {rounds} rounds, seed {seed} (FACTWAL_KILL9_SEED={seed} replays the kill timings)"
     );
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("store");
@@ -117,13 +146,13 @@ fn kill9_rounds_lose_no_acknowledged_write() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let kill_after = Duration::from_millis(rng % 120);
-        let acks = round(&dir, &config_path, kill_after);
+        let acks = round(&dir, &config_path, writers, kill_after);
         acked_total += acks.len();
         let context =
             format!("round {index} (seed {seed}, killed {kill_after:?} after the first ack)");
         let store =
             Store::open(config.clone()).unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
-        check(&store, &state, &acks, &context);
+        check(&store, &state, &acks, writers.in_flight, &context);
         state = state_of(&store);
         // Half the rounds leave the WAL for the next child to recover.
         if index % 2 == 0 {
@@ -133,7 +162,7 @@ fn kill9_rounds_lose_no_acknowledged_write() {
         }
     }
     println!(
-        "kill9: {rounds} rounds, {acked_total} acknowledged writes checked, 0 lost, in {:.1} s",
+        "{name}: {rounds} rounds, {acked_total} acknowledged writes checked, 0 lost, in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

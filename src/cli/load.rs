@@ -2,11 +2,15 @@
 //! the kill -9 crash test) kill mid-stream. Its stdout is a contract: one
 //! `ack` line per acknowledged write, flushed before the next write begins.
 
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use factwal::{Batch, Store};
+use factwal::{Batch, Store, WriteTicket};
 
 use super::measure::Histogram;
 use super::output::{self, grouped, human_duration};
@@ -15,6 +19,8 @@ use super::{CliError, StoreArgs};
 
 /// Most writer threads.
 const THREADS_MAX: u64 = 1024;
+/// Most writes one thread keeps in flight with --async.
+const IN_FLIGHT_MAX: u64 = 65_536;
 /// Largest value: beyond it a single write is no longer a "fact".
 const VALUE_BYTES_MAX: u64 = 16 << 20;
 
@@ -33,6 +39,11 @@ const VALUE_BYTES_MAX: u64 = 16 << 20;
 /// printed only after the write is durable, and lines never interleave.
 /// With T > 1 threads, lines arrive in neither LSN nor seq order. Exits 0
 /// after M writes, once the store is closed; a summary goes to stderr.
+///
+/// With --async, each thread keeps up to W writes in flight through
+/// `Store::write_async`, polling their tickets together and printing each
+/// ack as its ticket resolves (so lines come in no order even with T = 1):
+/// T*W writes can be in flight at once.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct LoadArgs {
@@ -57,6 +68,12 @@ pub struct LoadArgs {
     /// that every fact sees both asserts and retracts.
     #[arg(long, value_name = "R", default_value_t = 0)]
     retract_every: u64,
+    /// Write through `Store::write_async`, W writes in flight per thread.
+    #[arg(long = "async")]
+    use_async: bool,
+    /// W: writes each thread keeps in flight with --async.
+    #[arg(long, value_name = "W", default_value_t = 64, requires = "use_async", value_parser = clap::value_parser!(u64).range(1..=IN_FLIGHT_MAX))]
+    in_flight: u64,
     /// Milliseconds between checkpoint passes (0: no checkpoint loop).
     /// Default: `checkpoint.interval_s` of --config, else 100.
     #[arg(long, value_name = "MS")]
@@ -85,7 +102,21 @@ pub fn run(args: &LoadArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let outcomes: Vec<Result<Histogram, CliError>> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..args.threads)
-            .map(|_| scope.spawn(|| write_loop(&store, &schedule, &next_seq, args.writes, &failed)))
+            .map(|_| {
+                scope.spawn(|| {
+                    let writer = Writer {
+                        store: &store,
+                        schedule: &schedule,
+                        next_seq: &next_seq,
+                        writes: args.writes,
+                        failed: &failed,
+                    };
+                    match args.use_async {
+                        true => writer.run_async(args.in_flight as usize),
+                        false => writer.run(),
+                    }
+                })
+            })
             .collect();
         let joined = threads.into_iter().map(|thread| thread.join());
         joined
@@ -114,34 +145,105 @@ pub fn run(args: &LoadArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One writer thread: takes the next seq until M are handed out, writes it,
-/// prints its ack line. Stops early when another thread failed.
-fn write_loop(
-    store: &Store,
-    schedule: &Schedule,
-    next_seq: &AtomicU64,
+/// One writer thread's share of the workload.
+struct Writer<'a> {
+    store: &'a Store,
+    schedule: &'a Schedule,
+    next_seq: &'a AtomicU64,
     writes: u64,
-    failed: &AtomicBool,
-) -> Result<Histogram, CliError> {
-    let mut latency = Histogram::default();
-    while !failed.load(Ordering::Relaxed) {
-        let seq = next_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if seq > writes {
-            break;
+    failed: &'a AtomicBool,
+}
+
+impl Writer<'_> {
+    /// The next write to make, until M are handed out or another thread
+    /// failed.
+    fn next(&self) -> Option<PlannedWrite> {
+        if self.failed.load(Ordering::Relaxed) {
+            return None;
         }
-        let write = schedule.write(seq);
-        let begun = Instant::now();
-        let outcome =
-            store.write(batch(schedule, &write)).map_err(CliError::from).and_then(|lsn| {
-                latency.record(begun.elapsed());
-                print_ack(lsn, &write)
-            });
-        if let Err(error) = outcome {
-            failed.store(true, Ordering::Relaxed);
-            return Err(error);
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        (seq <= self.writes).then(|| self.schedule.write(seq))
+    }
+
+    /// Takes the next write, writes it, prints its ack line.
+    fn run(&self) -> Result<Histogram, CliError> {
+        let mut latency = Histogram::default();
+        while let Some(write) = self.next() {
+            let begun = Instant::now();
+            let outcome = self.store.write(batch(self.schedule, &write));
+            self.acknowledge(outcome, &write, begun, &mut latency)?;
+        }
+        Ok(latency)
+    }
+
+    /// Keeps up to `window` writes in flight through `write_async`, polling
+    /// their tickets together on this thread (as a single-threaded runtime
+    /// would) and printing each ack as its ticket resolves.
+    fn run_async(&self, window: usize) -> Result<Histogram, CliError> {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut latency = Histogram::default();
+        let mut in_flight: Vec<(PlannedWrite, Instant, WriteTicket)> = Vec::new();
+        let mut handed_out = false;
+        loop {
+            while !handed_out && in_flight.len() < window {
+                match self.next() {
+                    Some(write) => {
+                        let ticket = self.store.write_async(batch(self.schedule, &write));
+                        in_flight.push((write, Instant::now(), ticket));
+                    }
+                    None => handed_out = true,
+                }
+            }
+            if in_flight.is_empty() {
+                return Ok(latency);
+            }
+            let mut resolved = false;
+            let mut index = 0;
+            while index < in_flight.len() {
+                match Pin::new(&mut in_flight[index].2).poll(&mut cx) {
+                    Poll::Ready(outcome) => {
+                        let (write, begun, _) = in_flight.swap_remove(index);
+                        self.acknowledge(outcome, &write, begun, &mut latency)?;
+                        resolved = true;
+                    }
+                    Poll::Pending => index += 1,
+                }
+            }
+            if !resolved {
+                // A wake before the park ends it at once: none is missed.
+                std::thread::park();
+            }
         }
     }
-    Ok(latency)
+
+    /// Prints the ack of a write that succeeded; stops every thread on one
+    /// that failed.
+    fn acknowledge(
+        &self,
+        outcome: factwal::Result<u64>,
+        write: &PlannedWrite,
+        begun: Instant,
+        latency: &mut Histogram,
+    ) -> Result<(), CliError> {
+        let printed = outcome.map_err(CliError::from).and_then(|lsn| {
+            latency.record(begun.elapsed());
+            print_ack(lsn, write)
+        });
+        if printed.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        printed
+    }
+}
+
+/// Wakes the writer thread parked in `Writer::run_async`.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
 }
 
 fn batch(schedule: &Schedule, write: &PlannedWrite) -> Batch {
