@@ -10,7 +10,9 @@
 //! acknowledged <= recovered <= issued, batches atomic, LSNs dense, redb's
 //! integrity check passes, and the next write continues the LSNs. Every third
 //! point also runs with a single EIO or ENOSPC injected at operation n
-//! instead of a crash, with the workload carrying on after errors.
+//! instead of a crash, with the workload carrying on after errors. Every
+//! fourth seed writes in direct mode, and one in four writes through
+//! `write_async` (the commit thread leads, the ticket is waited for).
 //!
 //! `FACTWAL_SIM_SEEDS` (default 72) sets how many seeds run; a failure
 //! prints the seed and crash point, and `FACTWAL_SIM_SEED` +
@@ -130,6 +132,15 @@ impl Run {
     }
 }
 
+/// Writes `batch`: for one seed in four through `write_async` (the commit
+/// thread leads its group; the ticket is waited for), else with `write`.
+fn write(store: &Store, batch: &Batch, seed: u64) -> factwal::Result<u64> {
+    match seed % 4 {
+        1 => store.write_async(batch.clone()).wait(),
+        _ => store.write(batch.clone()),
+    }
+}
+
 /// Runs the workload until its end, or (with `stop_on_error`) the first
 /// error. Returns the run and the store, if one is open.
 fn run(
@@ -145,7 +156,7 @@ fn run(
     let Ok(mut store) = open(disk, dir, seed) else { return (outcome, None) };
     for step in steps {
         let ok = match step {
-            Step::Write(batch) => match store.write(batch.clone()) {
+            Step::Write(batch) => match write(&store, batch, seed) {
                 Ok(lsn) => {
                     outcome.follow(&mut model, lsn - 1, seed);
                     apply(&mut model, batch);
