@@ -29,6 +29,11 @@ pub const CHECKPOINT_INTERVAL_S_MAX: f64 = 86_400.0;
 const SEGMENT_BYTES_DEFAULT: u64 = 64 * MIB;
 /// Default `persistence.max_record_bytes`.
 const RECORD_BYTES_DEFAULT: u64 = 16 * MIB;
+/// Most writes without a thread (`Store::write_async`) accepted in flight:
+/// the largest `persistence.max_writes_in_flight`.
+pub const WRITES_IN_FLIGHT_MAX: u64 = 16 * 1024 * 1024;
+/// Default `persistence.max_writes_in_flight`.
+const WRITES_IN_FLIGHT_DEFAULT: u64 = 65_536;
 
 // How the limits relate, checked when the crate compiles.
 const _: () = {
@@ -42,6 +47,7 @@ const _: () = {
         SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT && SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX
     );
     assert!(RECORD_BYTES_DEFAULT <= RECORD_BYTES_MAX);
+    assert!(1 <= WRITES_IN_FLIGHT_DEFAULT && WRITES_IN_FLIGHT_DEFAULT <= WRITES_IN_FLIGHT_MAX);
     let record = format::RECORD_HEADER_BYTES + RECORD_BYTES_DEFAULT;
     assert!(format::SEGMENT_HEADER_BYTES + 3 * record <= SEGMENT_BYTES_DEFAULT);
 };
@@ -68,6 +74,11 @@ pub struct PersistenceConfig {
     /// Memory redb may use to cache `state.redb`'s pages (redb's own default
     /// is 1 GiB).
     pub redb_cache_bytes: u64,
+    /// Writes without a thread of their own (`Store::write_async`,
+    /// `Store::write_many`) accepted and not yet settled; one more is
+    /// refused with `LimitExceeded`. Blocking writes are bounded by their
+    /// threads and not counted.
+    pub max_writes_in_flight: u64,
 }
 
 impl Default for PersistenceConfig {
@@ -81,6 +92,7 @@ impl Default for PersistenceConfig {
             recovery_mode: RecoveryMode::default(),
             wal_bytes_max: 1024 * MIB,
             redb_cache_bytes: 64 * MIB,
+            max_writes_in_flight: WRITES_IN_FLIGHT_DEFAULT,
         }
     }
 }
@@ -179,6 +191,12 @@ impl Config {
     /// Sets the memory redb may use to cache pages.
     pub fn redb_cache_bytes(mut self, bytes: u64) -> Self {
         self.persistence.redb_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets how many writes without a thread may be in flight.
+    pub fn max_writes_in_flight(mut self, writes: u64) -> Self {
+        self.persistence.max_writes_in_flight = writes;
         self
     }
 
@@ -333,6 +351,8 @@ impl PersistenceConfig {
         let segment_bytes = SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX;
         within("persistence.segment_bytes", self.segment_bytes, segment_bytes)?;
         within("persistence.max_record_bytes", self.max_record_bytes, 1..=RECORD_BYTES_MAX)?;
+        let in_flight = 1..=WRITES_IN_FLIGHT_MAX;
+        within("persistence.max_writes_in_flight", self.max_writes_in_flight, in_flight)?;
         let overhead = SEGMENT_HEADER_BYTES + RECORD_HEADER_BYTES;
         if self.max_record_bytes + overhead > self.segment_bytes {
             let reason = format!(

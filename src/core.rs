@@ -4,10 +4,13 @@
 //! checkpoint loop both use: a pass, the redb reopen after an I/O failure,
 //! and the close sequence.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
@@ -20,10 +23,59 @@ use crate::identity::StoreId;
 use crate::report::{CloseReport, RecoveryReport};
 use crate::state::{Overlay, StateIo, Tables, WalMark};
 use crate::sync::{lock, read, write};
-use crate::wal::Wal;
+use crate::wal::{Pending, Wal};
 
 /// A WAL record as the store queues it: the batch and its payload bytes.
 pub(crate) type Record = (Batch, u64);
+
+/// One write waiting in the line: what `Wal::submit` takes.
+pub(crate) struct HeldWrite {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) record: Record,
+    pub(crate) pending: Pending,
+}
+
+/// The line of writes held back at `persistence.wal_bytes_max` and the
+/// admitter that empties it (`crate::held`).
+#[derive(Default)]
+pub(crate) struct Line {
+    pub(crate) queue: Mutex<VecDeque<HeldWrite>>,
+    /// The queue's length, read without the lock by writers deciding
+    /// whether they may go straight to the WAL. The admitter lowers it only
+    /// after the writes it took are queued in the WAL, so a writer that
+    /// reads 0 queues after them.
+    pub(crate) count: AtomicUsize,
+    /// Wakes the admitter: a write was held, or the store is closing.
+    pub(crate) wake: Condvar,
+    pub(crate) admitter: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Line").field("count", &self.count.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl Line {
+    /// Writes held now (a snapshot).
+    pub(crate) fn held(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Wakes the admitter at close and waits for it to answer what it
+    /// held. The caller has set `closed`.
+    fn stop(&self) {
+        {
+            let _queue = lock(&self.queue);
+            self.wake.notify_all();
+        }
+        if let Some(admitter) = lock(&self.admitter).take() {
+            if admitter.join().is_err() {
+                tracing::error!(target: "factwal::wal", "the admitter thread panicked");
+            }
+        }
+    }
+}
 
 pub(crate) struct Core {
     pub(crate) config: Config,
@@ -50,6 +102,12 @@ pub(crate) struct Core {
     /// their own (`Store::write_async`), started by the first of them and
     /// joined by the close once the WAL is stopped.
     pub(crate) committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// `write_async`'s writes held back at `persistence.wal_bytes_max`,
+    /// and the thread that queues them once there is room.
+    pub(crate) line: Line,
+    /// Writes without a thread accepted and not yet settled (bounded by
+    /// `persistence.max_writes_in_flight`).
+    pub(crate) in_flight: Arc<AtomicU64>,
     pub(crate) recovery: RecoveryReport,
     /// Opens `state.redb` again after an I/O failure redb latched.
     pub(crate) state_io: Arc<dyn StateIo>,
@@ -75,6 +133,8 @@ pub(crate) fn shutdown(core: &Core) -> Option<CloseReport> {
             tracing::error!(target: "factwal::wal", "the WAL's commit thread panicked");
         }
     }
+    // Writes still held back by back-pressure were never queued: `Closed`.
+    core.line.stop();
     let join_timeout = core.join_timeout();
     let loop_joined = checkpoint::stop_loop(core, join_timeout);
     core.checkpoint.emit_summary();

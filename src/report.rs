@@ -97,4 +97,10 @@ pub struct StoreStats {
     /// Group commit counters (all zero in direct mode): records per group
     /// is `wal.records / wal.groups`.
     pub wal: WalCounters,
+    /// Writes without a thread (`Store::write_async`) accepted and not yet
+    /// settled, bounded by `persistence.max_writes_in_flight`.
+    pub writes_in_flight: u64,
+    /// Of those, the ones held back at `persistence.wal_bytes_max`, waiting
+    /// for a checkpoint pass before they are queued into the WAL.
+    pub writes_held: u64,
 }

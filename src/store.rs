@@ -11,8 +11,9 @@ use crate::checkpoint::{
     self, checkpoint_pass, CheckpointMode, CheckpointState, CheckpointStats, LoopStart, PassReport,
 };
 use crate::config::Config;
-use crate::core::{shutdown, Core, Record};
+use crate::core::{shutdown, Core, Line, Record};
 use crate::error::{Error, IoOp, Lsn, Result};
+use crate::held::{self, InFlight};
 use crate::identity::StoreId;
 use crate::open::{absolute, open_store, Opened};
 use crate::report::{CloseReport, RecoveryReport, StoreStats};
@@ -20,7 +21,10 @@ use crate::state::{FactLookup, Generation, Overlay, StateIo, StdStateIo, Tables,
 use crate::sync::lock;
 use crate::ticket::WriteTicket;
 use crate::wal::io::{StdIo, WalIo};
-use crate::wal::{Wal, WalOptions};
+use crate::wal::{Pending, Release, Wal, WalOptions};
+
+/// Most writes [`Store::write_many`] keeps in flight at once.
+pub const WRITE_MANY_IN_FLIGHT: usize = 1024;
 
 /// An open store. `Send + Sync`: share it between threads with an `Arc`.
 ///
@@ -174,6 +178,25 @@ impl Store {
     /// - any error of the checkpoint pass a writer runs at
     ///   `persistence.wal_bytes_max` (back-pressure).
     pub fn write(&self, batch: Batch) -> Result<Lsn> {
+        let payload = self.accept(&batch)?;
+        let payload_bytes = payload.len() as u64;
+        let Some(wal) = &self.core.wal else {
+            return self.write_direct(batch, payload_bytes);
+        };
+        if self.core.line.held() > 0 {
+            // Writes without a thread are held back: this one queues behind
+            // them, so that one caller's writes keep their order.
+            return self.queue_task(payload, (batch, payload_bytes), None).wait();
+        }
+        if held::wal_full(&self.core) {
+            held::make_room(&self.core)?;
+        }
+        wal.append(payload, (batch, payload_bytes))
+    }
+
+    /// The checks every write passes before anything is queued, and its
+    /// encoding.
+    fn accept(&self, batch: &Batch) -> Result<Vec<u8>> {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -187,14 +210,7 @@ impl Store {
                 limit,
             });
         }
-        match &self.core.wal {
-            Some(wal) => {
-                self.relieve_pressure()?;
-                let payload_bytes = payload.len() as u64;
-                wal.append(payload, (batch, payload_bytes))
-            }
-            None => self.write_direct(batch, payload.len() as u64),
-        }
+        Ok(payload)
     }
 
     /// Asserts (inserts or replaces) one fact.
@@ -300,16 +316,27 @@ impl Store {
     /// Through the ticket: those of [`Store::write`], and `Io` when the
     /// commit thread cannot be started.
     pub fn write_async(&self, batch: Batch) -> WriteTicket {
-        match self.submit(batch) {
-            Ok(ticket) => ticket,
-            Err(error) => WriteTicket::settled(Err(error)),
+        let payload = match self.accept(&batch) {
+            Ok(payload) => payload,
+            Err(refusal) => return WriteTicket::settled(Err(refusal)),
+        };
+        let payload_bytes = payload.len() as u64;
+        if self.core.wal.is_none() {
+            return WriteTicket::settled(self.write_direct(batch, payload_bytes));
+        }
+        let limit = self.core.config.persistence.max_writes_in_flight;
+        match InFlight::take(&self.core.in_flight, limit) {
+            Ok(permit) => self.queue_task(payload, (batch, payload_bytes), Some(permit)),
+            Err(refusal) => WriteTicket::settled(Err(refusal)),
         }
     }
 
-    /// Writes batches from one thread with all of them in flight at once,
+    /// Writes batches from one thread with many of them in flight at once,
     /// so they share syncs as concurrent writers do, and returns each
-    /// outcome, in order. The same as [`Store::write_async`] for each batch,
-    /// then [`WriteTicket::wait`] for each ticket.
+    /// outcome, in order: [`Store::write_async`] for each batch and
+    /// [`WriteTicket::wait`] for each ticket, with at most
+    /// [`WRITE_MANY_IN_FLIGHT`] (or `persistence.max_writes_in_flight`, if
+    /// lower) in flight at a time.
     ///
     /// # Examples
     ///
@@ -328,36 +355,37 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// Each outcome can be any error of [`Store::write`].
+    /// Each outcome can be any error of [`Store::write_async`].
     pub fn write_many(&self, batches: impl IntoIterator<Item = Batch>) -> Vec<Result<Lsn>> {
-        let tickets: Vec<WriteTicket> =
-            batches.into_iter().map(|batch| self.write_async(batch)).collect();
-        tickets.into_iter().map(WriteTicket::wait).collect()
+        let limit = self.core.config.persistence.max_writes_in_flight;
+        let window = WRITE_MANY_IN_FLIGHT.min(usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut outcomes = Vec::new();
+        let mut in_flight = std::collections::VecDeque::with_capacity(window);
+        for batch in batches {
+            if in_flight.len() >= window {
+                outcomes.extend(in_flight.pop_front().map(WriteTicket::wait));
+            }
+            in_flight.push_back(self.write_async(batch));
+        }
+        outcomes.extend(in_flight.into_iter().map(WriteTicket::wait));
+        outcomes
     }
 
-    /// `write_async`'s queueing: the checks and back-pressure of `write`,
-    /// then the WAL's `submit` (or, in direct mode, the write itself).
-    fn submit(&self, batch: Batch) -> Result<WriteTicket> {
-        if self.core.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
+    /// Queues a checked write without a thread to wait for it (or holds it
+    /// back, see `crate::held`); `permit` counts it in flight until settled.
+    fn queue_task(
+        &self,
+        payload: Vec<u8>,
+        record: Record,
+        permit: Option<InFlight>,
+    ) -> WriteTicket {
+        if let Err(error) = self.start_committer() {
+            return WriteTicket::settled(Err(error));
         }
-        batch.validate()?;
-        let payload = batch.encode();
-        let limit = self.core.config.persistence.max_record_bytes;
-        if payload.len() as u64 > limit {
-            return Err(Error::LimitExceeded {
-                what: "record bytes",
-                actual: payload.len() as u64,
-                limit,
-            });
-        }
-        let payload_bytes = payload.len() as u64;
-        let Some(wal) = &self.core.wal else {
-            return Ok(WriteTicket::settled(self.write_direct(batch, payload_bytes)));
-        };
-        self.relieve_pressure()?;
-        self.start_committer()?;
-        Ok(WriteTicket::queued(wal.submit(payload, (batch, payload_bytes))?))
+        let release = permit.map(|permit| Box::new(permit) as Release);
+        let (pending, receipt) = Pending::new(release);
+        held::queue_or_hold(&self.core, payload, record, pending);
+        WriteTicket::queued(receipt)
     }
 
     /// Starts the thread that leads groups of `write_async`'s writes, once.
@@ -408,30 +436,6 @@ impl Store {
                 Err(error)
             }
         }
-    }
-
-    /// Wakes the loop early past `checkpoint.wal_bytes_trigger`, and applies
-    /// back-pressure at `persistence.wal_bytes_max`: the writer waits for the
-    /// pass in progress (the checkpoint lock) and, if the WAL is still full
-    /// after it, runs one itself. The WAL, and the memory held for unfolded
-    /// records, stay bounded by about `wal_bytes_max` plus one segment.
-    fn relieve_pressure(&self) -> Result<()> {
-        let bytes = self.core.overlay.bytes();
-        if bytes >= self.core.config.checkpoint.wal_bytes_trigger {
-            checkpoint::request_early_pass(&*self.core);
-        }
-        let limit = self.core.config.persistence.wal_bytes_max;
-        if bytes < limit {
-            return Ok(());
-        }
-        let held = lock(&self.core.checkpoint.lock);
-        if self.core.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if self.core.overlay.bytes() >= limit {
-            checkpoint_pass(&*self.core, CheckpointMode::Passive, &held)?;
-        }
-        Ok(())
     }
 
     fn tables(&self) -> Result<RwLockReadGuard<'_, Option<Tables>>> {
@@ -649,6 +653,8 @@ impl Store {
             applied_lsn,
             unfolded: self.core.overlay.stats(),
             wal,
+            writes_in_flight: self.core.in_flight.load(Ordering::Acquire),
+            writes_held: self.core.line.held() as u64,
         })
     }
 
@@ -787,6 +793,8 @@ fn assemble_core(
         state_failure: Mutex::new(None),
         state_sync_failure_reported: AtomicBool::new(false),
         committer: Mutex::new(None),
+        line: Line::default(),
+        in_flight: Arc::new(AtomicU64::new(0)),
         recovery: opened.recovery,
         state_io,
         store_id: opened.store_id,

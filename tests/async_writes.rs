@@ -6,11 +6,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
+use std::time::Duration;
 
-use factwal::testing::{Fault, OpKind, SimDisk};
+use factwal::testing::{Fault, OpKind, Side, SimDisk};
 use factwal::{Batch, Config, Error, Lsn, Store, WriteTicket};
 
 mod common;
@@ -195,4 +196,131 @@ fn direct_mode_tickets_are_ready_at_once() {
     let lsns: Vec<Lsn> = outcomes.into_iter().map(Result::unwrap).collect();
     assert_eq!(lsns, [1, 2, 3, 4, 5]);
     assert_eq!(store.stats().unwrap().applied_lsn, 5);
+}
+
+/// Long enough for any thread of a healthy test to get there; only a hang
+/// reaches it.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A store in WAL mode over a simulated disk, filled with blocking writes
+/// up to `persistence.wal_bytes_max` (no checkpoint loop runs, so nothing
+/// is folded): the next write meets back-pressure. Returns the store, the
+/// disk and how many writes were made.
+fn store_at_wal_bytes_max(dir: &std::path::Path) -> (Arc<Store>, Arc<SimDisk>, u64) {
+    let disk = SimDisk::new(dir);
+    let config = common::small_config(dir).wal_bytes_max(16 * 1024);
+    let store = Store::open_with(config, disk.wal_io(), disk.state_io()).unwrap();
+    let mut written = 0;
+    while store.stats().unwrap().unfolded.bytes < 16 * 1024 {
+        store.write(Batch::new().assert("filler", format!("f{written}"), vec![7; 500])).unwrap();
+        written += 1;
+    }
+    assert_eq!(store.stats().unwrap().applied_lsn, 0, "nothing folded yet");
+    (Arc::new(store), disk, written)
+}
+
+/// Runs `submit` on another thread and returns what it returns; a `submit`
+/// that blocks (on the held state sync) fails the test instead of hanging.
+fn without_blocking<R: Send + 'static>(submit: impl FnOnce() -> R + Send + 'static) -> R {
+    let (done, outcome) = mpsc::channel();
+    std::thread::spawn(move || done.send(submit()).unwrap());
+    outcome.recv_timeout(PATIENCE).expect("write_async blocked its caller's thread")
+}
+
+#[test]
+fn at_wal_bytes_max_async_writes_wait_in_line_without_holding_a_thread() {
+    // The WAL is full, and the checkpoint pass that makes room cannot finish
+    // (state.redb's syncs are held at a gate). A blocking write would run
+    // that pass on its own thread and wait; write_async returns at once and
+    // its batch waits in the line. A blocking write made meanwhile queues
+    // behind the line. Once the pass finishes, the held writes are queued in
+    // call order and the blocking one after them.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, disk, filled) = store_at_wal_bytes_max(dir.path());
+    let gate = disk.gate(OpKind::Sync, Some(Side::State));
+    let submitter = store.clone();
+    let tickets = without_blocking(move || {
+        (0..100).map(|i| submitter.write_async(assert_of(i))).collect::<Vec<_>>()
+    });
+    assert!(gate.wait_held(1, PATIENCE), "the admitter's pass reached state.redb's sync");
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.writes_held, stats.writes_in_flight), (100, 100));
+    assert_eq!(stats.lsn_last, filled, "nothing held was queued into the WAL");
+    let blocking = {
+        let store = store.clone();
+        std::thread::spawn(move || store.write(assert_of(100)))
+    };
+    gate.open();
+    let lsns: Vec<Lsn> = poll_all(tickets).into_iter().map(Result::unwrap).collect();
+    assert_eq!(lsns, (filled + 1..=filled + 100).collect::<Vec<Lsn>>());
+    assert_eq!(blocking.join().unwrap().unwrap(), filled + 101);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.writes_held, stats.writes_in_flight), (0, 0));
+    assert!(stats.applied_lsn >= filled, "the admitter's pass folded the full WAL");
+    assert_eq!(store.facts("s").unwrap().len(), 101);
+    assert!(store.close_shared().is_clean());
+}
+
+#[test]
+fn writes_held_at_close_are_answered_closed_and_never_written() {
+    // Writes held back when the store closes were never queued: each
+    // ticket resolves to Closed, and after a reopen none of them is there.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, disk, filled) = store_at_wal_bytes_max(dir.path());
+    let gate = disk.gate(OpKind::Sync, Some(Side::State));
+    let submitter = store.clone();
+    let tickets = without_blocking(move || {
+        (0..20).map(|i| submitter.write_async(assert_of(i))).collect::<Vec<_>>()
+    });
+    assert!(gate.wait_held(1, PATIENCE));
+    let closer = {
+        let store = store.clone();
+        std::thread::spawn(move || store.close_shared())
+    };
+    // Once a read is refused, the close has begun: the held writes cannot
+    // be queued any more.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !matches!(store.fact("s", "f0000"), Err(Error::Closed)) {
+        assert!(std::time::Instant::now() < deadline, "the close never began");
+        std::thread::yield_now();
+    }
+    gate.open();
+    for outcome in poll_all(tickets) {
+        assert!(matches!(outcome, Err(Error::Closed)), "{outcome:?}");
+    }
+    assert!(closer.join().unwrap().is_clean());
+    drop(store);
+    let store = Store::open(common::small_config(dir.path())).unwrap();
+    assert_eq!(store.stats().unwrap().lsn_last, filled);
+    assert!(store.facts("s").unwrap().is_empty());
+}
+
+#[test]
+fn writes_in_flight_are_bounded_and_the_bound_frees_as_they_settle() {
+    // max_writes_in_flight = 4, the WAL's syncs held: four tickets are in
+    // flight, the fifth is refused at once with LimitExceeded (nothing
+    // written); once they settle, writes go on, and write_many keeps to the
+    // bound by itself.
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SimDisk::new(dir.path());
+    let config = common::small_config(dir.path()).max_writes_in_flight(4);
+    let store = Store::open_with_io(config, disk.wal_io()).unwrap();
+    let gate = disk.gate(OpKind::Sync, Some(Side::Wal));
+    let tickets: Vec<WriteTicket> = (0..4).map(|i| store.write_async(assert_of(i))).collect();
+    assert!(gate.wait_held(1, PATIENCE));
+    assert_eq!(store.stats().unwrap().writes_in_flight, 4);
+    match store.write_async(assert_of(4)).wait() {
+        Err(Error::LimitExceeded { what, actual: 5, limit: 4 }) => {
+            assert!(what.contains("persistence.max_writes_in_flight"), "{what}");
+        }
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+    gate.open();
+    let lsns: Vec<Lsn> = poll_all(tickets).into_iter().map(Result::unwrap).collect();
+    assert_eq!(lsns, [1, 2, 3, 4]);
+    assert_eq!(store.stats().unwrap().writes_in_flight, 0);
+    let outcomes = store.write_many((4..40).map(assert_of));
+    let lsns: Vec<Lsn> = outcomes.into_iter().map(Result::unwrap).collect();
+    assert_eq!(lsns, (5..=40).collect::<Vec<Lsn>>());
+    assert_eq!(store.facts("s").unwrap().len(), 40);
 }

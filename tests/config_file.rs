@@ -30,6 +30,7 @@ fn every_key_changed() -> Config {
     persistence.recovery_mode = RecoveryMode::PointInTime;
     persistence.wal_bytes_max = 8 << 20;
     persistence.redb_cache_bytes = 16 << 20;
+    persistence.max_writes_in_flight = 512;
     let checkpoint = &mut config.checkpoint;
     checkpoint.interval_s = 2.5;
     checkpoint.warn_ms = 50;
@@ -49,6 +50,7 @@ max_record_bytes = 65536
 recovery_mode = "point-in-time"
 wal_bytes_max = 8388608
 redb_cache_bytes = 16777216
+max_writes_in_flight = 512
 
 [checkpoint]
 interval_s = 2.5
@@ -97,7 +99,7 @@ fn full_file_round_trips() {
     assert_eq!(Config::from_file(&path).unwrap(), expected);
     let written = toml::to_string(&expected).unwrap();
     assert_eq!(keys_of(&written), keys_of(EVERY_KEY_CHANGED_TOML));
-    assert_eq!(keys_of(&written).len(), 13);
+    assert_eq!(keys_of(&written).len(), 14);
     let path = write_file(dir.path(), "written.toml", &written);
     assert_eq!(Config::from_file(&path).unwrap(), expected);
 }
@@ -301,6 +303,20 @@ fn an_unknown_table_is_named_as_a_table() {
     let text = Config::from_file(&path).unwrap_err().to_string();
     assert!(text.contains("table [x]: unknown field `x`"), "{text}");
     assert!(!text.contains("= :"), "{text}");
+}
+
+#[test]
+fn writes_in_flight_are_bounded() {
+    // max_writes_in_flight is at least 1 and at most 16 Mi.
+    let dir = tempfile::tempdir().unwrap();
+    for writes in [0, (16 << 20) + 1] {
+        let error = Config::new(dir.path()).max_writes_in_flight(writes).validate().unwrap_err();
+        assert!(
+            matches!(error, factwal::Error::Config { ref key, .. } if key == "persistence.max_writes_in_flight"),
+            "{error}"
+        );
+    }
+    Config::new(dir.path()).max_writes_in_flight(1).validate().unwrap();
 }
 
 #[test]

@@ -281,6 +281,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("report", &["checkpoint", "error", "state", "wal"]),
     ("open", &["batch", "config", "error", "files", "identity", "report", "state", "wal"]),
     ("ticket", &["error", "wal"]),
+    ("held", &["checkpoint", "core", "error", "sync", "wal"]),
     (
         "core",
         &["batch", "checkpoint", "config", "error", "identity", "report", "state", "sync", "wal"],
@@ -293,6 +294,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "core",
             "error",
+            "held",
             "identity",
             "open",
             "report",

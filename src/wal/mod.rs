@@ -8,7 +8,7 @@ pub mod segment;
 mod waiter;
 pub mod writer;
 
-pub use waiter::Receipt;
+pub use waiter::{Pending, Receipt, Release};
 #[cfg(feature = "testing")]
 pub use writer::Sink;
-pub use writer::{Wal, WalCounters, WalOptions};
+pub use writer::{Refused, Wal, WalCounters, WalOptions};

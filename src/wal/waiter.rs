@@ -74,11 +74,26 @@ pub(super) struct Waiter {
     thread: Option<Thread>,
 }
 
-#[derive(Debug)]
 struct Mailbox {
     message: Wake,
     /// A task mailbox's waker, from the last poll that found nothing.
     waker: Option<Waker>,
+    /// Dropped once the outcome is posted (a task's permit, which its
+    /// owner counts writes in flight with); dropped outside the lock.
+    release: Option<Release>,
+}
+
+/// What a task mailbox drops once its outcome is posted.
+pub type Release = Box<dyn Send>;
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("message", &self.message)
+            .field("waker", &self.waker)
+            .field("release", &self.release.is_some())
+            .finish()
+    }
 }
 
 impl Waiter {
@@ -87,13 +102,15 @@ impl Waiter {
         Waiter::with_thread(Some(std::thread::current()))
     }
 
-    /// A mailbox for a task, polled through [`Waiter::poll_done`].
-    pub(super) fn for_task() -> Arc<Waiter> {
-        Waiter::with_thread(None)
+    /// A mailbox for a task, polled through [`Waiter::poll_done`], which
+    /// drops `release` once its outcome is posted.
+    pub(super) fn for_task(release: Option<Release>) -> Arc<Waiter> {
+        let mailbox = Mailbox { message: Wake::Waiting, waker: None, release };
+        Arc::new(Waiter { wake: Mutex::new(mailbox), thread: None })
     }
 
     fn with_thread(thread: Option<Thread>) -> Arc<Waiter> {
-        let mailbox = Mailbox { message: Wake::Waiting, waker: None };
+        let mailbox = Mailbox { message: Wake::Waiting, waker: None, release: None };
         Arc::new(Waiter { wake: Mutex::new(mailbox), thread })
     }
 
@@ -111,9 +128,17 @@ impl Waiter {
     /// Leaves a message without waking the writer; returns a task's waker,
     /// for the caller to wake once no lock is held.
     fn post(&self, wake: Wake) -> Option<Waker> {
-        let mut mailbox = lock(&self.wake);
-        mailbox.message = wake;
-        mailbox.waker.take()
+        let settled = matches!(wake, Wake::Done(..));
+        let (waker, release) = {
+            let mut mailbox = lock(&self.wake);
+            mailbox.message = wake;
+            let release = if settled { mailbox.release.take() } else { None };
+            (mailbox.waker.take(), release)
+        };
+        // Released before the task is woken: a task that writes again at
+        // once finds its permit back.
+        drop(release);
+        waker
     }
 
     /// Wakes the writer: unparks its thread, or wakes its task.
@@ -188,10 +213,8 @@ pub(super) fn tell_group(members: Vec<(Arc<Waiter>, Result<Lsn>)>) {
     let (threads, tasks): (Vec<_>, Vec<_>) =
         members.into_iter().partition(|(waiter, _)| waiter.is_thread());
     tell_group_observed(threads, |_, _| {});
-    let nobody: Arc<[Arc<Waiter>]> = Arc::new([]);
     for (waiter, outcome) in tasks {
-        let waker = waiter.post(Wake::Done(outcome, Relay { members: nobody.clone(), index: 0 }));
-        waiter.notify(waker);
+        waiter.settle(outcome);
     }
 }
 
@@ -222,6 +245,56 @@ fn tell_group_observed(
     }
 }
 
+/// A task's write before it is queued: a task mailbox whose [`Receipt`]
+/// is already handed out. Its holder queues the record with `Wal::submit`,
+/// which settles it when the WAL refuses, or settles it itself
+/// ([`Pending::settle`]), for a write that never reaches the WAL. One
+/// dropped unsettled (an unwinding holder) settles as `Closed`: its write
+/// was never queued, and its receipt is never left waiting.
+#[derive(Debug)]
+pub struct Pending {
+    waiter: Option<Arc<Waiter>>,
+}
+
+impl Pending {
+    /// A task mailbox and its receipt; the mailbox drops `release` once its
+    /// outcome is posted.
+    pub fn new(release: Option<Release>) -> (Pending, Receipt) {
+        let waiter = Waiter::for_task(release);
+        (Pending { waiter: Some(waiter.clone()) }, Receipt { waiter })
+    }
+
+    /// Posts the write's outcome and wakes whoever polls its receipt.
+    pub fn settle(mut self, outcome: Result<Lsn>) {
+        if let Some(waiter) = self.waiter.take() {
+            waiter.settle(outcome);
+        }
+    }
+
+    /// The mailbox, for the queue that will settle it.
+    pub(super) fn into_waiter(mut self) -> Arc<Waiter> {
+        self.waiter.take().expect("a pending write's mailbox is taken once")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(waiter) = self.waiter.take() {
+            waiter.settle(Err(crate::error::Error::Closed));
+        }
+    }
+}
+
+impl Waiter {
+    /// Posts a task's outcome and wakes it (a task is never relayed to).
+    pub(super) fn settle(&self, outcome: Result<Lsn>) {
+        debug_assert!(!self.is_thread(), "only a task's mailbox is settled alone");
+        let nobody: Arc<[Arc<Waiter>]> = Arc::new([]);
+        let waker = self.post(Wake::Done(outcome, Relay { members: nobody, index: 0 }));
+        self.notify(waker);
+    }
+}
+
 /// A record queued by `Wal::submit`: its outcome, once settled, polled
 /// (as a future does) or waited for (as a blocking caller does).
 #[derive(Debug)]
@@ -230,10 +303,6 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    pub(super) fn new(waiter: Arc<Waiter>) -> Receipt {
-        Receipt { waiter }
-    }
-
     /// The outcome once settled; until then `cx`'s waker is woken when it
     /// is. Once `Ready` has been returned, the outcome is gone: a later
     /// poll returns `Pending` for ever.
@@ -403,7 +472,7 @@ mod tests {
         // again with another waker: that one replaces it. Told: the latest
         // waker is woken once, the first never; the next poll has the
         // outcome, and one after it finds nothing again.
-        let waiter = Waiter::for_task();
+        let waiter = Waiter::for_task(None);
         assert!(!waiter.is_thread());
         let (first, first_waker) = counting_waker();
         let (second, second_waker) = counting_waker();
@@ -418,7 +487,7 @@ mod tests {
 
     #[test]
     fn an_outcome_posted_before_the_first_poll_is_ready_without_a_wake() {
-        let waiter = Waiter::for_task();
+        let waiter = Waiter::for_task(None);
         waiter.tell(Wake::Done(Err(Error::Closed), Relay { members: Arc::new([]), index: 0 }));
         let (count, waker) = counting_waker();
         let polled = waiter.poll_done(&mut Context::from_waker(&waker));
@@ -435,7 +504,7 @@ mod tests {
             let tasks: Vec<(Arc<Waiter>, Arc<Count>, Waker)> = (0..count)
                 .map(|_| {
                     let (wakes, waker) = counting_waker();
-                    let task = Waiter::for_task();
+                    let task = Waiter::for_task(None);
                     assert!(task.poll_done(&mut Context::from_waker(&waker)).is_pending());
                     (task, wakes, waker)
                 })

@@ -72,7 +72,7 @@ use crate::wal::segment::{
     create_segment, discard_prepared, install_segment, prepare_segment, PreparedSegment, Segment,
     SegmentShape,
 };
-use crate::wal::waiter::{tell_group, Receipt, Waiter, Wake};
+use crate::wal::waiter::{tell_group, Pending, Waiter, Wake};
 
 #[cfg(test)]
 mod leader_panics;
@@ -175,6 +175,16 @@ impl GroupError {
             GroupError::Failed(error) => error.clone(),
         }
     }
+}
+
+/// A record [`Wal::submit`] did not queue, and why; its mailbox is for the
+/// caller to settle.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why it was not queued.
+    pub error: Error,
+    /// Its mailbox, unsettled.
+    pub pending: Pending,
 }
 
 struct GroupState<T> {
@@ -390,24 +400,27 @@ impl<T> Wal<T> {
     }
 
     /// Queues one record without a thread to wait for it, and returns at
-    /// once: the returned [`Receipt`] gives its LSN once it is durable and
-    /// the sink has seen it, with `append`'s outcomes. When no leader is
-    /// active, leadership goes to the committer, the thread that runs
-    /// [`Wal::commit_for_tasks`] (the caller must run one).
+    /// once: `pending`'s [`Receipt`](crate::wal::Receipt) gives its LSN once
+    /// it is durable and the sink has seen it, with `append`'s outcomes.
+    /// When no leader is active, leadership goes to the committer, the
+    /// thread that runs [`Wal::commit_for_tasks`] (the caller must run
+    /// one).
     ///
-    /// The record is queued when this returns `Ok`: dropping the receipt
-    /// does not withdraw it.
-    pub fn submit(&self, payload: Vec<u8>, item: T) -> Result<Receipt> {
-        self.check_record(&payload)?;
-        let waiter = Waiter::for_task();
+    /// A refused record (closed, poisoned, too large) comes back with its
+    /// mailbox, for the caller to settle once it holds no lock. Dropping
+    /// the receipt does not withdraw a queued record.
+    pub fn submit(&self, payload: Vec<u8>, item: T, pending: Pending) -> Result<(), Refused> {
+        if let Err(error) = self.check_record(&payload) {
+            return Err(Refused { error, pending });
+        }
         let mut state = lock(&self.state);
         if state.closed {
-            return Err(Error::Closed);
+            return Err(Refused { error: Error::Closed, pending });
         }
         if let Some(cause) = &state.poisoned {
-            return Err(Error::Poisoned { cause: cause.clone() });
+            return Err(Refused { error: Error::Poisoned { cause: cause.clone() }, pending });
         }
-        state.queue.push(Queued { payload, item, waiter: waiter.clone() });
+        state.queue.push(Queued { payload, item, waiter: pending.into_waiter() });
         if !state.leader_active {
             state.leader_active = true;
             state.committer_wanted = true;
@@ -415,7 +428,7 @@ impl<T> Wal<T> {
         } else if state.queue.len() == state.group_last_count {
             self.gathered.notify_one();
         }
-        Ok(Receipt::new(waiter))
+        Ok(())
     }
 
     /// The committer: leads groups whenever leadership is handed to it
