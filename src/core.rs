@@ -64,7 +64,7 @@ impl Line {
 
     /// Wakes the admitter at close and waits for it to answer what it
     /// held. The caller has set `closed`.
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         {
             let _queue = lock(&self.queue);
             self.wake.notify_all();

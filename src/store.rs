@@ -725,6 +725,13 @@ impl Store {
         if let Some(wal) = &self.core.wal {
             wal.stop();
         }
+        // Writes without a thread: the queued ones were led by the stop,
+        // the held ones are answered `Closed` (never written), and neither
+        // thread outlives the crash.
+        if let Some(committer) = lock(&self.core.committer).take() {
+            let _ = committer.join();
+        }
+        self.core.line.stop();
         checkpoint::stop_loop(&*self.core, self.core.join_timeout());
         drop(crate::sync::write(&self.core.tables).take());
         lock(&self.core.lock_files).clear();

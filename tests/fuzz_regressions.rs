@@ -133,3 +133,47 @@ fn a_close_that_cannot_remove_a_failed_write_still_reopens() {
         ],
     });
 }
+
+#[test]
+fn store_model_writes_in_flight_across_crashes_drops_faults_and_back_pressure() {
+    // Not a find: the `async-writes` seed's scenario, run on every `cargo
+    // test` so the target's async path is checked without a fuzzer. Tickets
+    // stay in flight across steps (groups led by the commit thread); 14
+    // writes of 900 bytes pass wal_bytes_max (three 4 KiB segments), so the
+    // line and its admitter run; a crash and a drop come with writes in
+    // flight; a sync fails under three tickets.
+    use factwal::testing::{Fault, OpKind};
+    use store_model::{Scenario, Step};
+    let put = |session: u8, fact: u8, value: &[u8]| Op::Assert {
+        session: format!("s{session}"),
+        fact: format!("f{fact}"),
+        value: value.to_vec(),
+    };
+    let big = vec![b'x'; 900];
+    let mut steps = vec![
+        Step::WriteAsync(vec![put(0, 0, b"a")]),
+        Step::WriteAsync(vec![
+            put(1, 1, b"b"),
+            Op::Retract { session: "s0".into(), fact: "f0".into() },
+        ]),
+        Step::Write(vec![put(2, 2, b"c")]),
+    ];
+    steps.extend((0..7).map(|_| Step::WriteAsync(vec![put(0, 1, &big)])));
+    steps.push(Step::ReadAll);
+    steps.extend((0..7).map(|_| Step::WriteAsync(vec![put(0, 1, &big)])));
+    steps.extend([
+        Step::Crash { tear: Some(35) },
+        Step::Open,
+        Step::Fault(Fault::nth(OpKind::Sync, 2, 5)),
+        Step::WriteAsync(vec![put(1, 2, b"d")]),
+        Step::WriteAsync(vec![Op::DropSession { session: "s2".into() }]),
+        Step::WriteAsync(vec![put(1, 3, b"e")]),
+        Step::ReadAll,
+        Step::Heal,
+        Step::Crash { tear: None },
+        Step::WriteAsync(vec![put(2, 0, b"f")]),
+        Step::Drop,
+        Step::ReadAll,
+    ]);
+    store_model::run(&Scenario { recovery_mode: RecoveryMode::TolerateCorruptedTail, steps });
+}

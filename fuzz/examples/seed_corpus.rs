@@ -236,7 +236,36 @@ fn store_model_seeds() {
             Step::ReadAll,
         ],
     };
+    // Writes in flight across steps: groups led by the commit thread, the
+    // line at wal_bytes_max (three segments), a crash and a drop with
+    // writes in flight, a failed sync under tickets.
+    let async_big = || Step::WriteAsync(vec![assert(0, 1, &big)]);
+    let mut async_steps = vec![
+        Step::WriteAsync(vec![assert(0, 0, &value("a"))]),
+        Step::WriteAsync(vec![assert(1, 1, &value("b")), retract(0, 0)]),
+        Step::Write(vec![assert(2, 2, &value("c"))]),
+    ];
+    async_steps.extend((0..7).map(|_| async_big()));
+    async_steps.push(Step::ReadAll);
+    async_steps.extend((0..7).map(|_| async_big()));
+    async_steps.extend([
+        Step::Crash { tear: Some(35) },
+        Step::Open,
+        Step::Fault(Fault::nth(OpKind::Sync, 2, 5)),
+        Step::WriteAsync(vec![assert(1, 2, &value("d"))]),
+        Step::WriteAsync(vec![drop_session(2)]),
+        Step::WriteAsync(vec![assert(1, 3, &value("e"))]),
+        Step::ReadAll,
+        Step::Heal,
+        Step::Crash { tear: None },
+        Step::WriteAsync(vec![assert(2, 0, &value("f"))]),
+        Step::Drop,
+        Step::ReadAll,
+    ]);
+    let async_writes =
+        Scenario { recovery_mode: RecoveryMode::TolerateCorruptedTail, steps: async_steps };
     for (name, scenario) in [
+        ("async-writes", async_writes),
         ("writes-crash-tear", writes),
         ("write-faults", faults),
         ("checkpoint-faults", checkpoint_faults),

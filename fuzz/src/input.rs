@@ -82,7 +82,8 @@ impl<'a> Arbitrary<'a> for ScenarioInput {
 
 fn step(u: &mut Unstructured<'_>) -> Result<Step> {
     Ok(match below(u, 20)? {
-        0..=6 => Step::Write(ops(u, true)?),
+        0..=5 => Step::Write(ops(u, true)?),
+        6 => Step::WriteAsync(ops(u, true)?),
         7 | 8 => Step::Read {
             session: format!("s{}", below(u, SESSIONS)?),
             fact: format!("f{}", below(u, FACTS)?),
@@ -265,6 +266,10 @@ pub mod seed {
             match step {
                 Step::Write(batch) => {
                     out.push(0);
+                    ops(&mut out, batch, true);
+                }
+                Step::WriteAsync(batch) => {
+                    out.push(6);
                     ops(&mut out, batch, true);
                 }
                 Step::Read { session, fact } => out.extend([7, index(session), index(fact)]),

@@ -12,6 +12,14 @@
 //! write plus some subset of the failed ones, each applied at its place.
 //! Acknowledged LSNs are dense and increasing. An open with no injected
 //! failure during it must succeed; so must a checkpoint or a close.
+//!
+//! Writes through `Store::write_async` stay in flight across consecutive
+//! `WriteAsync` steps (so they share groups, led by the commit thread) and
+//! are settled in submission order before the next other step; a crash or
+//! a drop happens with them still in flight, and they are settled after it.
+//! Their outcomes follow `write`'s rules: an `Ok` is acknowledged with the
+//! next LSN, and a `Closed` (the store went away before the write was
+//! queued) is undecided.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,7 +29,9 @@ use factwal::testing::{
 };
 use factwal::wal::format::{decode_record, encode_record, Decoded, SegmentHeader};
 use factwal::wal::segment::segment_file_name;
-use factwal::{Batch, CheckpointMode, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store};
+use factwal::{
+    Batch, CheckpointMode, Config, Error, Lsn, Op, ReadOnlyStore, RecoveryMode, Store, WriteTicket,
+};
 
 use crate::support::{assert_unchanged, scratch_dir};
 
@@ -53,6 +63,8 @@ pub struct Scenario {
 pub enum Step {
     /// `Store::write` of this batch.
     Write(Vec<Op>),
+    /// `Store::write_async` of this batch, its ticket kept in flight.
+    WriteAsync(Vec<Op>),
     /// `Store::fact`.
     Read {
         /// The session id.
@@ -118,6 +130,16 @@ struct Run {
     visible: FactMap,
     /// The last LSN known to be in the log.
     lsn_last: Lsn,
+    /// `write_async` tickets not yet settled, in submission order.
+    in_flight: Vec<InFlight>,
+}
+
+/// A write submitted with `write_async`, not yet settled.
+struct InFlight {
+    ticket: WriteTicket,
+    ops: Vec<Op>,
+    /// Injected failures before it was submitted.
+    fired: u64,
 }
 
 /// Runs a scenario, then heals the disk, closes, reopens and checks once more.
@@ -135,11 +157,13 @@ pub fn run(scenario: &Scenario) {
         written: Vec::new(),
         visible: FactMap::new(),
         lsn_last: 0,
+        in_flight: Vec::new(),
     };
     run.open();
     for step in scenario.steps.iter().take(STEPS_MAX) {
         run.step(step);
     }
+    run.settle_in_flight(false);
     run.disk.heal();
     run.close();
     run.open();
@@ -153,7 +177,14 @@ impl Run {
             eprintln!("step: {step:?}");
         }
         match step {
+            Step::WriteAsync(ops) => return self.write_async(ops),
+            // Gone with the store still in flight; settled after.
+            Step::Crash { .. } | Step::Drop => {}
+            _ => self.settle_in_flight(false),
+        }
+        match step {
             Step::Write(ops) => self.write(ops),
+            Step::WriteAsync(_) => unreachable!("returned above"),
             Step::Read { session, fact } => {
                 let store = self.opened();
                 let actual = store.fact(session, fact).expect("fact() on an open store");
@@ -168,12 +199,16 @@ impl Run {
             Step::Crash { tear } => {
                 if let Some(store) = self.store.take() {
                     store.simulate_crash();
+                    self.settle_in_flight(true);
                     if let Some(at) = tear {
                         self.tear(*at);
                     }
                 }
             }
-            Step::Drop => drop(self.store.take()),
+            Step::Drop => {
+                drop(self.store.take());
+                self.settle_in_flight(true);
+            }
             Step::Close => self.close(),
             Step::Open => self.open(),
             Step::Fault(fault) => {
@@ -266,8 +301,42 @@ impl Run {
         }
     }
 
+    /// Writes that may still end up undecided: failed ones and those in
+    /// flight.
+    fn undecided_possible(&self) -> usize {
+        self.written.iter().filter(|write| !write.acknowledged).count() + self.in_flight.len()
+    }
+
+    fn write_async(&mut self, ops: &[Op]) {
+        if self.undecided_possible() >= UNDECIDED_MAX {
+            return;
+        }
+        let fired = self.disk.injected();
+        let ticket = self.opened().write_async(Batch::from(ops.to_vec()));
+        self.in_flight.push(InFlight { ticket, ops: ops.to_vec(), fired });
+    }
+
+    /// Waits for every ticket in flight, in submission order, and records
+    /// each outcome as `write` does. `store_gone`: the store was crashed or
+    /// dropped meanwhile, which explains `Closed`.
+    fn settle_in_flight(&mut self, store_gone: bool) {
+        for InFlight { ticket, ops, fired } in std::mem::take(&mut self.in_flight) {
+            let result = ticket.wait();
+            if self.trace {
+                eprintln!("  write_async: {result:?}");
+            }
+            match result {
+                Err(Error::Closed) => {
+                    assert!(store_gone, "a write_async was refused as Closed on an open store");
+                    self.written.push(Written { ops, acknowledged: false });
+                }
+                result => self.record_outcome(&ops, result, fired),
+            }
+        }
+    }
+
     fn write(&mut self, ops: &[Op]) {
-        if self.written.iter().filter(|write| !write.acknowledged).count() >= UNDECIDED_MAX {
+        if self.undecided_possible() >= UNDECIDED_MAX {
             return;
         }
         let fired = self.disk.injected();
@@ -275,6 +344,12 @@ impl Run {
         if self.trace {
             eprintln!("  write: {result:?}");
         }
+        self.record_outcome(ops, result, fired);
+    }
+
+    /// What a write's outcome tells the model; `fired`: injected failures
+    /// before the write was made.
+    fn record_outcome(&mut self, ops: &[Op], result: Result<Lsn, Error>, fired: u64) {
         match result {
             Ok(lsn) => {
                 assert_eq!(lsn, self.lsn_last + 1, "acknowledged LSNs are dense");
