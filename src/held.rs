@@ -131,9 +131,13 @@ fn admit(core: &Core) {
                 return;
             }
         }
+        let started = std::time::Instant::now();
         let room = make_room(core);
         let mut queue = lock(&line.queue);
         let writes: Vec<HeldWrite> = queue.drain(..).collect();
+        tracing::debug!(target: "factwal::wal", held = writes.len(),
+            waited_ms = started.elapsed().as_secs_f64() * 1e3, room = room.is_ok(),
+            "back-pressure: held async writes admitted after a checkpoint pass");
         let mut unsettled = Vec::new();
         match &room {
             Ok(()) => {

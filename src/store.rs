@@ -285,14 +285,19 @@ impl Store {
     /// poisoning rules. The thread that finishes the group wakes it: no
     /// runtime is needed, and any executor works.
     ///
-    /// The batch is queued when this returns; dropping the ticket does not
-    /// withdraw it. Batches queued one after the other from one thread get
-    /// LSNs in that order. What the call itself does on the caller's thread:
-    /// the checks, the encoding, and at `persistence.wal_bytes_max` the
-    /// checkpoint pass that `write` runs too (back-pressure). In direct mode
-    /// (`wal_enabled = false`) there is no group commit to wait for: the
-    /// write is committed to redb before this returns, and the ticket is
-    /// ready.
+    /// The batch is accepted when this returns; dropping the ticket does not
+    /// withdraw it. Batches written one after the other from one thread get
+    /// LSNs in that order. The call itself never waits for the disk: it
+    /// checks and encodes the batch and queues it. At
+    /// `persistence.wal_bytes_max` (back-pressure), where `write` runs a
+    /// checkpoint pass on its caller's thread, the batch waits in a line
+    /// instead, and a thread of the store's makes room and queues it (a
+    /// close before then resolves it to `Closed`, never written). At most
+    /// `persistence.max_writes_in_flight` such writes are accepted and not
+    /// yet settled; past it the ticket is ready with `LimitExceeded`. In
+    /// direct mode (`wal_enabled = false`) there is no group commit to wait
+    /// for: the write is committed to redb before this returns, and the
+    /// ticket is ready.
     ///
     /// # Examples
     ///
@@ -313,8 +318,9 @@ impl Store {
     ///
     /// # Errors
     ///
-    /// Through the ticket: those of [`Store::write`], and `Io` when the
-    /// commit thread cannot be started.
+    /// Through the ticket: those of [`Store::write`]; `LimitExceeded` past
+    /// `persistence.max_writes_in_flight`; `Io` when the commit or the
+    /// admitter thread cannot be started.
     pub fn write_async(&self, batch: Batch) -> WriteTicket {
         let payload = match self.accept(&batch) {
             Ok(payload) => payload,

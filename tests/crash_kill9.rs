@@ -13,7 +13,9 @@
 //!
 //! The same rounds run with `load --async` too: two threads, each keeping
 //! 16 writes in flight through `Store::write_async` and printing each ack
-//! as its ticket resolves.
+//! as its ticket resolves, with `wal_bytes_max` at one segment, so that
+//! writes are held back in the line (and admitted by its thread after a
+//! checkpoint pass) many times a second, and kills land there too.
 //!
 //! 50 rounds by default (20 with --async); `FACTWAL_KILL9_ROUNDS` sets more,
 //! and `FACTWAL_KILL9_SEED` replays the kill timings of a failed run (the
@@ -34,13 +36,24 @@ use factwal::{Config, Store};
 struct Writers {
     args: &'static [&'static str],
     in_flight: u64,
+    /// The store's configuration file.
+    config: &'static str,
 }
 
 /// Four threads, each with one blocking write at a time.
-const BLOCKING: Writers = Writers { args: &["--threads", "4"], in_flight: 4 };
-/// Two threads, each with 16 writes in flight through `write_async`.
-const ASYNC: Writers =
-    Writers { args: &["--threads", "2", "--async", "--in-flight", "16"], in_flight: 32 };
+const BLOCKING: Writers = Writers {
+    args: &["--threads", "4"],
+    in_flight: 4,
+    config: "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\n",
+};
+/// Two threads, each with 16 writes in flight through `write_async`, the
+/// WAL full at one segment (back-pressure all the time).
+const ASYNC: Writers = Writers {
+    args: &["--threads", "2", "--async", "--in-flight", "16"],
+    in_flight: 32,
+    config: "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\n\
+             wal_bytes_max = 16384\n",
+};
 
 fn spawn_load(dir: &Path, config: &Path, writers: &Writers) -> Child {
     Command::new(env!("CARGO_BIN_EXE_factwal"))
@@ -133,8 +146,7 @@ fn rounds(name: &str, writers: &Writers, default_rounds: u64) {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path().join("store");
     let config_path = temp.path().join("factwal.toml");
-    std::fs::write(&config_path, "[persistence]\nsegment_bytes = 16384\nmax_record_bytes = 4096\n")
-        .unwrap();
+    std::fs::write(&config_path, writers.config).unwrap();
     let mut config = Config::from_file(&config_path).unwrap();
     config.persistence.data_dir = dir.clone();
     let mut state = Facts::new();
