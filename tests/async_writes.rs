@@ -324,3 +324,62 @@ fn writes_in_flight_are_bounded_and_the_bound_frees_as_they_settle() {
     assert_eq!(lsns, (5..=40).collect::<Vec<Lsn>>());
     assert_eq!(store.facts("s").unwrap().len(), 40);
 }
+
+/// A waker that posts its ticket's index to an event loop's queue, as an
+/// asyncio bridge does with `loop.call_soon_threadsafe` (the Python
+/// package's asyncio API).
+struct PostToLoop {
+    index: usize,
+    queue: mpsc::Sender<usize>,
+}
+
+impl Wake for PostToLoop {
+    fn wake(self: Arc<Self>) {
+        // The loop may be gone (a test that failed): nothing to tell.
+        let _ = self.queue.send(self.index);
+    }
+}
+
+#[test]
+fn an_event_loop_polls_each_ticket_once_more_when_the_leader_posts_it() {
+    // The shape of an asyncio bridge: one loop thread owns every ticket and
+    // polls each once; the thread that finishes a group wakes each ticket
+    // through its own waker, which only posts the ticket's index to the
+    // loop's queue (thread-safe); the loop then polls exactly that ticket,
+    // which is ready. No thread waits per write, and no ticket is polled
+    // in vain.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(common::small_config(dir.path())).unwrap();
+    let (queue, posted) = mpsc::channel();
+    let mut tickets: Vec<Option<WriteTicket>> =
+        (0..300).map(|i| Some(store.write_async(assert_of(i)))).collect();
+    let mut lsns = vec![0; tickets.len()];
+    let mut polls = 0;
+    let mut poll = |index: usize, tickets: &mut Vec<Option<WriteTicket>>| {
+        let waker = Waker::from(Arc::new(PostToLoop { index, queue: queue.clone() }));
+        let ticket = tickets[index].as_mut().expect("a settled ticket is not polled again");
+        polls += 1;
+        match Pin::new(ticket).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(outcome) => {
+                tickets[index] = None;
+                Some(outcome.unwrap())
+            }
+            Poll::Pending => None,
+        }
+    };
+    let mut settled = 0;
+    for index in 0..tickets.len() {
+        if let Some(lsn) = poll(index, &mut tickets) {
+            lsns[index] = lsn;
+            settled += 1;
+        }
+    }
+    while settled < lsns.len() {
+        let index = posted.recv_timeout(PATIENCE).expect("a ticket was never woken");
+        let lsn = poll(index, &mut tickets).expect("a woken ticket is ready");
+        lsns[index] = lsn;
+        settled += 1;
+    }
+    assert_eq!(lsns, (1..=300).collect::<Vec<Lsn>>());
+    assert!(polls <= 600, "each ticket polled at most twice: {polls} polls");
+}
