@@ -368,9 +368,9 @@ fn an_event_loop_polls_each_ticket_once_more_when_the_leader_posts_it() {
         }
     };
     let mut settled = 0;
-    for index in 0..tickets.len() {
-        if let Some(lsn) = poll(index, &mut tickets) {
-            lsns[index] = lsn;
+    for (index, lsn) in lsns.iter_mut().enumerate() {
+        if let Some(ready) = poll(index, &mut tickets) {
+            *lsn = ready;
             settled += 1;
         }
     }
