@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import zlib
 
 import pytest
 
@@ -180,6 +181,30 @@ def test_a_damaged_state_file_is_reported_not_read(data_dir):
     with pytest.raises((factwal.StateCorrupted, factwal.RedbError)) as refused:
         factwal.Store(data_dir)
     assert refused.value.path is not None and "state.redb" in refused.value.path
+
+
+def test_a_segment_from_a_newer_factwal_is_refused_unchanged(tmp_path):
+    # format_version (header bytes 8..12) raised to 3, the header's CRC
+    # (bytes 60..64, CRC-32 of bytes 0..60) made right again: a segment
+    # written by a newer factwal. The open refuses, naming it, and changes
+    # nothing.
+    data_dir = str(tmp_path / "store")
+    crash_after_writes(data_dir, 2)
+    segment = os.path.join(data_dir, "wal", segments(os.path.join(data_dir, "wal"))[-1])
+    with open(segment, "r+b") as file:
+        header = bytearray(file.read(64))
+        header[8:12] = (3).to_bytes(4, "little")
+        header[60:64] = zlib.crc32(bytes(header[:60])).to_bytes(4, "little")
+        file.seek(0)
+        file.write(header)
+    with open(segment, "rb") as file:
+        before = file.read()
+    with pytest.raises(factwal.UnsupportedFormatVersion) as refused:
+        factwal.Store(data_dir)
+    assert refused.value.path == segment
+    assert "format version 3" in str(refused.value)
+    with open(segment, "rb") as file:
+        assert file.read() == before
 
 
 def test_every_exception_kind_is_a_factwal_error():
