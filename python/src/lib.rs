@@ -827,8 +827,70 @@ impl Wake for TicketWaker {
     }
 }
 
+/// Raises the exception one example of each error kind becomes, so that
+/// the tests check every kind's class and attributes, including those no
+/// test can provoke from Python (a failed fsync, a caught panic). Not API.
+#[pyfunction]
+fn _raise_for_test(kind: &str) -> PyResult<()> {
+    let path = PathBuf::from("/data/wal/00000000000000000003.wal");
+    let eio = || Arc::new(std::io::Error::from_raw_os_error(libc::EIO));
+    let io = Error::Io {
+        path: path.clone(),
+        operation: factwal::IoOp::Sync,
+        what: "segment",
+        source: eio(),
+    };
+    let error = match kind {
+        "Io" => io,
+        "Corrupted" => Error::Corrupted {
+            path,
+            offset: 4096,
+            lsn: 17,
+            kind: factwal::CorruptionKind::ChecksumMismatch,
+        },
+        "StateCorrupted" => Error::StateCorrupted {
+            path: PathBuf::from("/data/state.redb"),
+            kind: factwal::StateDamage::ChecksumMismatch,
+            detail: "fact s1/f1".into(),
+        },
+        "ForeignSegment" => Error::ForeignSegment {
+            path,
+            segment_store: None,
+            state: PathBuf::from("/data/state.redb"),
+            store: None,
+        },
+        "WalMismatch" => Error::WalMismatch {
+            wal_dir: PathBuf::from("/data/wal"),
+            state: PathBuf::from("/data/state.redb"),
+            detail: "another store's".into(),
+        },
+        "UnsupportedFormatVersion" => {
+            Error::UnsupportedFormatVersion { path, found: 3, supported: 2 }
+        }
+        "Panicked" => Error::Panicked { what: "folding", message: "boom".into() },
+        "Locked" => Error::Locked { path: PathBuf::from("/data/LOCK") },
+        "LimitExceeded" => Error::LimitExceeded { what: "record bytes", actual: 5000, limit: 4096 },
+        "Poisoned" => Error::Poisoned { cause: Arc::new(io) },
+        "StateSyncFailed" => {
+            Error::StateSyncFailed { path: PathBuf::from("/data/state.redb"), cause: Arc::new(io) }
+        }
+        "Closed" => Error::Closed,
+        "Config" => Error::Config {
+            path: PathBuf::from("/etc/factwal.toml"),
+            key: "persistence.segment_bytes".into(),
+            value: "1".into(),
+            reason: "too small".into(),
+        },
+        "Timeout" => Error::Timeout { what: "the checkpoint thread", waited_ms: 5000 },
+        "InvalidArgument" => Error::InvalidArgument("an empty batch".into()),
+        other => return Err(InvalidArgument::new_err(format!("no example error {other:?}"))),
+    };
+    Err(to_py(error))
+}
+
 #[pymodule]
 fn _factwal(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(_raise_for_test, module)?)?;
     let py = module.py();
     module.add_class::<Batch>()?;
     module.add_class::<Store>()?;

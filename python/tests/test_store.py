@@ -258,3 +258,39 @@ def test_direct_mode(data_dir):
     with factwal.Store(data_dir, wal_enabled=False) as store:
         assert store.assert_fact("s", "f", b"v") == 1
         assert store.stats().applied_lsn == 1
+
+
+@pytest.mark.parametrize(
+    "kind,exception,attributes",
+    [
+        ("Io", factwal.IoError, {"path": "/data/wal/00000000000000000003.wal", "operation": "Sync", "what": "segment", "errno": 5}),
+        ("Corrupted", factwal.Corrupted, {"path": "/data/wal/00000000000000000003.wal", "offset": 4096, "lsn": 17}),
+        ("StateCorrupted", factwal.StateCorrupted, {"path": "/data/state.redb"}),
+        ("ForeignSegment", factwal.ForeignSegment, {"path": "/data/wal/00000000000000000003.wal"}),
+        ("WalMismatch", factwal.WalMismatch, {"path": "/data/wal"}),
+        ("UnsupportedFormatVersion", factwal.UnsupportedFormatVersion, {"path": "/data/wal/00000000000000000003.wal"}),
+        ("Panicked", factwal.InternalError, {}),
+        ("Locked", factwal.Locked, {"path": "/data/LOCK"}),
+        ("LimitExceeded", factwal.LimitExceeded, {"what": "record bytes", "actual": 5000, "limit": 4096}),
+        ("Poisoned", factwal.Poisoned, {}),
+        ("StateSyncFailed", factwal.StateSyncFailed, {"path": "/data/state.redb"}),
+        ("Closed", factwal.Closed, {"path": None}),
+        ("Config", factwal.ConfigError, {"path": "/etc/factwal.toml", "key": "persistence.segment_bytes"}),
+        ("Timeout", factwal.Timeout, {}),
+        ("InvalidArgument", factwal.InvalidArgument, {}),
+    ],
+)
+def test_every_error_kind_becomes_its_exception_with_its_attributes(kind, exception, attributes):
+    # One example of each Rust error kind, converted as any call converts
+    # it: the class, the Rust message, and what it names as attributes.
+    from factwal import _factwal
+
+    with pytest.raises(exception) as raised:
+        _factwal._raise_for_test(kind)
+    assert isinstance(raised.value, factwal.Error)
+    for name, value in attributes.items():
+        assert getattr(raised.value, name) == value, (kind, name)
+    if kind in ("Poisoned", "StateSyncFailed"):
+        assert "sync" in raised.value.cause and "/data/wal/00000000000000000003.wal" in raised.value.cause
+        assert raised.value.cause in str(raised.value)
+    assert str(raised.value)
