@@ -100,6 +100,38 @@ fn read_only_open_shows_what_a_read_write_open_gives_past_a_bad_folded_payload()
 }
 
 #[test]
+fn a_crafted_record_with_an_empty_payload_reads_back_as_invalid() {
+    // Found by `recovery` (CI's smoke run): a crafted raw record with an
+    // empty payload between two valid ones. The engine never writes an
+    // empty payload (a batch holds an operation), and the debug assertion
+    // pairing `encode_record` with the decoder assumed none was ever
+    // encoded, so the harness's crafting panicked. An empty payload must
+    // decode as invalid; recovery then goes on as for any invalid record.
+    use recovery::Piece;
+    let record = |value: &[u8]| {
+        Piece::Record(vec![Op::Assert {
+            session: "s0".into(),
+            fact: "f0".into(),
+            value: value.to_vec(),
+        }])
+    };
+    recovery::run(&Crafted {
+        recovery_mode: RecoveryMode::PointInTime,
+        folded_batches: 0,
+        temporary_file: true,
+        clean_close: true,
+        first_number: 1,
+        segments: vec![SegmentSpec {
+            number_step: 1,
+            header: HeaderSpec::Valid,
+            lsn_first_delta: 0,
+            pieces: vec![record(b"00001.wa"), Piece::RawPayload(vec![]), record(b"")],
+            end: SegmentEnd::Preallocated,
+        }],
+    });
+}
+
+#[test]
 fn config_error_for_a_multi_line_enum_value_prints_on_one_line() {
     // Found by `config` (CI smoke run): `recovery_mode` given as a multi-line
     // string that swallowed the rest of the example file. The parser's reason
