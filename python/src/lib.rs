@@ -20,7 +20,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString};
 
 use factwal::{Batch as RustBatch, CheckpointMode, Config, Error, Lsn, Op, RecoveryMode};
 
@@ -93,12 +93,14 @@ fn to_py(error: Error) -> PyErr {
                 IoError::new_err(message),
                 vec![
                     ("path", path_obj(py, path)),
+                    ("operation", text(py, &format!("{operation:?}"))),
+                    ("what", text(py, what)),
                     (
-                        "operation",
-                        format!("{operation:?}").into_pyobject(py).unwrap().into_any().unbind(),
+                        "errno",
+                        source
+                            .raw_os_error()
+                            .map_or_else(|| py.None(), |errno| int_obj(py, errno as u64)),
                     ),
-                    ("what", (*what).into_pyobject(py).unwrap().into_any().unbind()),
-                    ("errno", source.raw_os_error().into_pyobject(py).unwrap().into_any().unbind()),
                 ],
             ),
             Error::Corrupted { path, offset, lsn, kind } => (
@@ -107,15 +109,12 @@ fn to_py(error: Error) -> PyErr {
                     ("path", path_obj(py, path)),
                     ("offset", int_obj(py, *offset)),
                     ("lsn", int_obj(py, *lsn)),
-                    ("kind", kind.to_string().into_pyobject(py).unwrap().into_any().unbind()),
+                    ("kind", text(py, &kind.to_string())),
                 ],
             ),
             Error::StateCorrupted { path, kind, .. } => (
                 StateCorrupted::new_err(message),
-                vec![
-                    ("path", path_obj(py, path)),
-                    ("kind", kind.to_string().into_pyobject(py).unwrap().into_any().unbind()),
-                ],
+                vec![("path", path_obj(py, path)), ("kind", text(py, &kind.to_string()))],
             ),
             Error::ForeignSegment { path, .. } => {
                 (ForeignSegment::new_err(message), vec![("path", path_obj(py, path))])
@@ -132,29 +131,22 @@ fn to_py(error: Error) -> PyErr {
             Error::LimitExceeded { what, actual, limit } => (
                 LimitExceeded::new_err(message),
                 vec![
-                    ("what", (*what).into_pyobject(py).unwrap().into_any().unbind()),
+                    ("what", text(py, what)),
                     ("actual", int_obj(py, *actual)),
                     ("limit", int_obj(py, *limit)),
                 ],
             ),
-            Error::Poisoned { cause } => (
-                Poisoned::new_err(message),
-                vec![("cause", cause.to_string().into_pyobject(py).unwrap().into_any().unbind())],
-            ),
+            Error::Poisoned { cause } => {
+                (Poisoned::new_err(message), vec![("cause", text(py, &cause.to_string()))])
+            }
             Error::StateSyncFailed { path, cause } => (
                 StateSyncFailed::new_err(message),
-                vec![
-                    ("path", path_obj(py, path)),
-                    ("cause", cause.to_string().into_pyobject(py).unwrap().into_any().unbind()),
-                ],
+                vec![("path", path_obj(py, path)), ("cause", text(py, &cause.to_string()))],
             ),
             Error::Closed => (Closed::new_err(message), vec![]),
             Error::Config { path, key, .. } => (
                 ConfigError::new_err(message),
-                vec![
-                    ("path", path_obj(py, path)),
-                    ("key", key.clone().into_pyobject(py).unwrap().into_any().unbind()),
-                ],
+                vec![("path", path_obj(py, path)), ("key", text(py, key))],
             ),
             Error::Redb { path, .. } => {
                 (RedbError::new_err(message), vec![("path", path_obj(py, path))])
@@ -187,12 +179,19 @@ fn to_py(error: Error) -> PyErr {
     })
 }
 
+fn text(py: Python<'_>, text: &str) -> Py<PyAny> {
+    PyString::new(py, text).into_any().unbind()
+}
+
 fn path_obj(py: Python<'_>, path: &std::path::Path) -> Py<PyAny> {
-    path.display().to_string().into_pyobject(py).unwrap().into_any().unbind()
+    text(py, &path.display().to_string())
 }
 
 fn int_obj(py: Python<'_>, value: u64) -> Py<PyAny> {
-    value.into_pyobject(py).unwrap().into_any().unbind()
+    match value.into_pyobject(py) {
+        Ok(int) => int.into_any().unbind(),
+        Err(never) => match never {},
+    }
 }
 
 trait OrPy<T> {
