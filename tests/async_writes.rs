@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::Duration;
 
-use factwal::testing::{Fault, OpKind, Side, SimDisk};
+use factwal::testing::{Fault, Gate, OpKind, Side, SimDisk};
 use factwal::{Batch, Config, Error, Lsn, Store, WriteTicket};
 
 mod common;
@@ -227,6 +227,28 @@ fn without_blocking<R: Send + 'static>(submit: impl FnOnce() -> R + Send + 'stat
     outcome.recv_timeout(PATIENCE).expect("write_async blocked its caller's thread")
 }
 
+/// A full WAL whose checkpoint pass cannot finish (state.redb's syncs held
+/// at a gate), and `writes` async writes submitted from another thread,
+/// which must not block: they wait in the line.
+struct HeldLine {
+    store: Arc<Store>,
+    gate: Gate,
+    /// Writes made before, all acknowledged.
+    filled: Lsn,
+    tickets: Vec<WriteTicket>,
+}
+
+fn hold_in_line(dir: &std::path::Path, writes: usize) -> HeldLine {
+    let (store, disk, filled) = store_at_wal_bytes_max(dir);
+    let gate = disk.gate(OpKind::Sync, Some(Side::State));
+    let submitter = store.clone();
+    let tickets = without_blocking(move || {
+        (0..writes).map(|i| submitter.write_async(assert_of(i))).collect::<Vec<_>>()
+    });
+    assert!(gate.wait_held(1, PATIENCE), "the admitter's pass reached state.redb's sync");
+    HeldLine { store, gate, filled, tickets }
+}
+
 #[test]
 fn at_wal_bytes_max_async_writes_wait_in_line_without_holding_a_thread() {
     // The WAL is full, and the checkpoint pass that makes room cannot finish
@@ -236,13 +258,7 @@ fn at_wal_bytes_max_async_writes_wait_in_line_without_holding_a_thread() {
     // behind the line. Once the pass finishes, the held writes are queued in
     // call order and the blocking one after them.
     let dir = tempfile::tempdir().unwrap();
-    let (store, disk, filled) = store_at_wal_bytes_max(dir.path());
-    let gate = disk.gate(OpKind::Sync, Some(Side::State));
-    let submitter = store.clone();
-    let tickets = without_blocking(move || {
-        (0..100).map(|i| submitter.write_async(assert_of(i))).collect::<Vec<_>>()
-    });
-    assert!(gate.wait_held(1, PATIENCE), "the admitter's pass reached state.redb's sync");
+    let HeldLine { store, gate, filled, tickets } = hold_in_line(dir.path(), 100);
     let stats = store.stats().unwrap();
     assert_eq!((stats.writes_held, stats.writes_in_flight), (100, 100));
     assert_eq!(stats.lsn_last, filled, "nothing held was queued into the WAL");
@@ -266,13 +282,7 @@ fn writes_held_at_close_are_answered_closed_and_never_written() {
     // Writes held back when the store closes were never queued: each
     // ticket resolves to Closed, and after a reopen none of them is there.
     let dir = tempfile::tempdir().unwrap();
-    let (store, disk, filled) = store_at_wal_bytes_max(dir.path());
-    let gate = disk.gate(OpKind::Sync, Some(Side::State));
-    let submitter = store.clone();
-    let tickets = without_blocking(move || {
-        (0..20).map(|i| submitter.write_async(assert_of(i))).collect::<Vec<_>>()
-    });
-    assert!(gate.wait_held(1, PATIENCE));
+    let HeldLine { store, gate, filled, tickets } = hold_in_line(dir.path(), 20);
     let closer = {
         let store = store.clone();
         std::thread::spawn(move || store.close_shared())
